@@ -1,0 +1,237 @@
+"""The `mgpipe` command: one subcommand per pipeline stage, usable without Snakemake.
+
+Errors in user input end the command with one line naming the file and the problem (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .io import InputError
+
+log = logging.getLogger("mgpipe")
+
+
+def _config(args) -> dict:
+    from . import config as cfg
+
+    if args.config_json:
+        try:
+            data = json.loads(args.config_json)
+        except json.JSONDecodeError as e:
+            raise InputError(f"--config-json: not valid JSON ({e})") from None
+        return cfg.validate(data, "--config-json")
+    return cfg.load(args.config)
+
+
+def cmd_demo_data(args):
+    from .demo_data import generate
+
+    stats = generate(args.out, seed=args.seed, num_subjects=args.subjects,
+                     segments_per_class=args.segments_per_class, width=args.width,
+                     height=args.height, fps=args.fps, progress=not args.quiet)
+    log.info("demo data in %s: %s", args.out, stats)
+
+
+def cmd_clips(args):
+    from .clips import build_manifest, write_csv
+
+    classes = [int(c) for c in args.classes.split(",")] if args.classes else None
+    manifest, class_table = build_manifest(
+        args.labels, args.split, args.videos, video_pattern=args.video_pattern, classes=classes,
+        val_fraction=args.val_fraction, seed=args.seed, on_missing=args.on_missing,
+        skeletons_dir=args.skeletons)
+    write_csv(class_table, args.classes_out)
+    write_csv(manifest, args.out)
+
+
+def cmd_decode(args):
+    from .clips import read_manifest
+    from .decode import build_frame_store
+
+    build_frame_store(read_manifest(args.manifest), args.out, max_side=args.max_side,
+                      quality=args.quality, threads=args.threads, progress=not args.quiet)
+
+
+def cmd_pose(args):
+    from .clips import read_manifest
+    from .pose import build_keypoint_store
+
+    build_keypoint_store(read_manifest(args.manifest), args.skeletons, args.out, layout=args.layout,
+                         low_score=args.low_score, threads=args.threads, progress=not args.quiet)
+
+
+def cmd_heatmaps(args):
+    from .heatmaps import build_heatmap_store
+
+    stats = build_heatmap_store(args.keypoints, args.out, size=args.size, sigma=args.sigma,
+                                padding=args.padding, threads=args.threads,
+                                progress=not args.quiet, log=log.info)
+    log.info("heatmaps: %s", stats)
+
+
+def cmd_train(args):
+    from .train import run
+
+    run(args.model, _config(args), manifest_csv=args.manifest, classes_csv=args.classes,
+        frames_h5=args.frames, heatmaps_h5=args.heatmaps, out_dir=args.out_dir,
+        state_dir=args.state_dir or Path(args.out_dir) / "state", init=args.init,
+        threads=args.threads, progress=not args.quiet)
+
+
+def cmd_merge(args):
+    from .merge import merge_checkpoints
+
+    merge_checkpoints(args.rgb, args.pose, _config(args), args.variant, args.heatmaps, args.out)
+
+
+def cmd_test(args):
+    from .evaluate import score_model
+
+    score_model(args.checkpoint, _config(args), manifest_csv=args.manifest, frames_h5=args.frames,
+                heatmaps_h5=args.heatmaps, out_csv=args.out, threads=args.threads,
+                progress=not args.quiet)
+
+
+def cmd_ensemble(args):
+    from .ensemble import run
+
+    config = _config(args)
+    files = {}
+    for item in args.scores:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise InputError(f"--scores {item}: expected NAME=PATH")
+        files[name] = path
+    run(files, args.classes, args.out_dir, members=config["ensemble"]["members"],
+        search=config["ensemble"]["search"], variants_order=config["fused"]["variants"])
+
+
+def _add_config(p):
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--config", default="config.yaml", help="workflow config YAML (default %(default)s)")
+    g.add_argument("--config-json", help="config as a JSON string (what the workflow passes)")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mgpipe", description=__doc__.splitlines()[0])
+    ap.add_argument("--log", help="also append log lines to this file")
+    ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo-data", help="generate the synthetic iMiGUE-shaped demo dataset")
+    p.add_argument("out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--subjects", type=int, default=16)
+    p.add_argument("--segments-per-class", type=int, default=2)
+    p.add_argument("--width", type=int, default=320)
+    p.add_argument("--height", type=int, default=240)
+    p.add_argument("--fps", type=int, default=25)
+    p.set_defaults(func=cmd_demo_data)
+
+    p = sub.add_parser("clips", help="clip manifest from a label table and a split")
+    p.add_argument("--labels", required=True, help="iMiGUE-layout label table (CSV)")
+    p.add_argument("--split", required=True, help="CSV subject_id,split")
+    p.add_argument("--videos", required=True, help="folder of videos")
+    p.add_argument("--video-pattern", default="{video_id}.mp4")
+    p.add_argument("--skeletons", help="OpenPose folder (checked for every video)")
+    p.add_argument("--classes", help="comma-separated label ids in output order")
+    p.add_argument("--val-fraction", type=float, default=0.15)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--on-missing", choices=["error", "skip"], default="error")
+    p.add_argument("--out", required=True)
+    p.add_argument("--classes-out", required=True)
+    p.set_defaults(func=cmd_clips)
+
+    p = sub.add_parser("decode", help="videos -> HDF5 store of JPEG frames per clip")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--max-side", type=int, default=340)
+    p.add_argument("--quality", type=int, default=90)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("pose", help="OpenPose JSON -> HDF5 keypoint store")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--skeletons", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--layout", default="coco17")
+    p.add_argument("--low-score", type=float, default=0.3)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_pose)
+
+    p = sub.add_parser("heatmaps", help="keypoints -> joint and limb heatmap volumes (HDF5)")
+    p.add_argument("--keypoints", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--sigma", type=float, default=0.6)
+    p.add_argument("--padding", type=float, default=0.25)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_heatmaps)
+
+    data_args = [("--manifest", True), ("--frames", False), ("--heatmaps", True)]
+
+    p = sub.add_parser("train", help="train one model: rgb, joint, limb or fused_<variant>")
+    p.add_argument("model")
+    _add_config(p)
+    for flag, req in data_args:
+        p.add_argument(flag, required=req)
+    p.add_argument("--classes", required=True)
+    p.add_argument("--init", help="initial weights (the merged checkpoint for a fused model)")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--state-dir", help="resumable training state (default OUT_DIR/state)")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("merge", help="pretrained rgb + pose checkpoints -> fused initial weights")
+    p.add_argument("--rgb", required=True)
+    p.add_argument("--pose", required=True)
+    p.add_argument("--variant", default="full")
+    p.add_argument("--heatmaps", required=True)
+    p.add_argument("--out", required=True)
+    _add_config(p)
+    p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("test", help="multi-view scores of a checkpoint on val and test")
+    p.add_argument("checkpoint")
+    _add_config(p)
+    for flag, req in data_args:
+        p.add_argument(flag, required=req)
+    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_test)
+
+    p = sub.add_parser("ensemble", help="score-level fusion, metrics, confusion matrix, summary")
+    p.add_argument("--scores", nargs="+", required=True, metavar="NAME=PATH")
+    p.add_argument("--classes", required=True)
+    p.add_argument("--out-dir", required=True)
+    _add_config(p)
+    p.set_defaults(func=cmd_ensemble)
+    return ap
+
+
+def main(argv=None) -> int:
+    from .runtime import setup_logging
+
+    args = parser().parse_args(argv)
+    setup_logging(args.log)
+    if not sys.stderr.isatty():
+        # In a rule's log file, a progress line every 15 s is progress; ten a second is noise.
+        os.environ.setdefault("TQDM_MININTERVAL", "15")
+    try:
+        args.func(args)
+    except InputError as e:
+        print(f"mgpipe {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Configuration: load YAML, fill defaults from the JSON schema, fail with one readable line."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+
+import yaml
+from jsonschema import Draft202012Validator, validators
+
+from .io import InputError
+
+
+def schema_path() -> Path:
+    """The schema ships in workflow/schemas (source tree) and inside the package (wheel)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "schemas" / "config.schema.yaml",
+                      here.parent / "workflow" / "schemas" / "config.schema.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError("config.schema.yaml not found next to the mgpipe package")
+
+
+def _with_defaults(cls):
+    validate_properties = cls.VALIDATORS["properties"]
+
+    def fill(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(cls, {"properties": fill})
+
+
+_Validator = _with_defaults(Draft202012Validator)
+
+
+def _describe(error) -> str:
+    key = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        names = ", ".join(f"{key + '.' if key else ''}{e}" for e in extra)
+        return f"unknown config key {names}"
+    return f"config key {key or '<root>'}: {error.message}"
+
+
+class ConfigError(InputError):
+    pass
+
+
+def validate(config: dict, source: str = "config") -> dict:
+    """Validate in place (filling defaults) and return config; raise ConfigError with one line."""
+    schema = yaml.safe_load(schema_path().read_text())
+    validator = _Validator(schema)
+    # Defaults are filled while validating, so validate twice: the second pass sees the filled
+    # values (a default dict may itself need its sub-defaults).
+    for _ in range(2):
+        errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+        if errors:
+            raise ConfigError(f"{source}: {_describe(errors[0])}")
+    return config
+
+
+def load(path, overrides: dict | None = None) -> dict:
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    for key, value in (overrides or {}).items():
+        config[key] = value
+    return validate(config, str(path))
+
+
+def canonical(value) -> str:
+    """Sorted, compact JSON: equal settings compare equal as Snakemake params."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def digest(value) -> str:
+    return hashlib.sha256(canonical(value).encode()).hexdigest()[:16]
+
+
+# Modules whose code each stage runs. Snakemake does not notice edits to an imported package,
+# so the rules pass this digest as a param: editing a stage's module reruns that stage and,
+# through its new output, everything downstream, and nothing upstream.
+STAGE_MODULES = {
+    "demo_data": ["demo_data.py", "layouts.py"],
+    "clips": ["clips.py"],
+    "decode": ["decode.py"],
+    "pose": ["pose.py", "layouts.py"],
+    "heatmaps": ["heatmaps.py", "layouts.py"],
+    "train": ["train.py", "data.py", "zoo.py", "models"],
+    "merge": ["merge.py", "zoo.py", "models"],
+    "test": ["evaluate.py", "data.py", "zoo.py", "models"],
+    "ensemble": ["ensemble.py", "evaluate.py"],
+}
+
+
+def code_digest(stage: str) -> str:
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for entry in STAGE_MODULES[stage]:
+        path = root / entry
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for f in files:
+            h.update(f.relative_to(root).as_posix().encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]

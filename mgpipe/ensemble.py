@@ -1,0 +1,218 @@
+"""Stage 9: score-level fusion, metrics, confusion matrix and the summary report.
+
+Every model's test scores are reported per stream; a fused network also at stream weights 1:1,
+2:1 and 1:2; the ensemble averages the members' probabilities with fixed weights, or with
+weights searched on the validation split and then applied unchanged to test.
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .evaluate import read_scores, stream_probs, streams_of
+from .io import InputError, atomic_path, write_json, write_text
+from .zoo import VARIANTS, is_fused
+
+log = logging.getLogger(__name__)
+STREAM_WEIGHTS = {"1:1": (1, 1), "2:1": (2, 1), "1:2": (1, 2)}
+
+
+def metrics(probs: torch.Tensor, labels: np.ndarray, num_classes: int) -> dict:
+    labels = np.asarray(labels)
+    order = np.argsort(-probs.numpy(), axis=1, kind="stable")
+    pred = order[:, 0]
+    top5 = (order[:, :5] == labels[:, None]).any(1).mean()
+    per_class = {}
+    for k in range(num_classes):
+        mask = labels == k
+        if mask.any():
+            per_class[k] = float((pred[mask] == k).mean())
+    return {"top1": round(float((pred == labels).mean()), 6), "top5": round(float(top5), 6),
+            "mean_class_accuracy": round(float(np.mean(list(per_class.values()))), 6),
+            "per_class": {k: round(v, 6) for k, v in per_class.items()}, "n": int(len(labels))}
+
+
+def confusion(probs: torch.Tensor, labels, num_classes: int) -> np.ndarray:
+    m = np.zeros((num_classes, num_classes), dtype=int)
+    np.add.at(m, (np.asarray(labels), probs.argmax(1).numpy()), 1)
+    return m
+
+
+def model_probs(scores: pd.DataFrame, name: str, weights=(1, 1)) -> torch.Tensor:
+    """A model's class probabilities: a fused network combines its rgb and pose streams."""
+    if is_fused(name):
+        wr, wp = weights
+        return (wr * stream_probs(scores, "rgb") + wp * stream_probs(scores, "pose")) / (wr + wp)
+    (stream,) = streams_of(scores)
+    return stream_probs(scores, stream)
+
+
+def search_weights(members: dict, scores: dict, split="val", grid=(0.0, 0.5, 1.0, 1.5, 2.0)) -> dict:
+    """Grid search of member weights on one split; ties go to the earliest (smaller) weights."""
+    names = list(members)
+    labels = None
+    probs = {}
+    for n in names:
+        s = scores[n][scores[n].split == split]
+        probs[n] = model_probs(s, n)
+        labels = s.label.to_numpy()
+    best, best_w = -1.0, None
+    for w in itertools.product(grid, repeat=len(names)):
+        if sum(w) == 0:
+            continue
+        p = sum(wi * probs[n] for wi, n in zip(w, names))
+        acc = float((p.argmax(1).numpy() == labels).mean())
+        if acc > best + 1e-12:
+            best, best_w = acc, w
+    return dict(zip(names, best_w))
+
+
+def _aligned(scores: dict, split: str) -> tuple[dict, np.ndarray]:
+    """Rows of one split, in one clip order for every model (score files must cover the same clips)."""
+    ref = None
+    out = {}
+    for name, s in scores.items():
+        s = s[s.split == split].sort_values("clip_id").reset_index(drop=True)
+        if ref is None:
+            ref = s
+        elif not s.clip_id.equals(ref.clip_id):
+            raise InputError(f"score files of {name} and {next(iter(scores))} cover different clips")
+        out[name] = s
+    return out, ref.label.to_numpy()
+
+
+def run(score_files: dict, classes_csv, out_dir, *, members: dict, search: bool = False,
+        variants_order=None) -> dict:
+    out_dir = Path(out_dir)
+    classes = pd.read_csv(classes_csv)
+    K = len(classes)
+    scores = {name: read_scores(p) for name, p in score_files.items()}
+    fused_names = [n for n in scores if is_fused(n)]
+    members = {("fused_" + (variants_order or [n[6:] for n in fused_names])[0]) if m == "fused" else m: w
+               for m, w in members.items()}
+    missing = sorted(set(members) - set(scores))
+    if missing:
+        raise InputError(f"ensemble member(s) {missing} have no score file (models: {sorted(scores)})")
+
+    test, labels = _aligned(scores, "test")
+    report = {"num_test_clips": int(len(labels)), "classes": classes.name.tolist(), "models": {}}
+    for name, s in test.items():
+        if is_fused(name):
+            rows = {stream: metrics(stream_probs(s, stream), labels, K) for stream in ("rgb", "pose")}
+            rows.update({f"rgb:pose {k}": metrics(model_probs(s, name, w), labels, K)
+                         for k, w in STREAM_WEIGHTS.items()})
+        else:
+            (stream,) = streams_of(s)
+            rows = {stream: metrics(stream_probs(s, stream), labels, K)}
+        for r in rows.values():
+            r.pop("per_class")
+        report["models"][name] = rows
+
+    weights = search_weights(members, scores) if search else dict(members)
+    total = sum(weights.values())
+    if total <= 0:
+        raise InputError("ensemble weights sum to zero")
+    ens = sum(w * model_probs(test[n], n) for n, w in weights.items() if w) / total
+    ens_metrics = metrics(ens, labels, K)
+    ens_metrics["per_class"] = {classes.name[k]: v for k, v in ens_metrics["per_class"].items()}
+    report["ensemble"] = {"weights": weights, "searched_on_val": search, **ens_metrics}
+    report["ablation"] = [
+        {"variant": n[6:], "fusion": VARIANTS[n[6:]][0], "prototype": VARIANTS[n[6:]][1],
+         **{k: v["top1"] for k, v in report["models"][n].items()}}
+        for n in fused_names if n[6:] in VARIANTS]
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "metrics.json", report)
+    plot_confusion(confusion(ens, labels, K), classes.name.tolist(), out_dir / "confusion.png",
+                   title=f"ensemble, test top-1 {ens_metrics['top1']:.3f}")
+    md = summary_markdown(report)
+    write_text(out_dir / "summary.md", md)
+    write_text(out_dir / "summary.html", summary_html(report))
+    log.info("ensemble test top-1 %.4f (weights %s)", ens_metrics["top1"], weights)
+    return report
+
+
+def plot_confusion(matrix: np.ndarray, names: list[str], path, title="") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(1.6 + 0.55 * n, 1.2 + 0.5 * n))
+    rows = matrix.sum(1, keepdims=True)
+    ax.imshow(matrix / np.maximum(rows, 1), cmap="Blues", vmin=0, vmax=1)
+    for i, j in itertools.product(range(n), range(n)):
+        if matrix[i, j]:
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if matrix[i, j] > rows[i, 0] / 2 else "black")
+    ax.set_xticks(range(n), names, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(n), names, fontsize=8)
+    ax.set_xlabel("predicted"), ax.set_ylabel("true"), ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+
+
+def _table(report: dict) -> list[list[str]]:
+    rows = [["model", "scores", "top-1", "top-5", "mean class acc."]]
+    for name, combos in report["models"].items():
+        for combo, m in combos.items():
+            rows.append([name, combo, f"{m['top1']:.4f}", f"{m['top5']:.4f}",
+                         f"{m['mean_class_accuracy']:.4f}"])
+    e = report["ensemble"]
+    w = ", ".join(f"{k} {v:g}" for k, v in e["weights"].items())
+    rows.append(["**ensemble**", w, f"{e['top1']:.4f}", f"{e['top5']:.4f}",
+                 f"{e['mean_class_accuracy']:.4f}"])
+    return rows
+
+
+def _ablation(report: dict) -> list[list[str]]:
+    rows = [["variant", "fusion", "prototype loss", "rgb", "pose", "rgb:pose 1:1"]]
+    for r in report["ablation"]:
+        rows.append([r["variant"], "yes" if r["fusion"] else "no", "yes" if r["prototype"] else "no",
+                     f"{r['rgb']:.4f}", f"{r['pose']:.4f}", f"{r['rgb:pose 1:1']:.4f}"])
+    return rows
+
+
+def _md(rows):
+    out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    out += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    return "\n".join(out)
+
+
+def summary_markdown(report: dict) -> str:
+    parts = [f"# mgpipe results\n\nTest clips: {report['num_test_clips']}.\n",
+             "## Models and ensemble (test split)\n", _md(_table(report)), ""]
+    if report["ablation"]:
+        parts += ["## Ablation of the fused network (test top-1)\n", _md(_ablation(report)), ""]
+    parts += ["## Per-class accuracy of the ensemble\n",
+              _md([["class", "accuracy"]] + [[k, f"{v:.4f}"] for k, v in
+                                            report["ensemble"]["per_class"].items()]),
+              "", "![confusion matrix](confusion.png)", ""]
+    return "\n".join(parts)
+
+
+def summary_html(report: dict) -> str:
+    def table(rows):
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c.strip('*'))}</td>" for c in r) + "</tr>"
+                       for r in rows[1:])
+        return f"<table><tr>{head}</tr>{body}</table>"
+
+    abl = f"<h2>Ablation of the fused network (test top-1)</h2>{table(_ablation(report))}" \
+        if report["ablation"] else ""
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>mgpipe results</title>"
+            "<style>body{font-family:sans-serif;margin:2em}td,th{padding:3px 10px;"
+            "border-bottom:1px solid #ddd;text-align:left}</style></head><body>"
+            f"<h1>mgpipe results</h1><p>Test clips: {report['num_test_clips']}</p>"
+            f"<h2>Models and ensemble (test split)</h2>{table(_table(report))}{abl}"
+            "<h2>Confusion matrix of the ensemble</h2><img src='confusion.png'></body></html>\n")

@@ -1,0 +1,539 @@
+"""Heatmap stage: keypoints -> compact box per clip -> Gaussian joint and limb volumes.
+
+Semantics (design/model.md section 7, PoseConv3D's GeneratePoseTarget), stated exactly:
+
+* A keypoint is *valid* when its score is >= 1e-4 (compared in float64, so a float32 score of
+  1e-4, which is 9.99999974e-05, is below), its x and y are finite and it is not the
+  missing marker (x == 0 and y == 0). Invalid keypoints draw nothing and are ignored by the box.
+* Coordinates are mapped into the box's output grid: x' = (x - x0) * (W / (x1 - x0)),
+  y' = (y - y0) * (H / (y1 - y0)); pixel centres sit at the integers 0..W-1 / 0..H-1.
+* Joint channel: value exp(-(dx^2 + dy^2) / (2 sigma^2)) * score at pixel (i, j) with
+  dx = i - x', dy = j - y', drawn only where |dx| <= 3 sigma AND |dy| <= 3 sigma (a square
+  window, as the reference; the reference's int() truncation can add one extra pixel column or
+  row just beyond 3 sigma on the low side, which we do not reproduce).
+* Limb channel (edge a-b): value exp(-d^2 / (2 sigma^2)) * min(score_a, score_b) where d is the
+  distance from the pixel to the closed segment [a', b'], drawn only where d <= 3 sigma (a
+  round cut, not the reference's bounding box). Either endpoint invalid -> nothing. A
+  zero-length segment is the distance to that point (the reference instead draws a joint
+  Gaussian at a with a's score whenever |ab| < 1 px).
+* Several persons: elementwise max. sigma is in output (heatmap) pixels.
+
+The vectorised renderers enumerate only the candidate pixels near each keypoint / segment
+(flat index arrays, no Python loop over frames, joints or limbs; a loop over persons and over
+memory-bounded frame blocks) and scatter them with a maximum into the output. The *_loop
+versions are the plain per-person/per-frame/per-joint reference with the same arithmetic.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing as mp
+import os
+import sys
+import time
+from collections import deque
+from functools import partial
+from pathlib import Path
+
+import h5py
+import hdf5plugin
+import numpy as np
+from tqdm import tqdm
+
+from .io import InputError, atomic_path
+from .layouts import get_layout
+
+EPS = 1e-4
+FORMAT_VERSION = 1
+ZSTD_LEVEL = 3
+# Upper bound on candidate pixels handled at once by the vectorised renderers (each candidate
+# costs a few dozen bytes of temporaries), and on float32 output elements per rendered block
+# in the store builder.
+_CANDIDATES_PER_BLOCK = 1 << 21
+_FLOATS_PER_BLOCK = 1 << 24
+
+__all__ = [
+    "compact_box", "render_joints", "render_limbs", "render_joints_loop", "render_limbs_loop",
+    "flip_volume", "quantise", "dequantise", "build_heatmap_store", "read_clip", "read_box",
+]
+
+
+# ----------------------------------------------------------------------------- helpers
+def _as_mtv3(keypoints) -> np.ndarray:
+    kp = np.asarray(keypoints)
+    if kp.ndim == 3:
+        kp = kp[None]
+    if kp.ndim != 4 or kp.shape[-1] < 3:
+        raise ValueError(f"keypoints must be [M, T, V, 3] or [T, V, 3], got shape {kp.shape}")
+    return kp
+
+
+def _size_hw(size) -> tuple[int, int]:
+    if isinstance(size, (int, np.integer)):
+        h = w = int(size)
+    else:
+        h, w = (int(s) for s in size)
+    if h <= 0 or w <= 0:
+        raise ValueError(f"heatmap size must be positive, got {size!r}")
+    return h, w
+
+
+def _valid(kp: np.ndarray) -> np.ndarray:
+    """[..., 3] keypoints -> bool [...]: score >= EPS, finite, and not the (0, 0) missing marker."""
+    x, y, s = kp[..., 0], kp[..., 1], kp[..., 2].astype(np.float64)  # compare in float64
+    return (s >= EPS) & np.isfinite(x) & np.isfinite(y) & ~((x == 0) & (y == 0))
+
+
+def _box_scales(box, h: int, w: int) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = (float(v) for v in np.asarray(box, dtype=np.float64).reshape(4))
+    if not (x1 > x0 and y1 > y0):
+        raise ValueError(f"degenerate box {box!r}")
+    return x0, y0, w / (x1 - x0), h / (y1 - y0)
+
+
+def _mapped(kp: np.ndarray, box, h: int, w: int):
+    """float64 mapped x', y', score [M, T, V] and the validity mask."""
+    x0, y0, sx, sy = _box_scales(box, h, w)
+    k = kp.astype(np.float64, copy=False)
+    return (k[..., 0] - x0) * sx, (k[..., 1] - y0) * sy, k[..., 2], _valid(kp)
+
+
+def _gauss(d2, sigma: float):
+    # Shared by the vectorised and the loop renderers so that both use the same arithmetic.
+    return np.exp(-d2 / (2.0 * sigma * sigma))
+
+
+def _frame_blocks(cost: np.ndarray, budget: int) -> list[tuple[int, int]]:
+    """Split frames into consecutive [t0, t1) blocks whose summed cost stays under budget
+    (a block always holds at least one frame)."""
+    n = len(cost)
+    if n == 0:
+        return []
+    cum = np.cumsum(cost, dtype=np.int64)
+    out, t0, base = [], 0, 0
+    while t0 < n:
+        t1 = int(np.searchsorted(cum, base + budget, side="right"))
+        t1 = min(max(t1, t0 + 1), n)
+        out.append((t0, t1))
+        base, t0 = int(cum[t1 - 1]), t1
+    return out
+
+
+# ----------------------------------------------------------------------------- box
+def compact_box(keypoints, width, height, padding: float = 0.25, min_size: float = 10.0) -> np.ndarray:
+    """Union box of the clip's valid keypoints, grown around its centre by (1 + padding) in
+    half-size (PoseCompact), then made square (longer side wins). The box may leave the frame.
+    No valid keypoint, or a union box narrower or shorter than min_size px -> (0, 0, W, H)."""
+    kp = _as_mtv3(keypoints)
+    full = np.array([0.0, 0.0, float(width), float(height)], dtype=np.float32)
+    ok = _valid(kp)
+    if not ok.any():
+        return full
+    xs = kp[..., 0][ok].astype(np.float64)
+    ys = kp[..., 1][ok].astype(np.float64)
+    x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
+    if x1 - x0 < min_size or y1 - y0 < min_size:
+        return full
+    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+    half = max(x1 - x0, y1 - y0) / 2.0 * (1.0 + padding)
+    return np.array([cx - half, cy - half, cx + half, cy + half], dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------- vectorised
+# Candidate pixels are computed densely per keypoint / per row of a segment; candidates that
+# fail the cut are routed to one spare element after the output (so the scatter needs no
+# compaction), and within one person every real index occurs once (one keypoint or segment per
+# channel and frame), so `flat[idx] = max(flat[idx], val)` is exact.
+_MARGIN = 1e-6  # widens candidate windows past float rounding; the exact cut is applied after
+
+
+def _output(shape) -> tuple[np.ndarray, np.ndarray, int]:
+    n = int(np.prod(shape, dtype=np.int64))
+    buf = np.zeros(n + 1, dtype=np.float32)
+    return buf[:n].reshape(shape), buf, n
+
+
+def render_joints(keypoints, box, size, sigma: float) -> np.ndarray:
+    """Joint heatmaps float32 [T, V, H, W] (see the module docstring for the exact rule)."""
+    kp = _as_mtv3(keypoints)
+    m_, t_, v_, _ = kp.shape
+    h, w = _size_hw(size)
+    out, flat, dummy = _output((t_, v_, h, w))
+    if m_ == 0 or t_ == 0 or v_ == 0:
+        return out
+    xs, ys, ss, valid = _mapped(kp, box, h, w)
+    r = 3.0 * sigma
+    k = int(math.ceil(2.0 * r + _MARGIN)) + 1  # candidates per axis: a superset of |i - x'| <= r
+    offs = np.arange(k, dtype=np.float64)
+    step = max(1, _CANDIDATES_PER_BLOCK // (v_ * k * k))
+    first_write = True  # until a person has drawn, the output is all zero: plain assignment
+    for m in range(m_):
+        for t0 in range(0, t_, step):
+            t1 = min(t_, t0 + step)
+            tt, vv = np.nonzero(valid[m, t0:t1])
+            if tt.size == 0:
+                continue
+            cx = xs[m, t0:t1][tt, vv]
+            cy = ys[m, t0:t1][tt, vv]
+            px = np.floor(cx - r)[:, None] + offs  # [n, k]
+            py = np.floor(cy - r)[:, None] + offs
+            dx = px - cx[:, None]
+            dy = py - cy[:, None]
+            okx = (np.abs(dx) <= r) & (px >= 0) & (px <= w - 1)
+            oky = (np.abs(dy) <= r) & (py >= 0) & (py <= h - 1)
+            d2 = dx[:, None, :] ** 2 + dy[:, :, None] ** 2  # [n, k(y), k(x)]
+            val = _gauss(d2, sigma)
+            val *= ss[m, t0:t1][tt, vv][:, None, None]
+            chan = (tt + t0).astype(np.int64) * v_ + vv
+            idx = ((chan[:, None] * h + py.astype(np.int64)) * w)[:, :, None] + px.astype(np.int64)[:, None, :]
+            idx[~(oky[:, :, None] & okx[:, None, :])] = dummy
+            val = val.astype(np.float32)
+            flat[idx] = val if first_write else np.maximum(flat[idx], val)
+        first_write = first_write and not valid[m].any()
+    return out
+
+
+def render_limbs(keypoints, box, size, sigma: float, limbs) -> np.ndarray:
+    """Limb heatmaps float32 [T, L, H, W] (see the module docstring for the exact rule)."""
+    kp = _as_mtv3(keypoints)
+    m_, t_, _, _ = kp.shape
+    lim = np.asarray(limbs, dtype=np.int64).reshape(-1, 2)
+    l_ = len(lim)
+    h, w = _size_hw(size)
+    out, flat, dummy = _output((t_, l_, h, w))
+    if m_ == 0 or t_ == 0 or l_ == 0:
+        return out
+    xs, ys, ss, valid = _mapped(kp, box, h, w)
+    la, lb = lim[:, 0], lim[:, 1]
+    r = 3.0 * sigma
+    rm = r + _MARGIN
+    first_write = True  # until a person has drawn, the output is all zero: plain assignment
+    for m in range(m_):
+        ax, ay, bx, by = xs[m][:, la], ys[m][:, la], xs[m][:, lb], ys[m][:, lb]  # [T, L]
+        ok = valid[m][:, la] & valid[m][:, lb]
+        if not ok.any():
+            continue
+        val = np.minimum(ss[m][:, la], ss[m][:, lb])
+        with np.errstate(invalid="ignore"):
+            xlo = np.maximum(np.floor(np.minimum(ax, bx) - r), 0.0)
+            xhi = np.minimum(np.ceil(np.maximum(ax, bx) + r), w - 1.0)
+            ylo = np.maximum(np.floor(np.minimum(ay, by) - r), 0.0)
+            yhi = np.minimum(np.ceil(np.maximum(ay, by) + r), h - 1.0)
+        bw = np.where(ok, np.maximum(xhi - xlo + 1.0, 0.0), 0.0).astype(np.int64)
+        bh = np.where(ok, np.maximum(yhi - ylo + 1.0, 0.0), 0.0).astype(np.int64)
+        # The segment's bounding box grown by 3 sigma (clipped to the grid) bounds the work.
+        for t0, t1 in _frame_blocks((bw * bh).sum(axis=1), _CANDIDATES_PER_BLOCK):
+            tt, ll = np.nonzero((bw * bh)[t0:t1])
+            if tt.size == 0:
+                continue
+            tt = tt + t0
+            sax, say = ax[tt, ll], ay[tt, ll]
+            sabx, saby = bx[tt, ll] - sax, by[tt, ll] - say
+            # Level 1: the rows of each segment's box.
+            nrow = bh[tt, ll]
+            rseg = np.repeat(np.arange(tt.size), nrow)
+            ry = ylo[tt, ll][rseg] + (np.arange(rseg.size) - np.repeat(np.cumsum(nrow) - nrow, nrow))
+            r_ax, r_abx, r_aby = sax[rseg], sabx[rseg], saby[rseg]
+            r_apy = ry - say[rseg]
+            # Segment points within rm of the row in y: parameter s in [s_lo, s_hi] (clipped to
+            # [0, 1]); the row's candidates are their x range grown by rm, clipped to the box.
+            with np.errstate(divide="ignore", invalid="ignore"):
+                s1 = (r_apy - rm) / r_aby
+                s2 = (r_apy + rm) / r_aby
+            flat_seg = r_aby == 0
+            near = np.abs(r_apy) <= rm
+            s_lo = np.where(flat_seg, np.where(near, 0.0, 2.0), np.maximum(np.minimum(s1, s2), 0.0))
+            s_hi = np.where(flat_seg, 1.0, np.minimum(np.maximum(s1, s2), 1.0))
+            xa = r_ax + s_lo * r_abx
+            xb = r_ax + s_hi * r_abx
+            il = np.maximum(np.ceil(np.minimum(xa, xb) - rm), xlo[tt, ll][rseg])
+            ir = np.minimum(np.floor(np.maximum(xa, xb) + rm), xhi[tt, ll][rseg])
+            rw = np.where(s_lo <= s_hi, np.maximum(ir - il + 1.0, 0.0), 0.0).astype(np.int64)
+            # Level 2: the candidate pixels of each row (row-level values are repeated).
+            first = np.cumsum(rw) - rw
+            px = np.repeat(il - first, rw)
+            px += np.arange(px.size)
+            r_d2ab = r_abx * r_abx + r_aby * r_aby
+            r_d2ab[r_d2ab == 0] = np.inf  # zero-length segment: c = 0, the distance to a
+            abx, aby = np.repeat(r_abx, rw), np.repeat(r_aby, rw)
+            apx = px - np.repeat(r_ax, rw)
+            apy = np.repeat(r_apy, rw)
+            c = apx * abx
+            c += apy * aby
+            c /= np.repeat(r_d2ab, rw)
+            np.clip(c, 0.0, 1.0, out=c)
+            abx *= c
+            dx = np.subtract(apx, abx, out=apx)
+            aby *= c
+            dy = np.subtract(apy, aby, out=apy)
+            dx *= dx
+            dy *= dy
+            d2 = np.add(dx, dy, out=dx)
+            v = _gauss(d2, sigma)
+            v *= np.repeat(val[tt, ll][rseg], rw)
+            r_base = ((tt.astype(np.int64) * l_ + ll)[rseg] * h + ry.astype(np.int64)) * w
+            idx = np.repeat(r_base, rw)
+            idx += px.astype(np.int64)
+            idx[d2 > r * r] = dummy
+            v = v.astype(np.float32)
+            flat[idx] = v if first_write else np.maximum(flat[idx], v)
+        first_write = False  # (persons that draw nothing `continue` above)
+    return out
+
+
+# ----------------------------------------------------------------------------- reference loops
+def render_joints_loop(keypoints, box, size, sigma: float) -> np.ndarray:
+    """Per-person/per-frame/per-joint reference of render_joints (same semantics)."""
+    kp = _as_mtv3(keypoints)
+    m_, t_, v_, _ = kp.shape
+    h, w = _size_hw(size)
+    out = np.zeros((t_, v_, h, w), dtype=np.float32)
+    x0, y0, sx, sy = _box_scales(box, h, w)
+    r = 3.0 * sigma
+    for m in range(m_):
+        for t in range(t_):
+            for v in range(v_):
+                x, y, s = (float(q) for q in kp[m, t, v, :3])
+                if not (s >= EPS) or not (math.isfinite(x) and math.isfinite(y)) or (x == 0 and y == 0):
+                    continue
+                cx = (x - x0) * sx
+                cy = (y - y0) * sy
+                xa, xb = max(math.floor(cx - r), 0), min(math.ceil(cx + r), w - 1)
+                ya, yb = max(math.floor(cy - r), 0), min(math.ceil(cy + r), h - 1)
+                if xa > xb or ya > yb:
+                    continue
+                dx = np.arange(xa, xb + 1, dtype=np.float64) - cx
+                dy = np.arange(ya, yb + 1, dtype=np.float64) - cy
+                patch = (_gauss(dx[None, :] ** 2 + dy[:, None] ** 2, sigma) * s).astype(np.float32)
+                patch[~((np.abs(dy) <= r)[:, None] & (np.abs(dx) <= r)[None, :])] = 0.0
+                region = out[t, v, ya:yb + 1, xa:xb + 1]
+                np.maximum(region, patch, out=region)
+    return out
+
+
+def render_limbs_loop(keypoints, box, size, sigma: float, limbs) -> np.ndarray:
+    """Per-person/per-frame/per-limb reference of render_limbs (same semantics)."""
+    kp = _as_mtv3(keypoints)
+    m_, t_, _, _ = kp.shape
+    lim = [(int(a), int(b)) for a, b in np.asarray(limbs, dtype=np.int64).reshape(-1, 2)]
+    h, w = _size_hw(size)
+    out = np.zeros((t_, len(lim), h, w), dtype=np.float32)
+    x0, y0, sx, sy = _box_scales(box, h, w)
+    r = 3.0 * sigma
+    for m in range(m_):
+        for t in range(t_):
+            for li, (a, b) in enumerate(lim):
+                xa_, ya_, sa = (float(q) for q in kp[m, t, a, :3])
+                xb_, yb_, sb = (float(q) for q in kp[m, t, b, :3])
+                bad = False
+                for x, y, s in ((xa_, ya_, sa), (xb_, yb_, sb)):
+                    if not (s >= EPS) or not (math.isfinite(x) and math.isfinite(y)) or (x == 0 and y == 0):
+                        bad = True
+                if bad:
+                    continue
+                ax, ay = (xa_ - x0) * sx, (ya_ - y0) * sy
+                bx, by = (xb_ - x0) * sx, (yb_ - y0) * sy
+                x_lo, x_hi = max(math.floor(min(ax, bx) - r), 0), min(math.ceil(max(ax, bx) + r), w - 1)
+                y_lo, y_hi = max(math.floor(min(ay, by) - r), 0), min(math.ceil(max(ay, by) + r), h - 1)
+                if x_lo > x_hi or y_lo > y_hi:
+                    continue
+                apx = np.arange(x_lo, x_hi + 1, dtype=np.float64)[None, :] - ax
+                apy = np.arange(y_lo, y_hi + 1, dtype=np.float64)[:, None] - ay
+                abx, aby = bx - ax, by - ay
+                d2ab = abx * abx + aby * aby
+                apx, apy = np.broadcast_arrays(apx, apy)
+                if d2ab > 0:
+                    c = np.clip((apx * abx + apy * aby) / d2ab, 0.0, 1.0)
+                else:
+                    c = np.zeros(apx.shape)
+                dx = apx - c * abx
+                dy = apy - c * aby
+                d2 = dx * dx + dy * dy
+                patch = (_gauss(d2, sigma) * min(sa, sb)).astype(np.float32)
+                patch[d2 > r * r] = 0.0
+                region = out[t, li, y_lo:y_hi + 1, x_lo:x_hi + 1]
+                np.maximum(region, patch, out=region)
+    return out
+
+
+# ----------------------------------------------------------------------------- volume utilities
+def flip_volume(volume, flip_index, axis: int = 1) -> np.ndarray:
+    """Horizontal flip augmentation: mirror x (the last axis; pixel i -> W-1-i) and permute the
+    channel axis (`axis`: 1 for [T, C, H, W], 0 for [C, T, H, W]) so that output channel c holds
+    input channel flip_index[c]. Returns a new array."""
+    vol = np.asarray(volume)
+    idx = np.asarray(flip_index, dtype=np.int64)
+    if vol.ndim < 3 or idx.shape != (vol.shape[axis],):
+        raise ValueError(f"flip_index of shape {idx.shape} does not fit axis {axis} of {vol.shape}")
+    return np.ascontiguousarray(np.take(vol[..., ::-1], idx, axis=axis))
+
+
+def quantise(volume) -> np.ndarray:
+    """float volume in [0, 1] -> uint8, round(v * 255) (values outside [0, 1] are clipped)."""
+    v = np.asarray(volume, dtype=np.float32)
+    return np.rint(np.clip(v, 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
+
+
+def dequantise(volume) -> np.ndarray:
+    """uint8 -> float32 in [0, 1]."""
+    return np.asarray(volume, dtype=np.uint8).astype(np.float32) * np.float32(1.0 / 255.0)
+
+
+# ----------------------------------------------------------------------------- store
+def _render_quantised(render, kp, channels, box, size, sigma, *extra) -> np.ndarray:
+    h, w = _size_hw(size)
+    t_ = kp.shape[1]
+    out = np.empty((t_, channels, h, w), dtype=np.uint8)
+    step = max(1, _FLOATS_PER_BLOCK // max(1, channels * h * w))
+    for t0 in range(0, t_, step):
+        out[t0:t0 + step] = quantise(render(kp[:, t0:t0 + step], box, size, sigma, *extra))
+    return out
+
+
+def _render_clip(item, *, size, sigma, padding, num_joints, limbs):
+    """Worker: one clip -> (clip_id, box, joint uint8, limb uint8 or None, frames, empty frames)."""
+    clip_id, kp, width, height = item
+    box = compact_box(kp, width, height, padding)
+    joint = _render_quantised(render_joints, kp, num_joints, box, size, sigma)
+    limb = None
+    if limbs is not None:
+        limb = _render_quantised(render_limbs, kp, len(limbs), box, size, sigma, limbs)
+    empty = int((~_valid(kp).any(axis=(0, 2))).sum())
+    return clip_id, box, joint, limb, kp.shape[1], empty
+
+
+def _ordered_map(fn, items, processes: int):
+    """fn over items, results in input order; at most 2 * processes clips in flight."""
+    if processes <= 1:
+        for item in items:
+            yield fn(item)
+        return
+    with mp.get_context().Pool(processes) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.apply_async(fn, (item,)))
+            if len(pending) >= 2 * processes:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+def _read_clips(f, path, layout):
+    """Yield (clip_id, keypoints float32 [M, T, V, 3], width, height) in sorted clip order."""
+    clips = f["clips"]
+    for cid in sorted(clips.keys()):
+        g = clips[cid]
+        if not isinstance(g, h5py.Group) or "keypoints" not in g:
+            raise InputError(f"{path}: clip {cid!r} has no 'keypoints' dataset")
+        kp = np.asarray(g["keypoints"][()], dtype=np.float32)
+        if kp.ndim != 4 or kp.shape[-1] != 3 or kp.shape[2] != layout.num_joints:
+            raise InputError(
+                f"{path}: clip {cid!r} keypoints have shape {kp.shape}, expected "
+                f"[M, T, {layout.num_joints}, 3] for layout {layout.name!r}")
+        if kp.shape[1] == 0:
+            raise InputError(f"{path}: clip {cid!r} has no frames (T=0)")
+        try:
+            width, height = int(g.attrs["width"]), int(g.attrs["height"])
+        except KeyError:
+            raise InputError(f"{path}: clip {cid!r} lacks the width/height attributes") from None
+        if width <= 0 or height <= 0:
+            raise InputError(f"{path}: clip {cid!r} has frame size {width}x{height}")
+        yield cid, kp, width, height
+
+
+def build_heatmap_store(keypoints_h5, out_h5, *, size=64, sigma=0.6, limbs=True, padding=0.25,
+                        threads=1, progress=True, log=None) -> dict:
+    """Render every clip of a keypoint store into a uint8 heatmap store, written atomically.
+
+    Output: root attrs layout, size, sigma, padding, num_joints, num_limbs (0 when limbs is
+    False), format_version; datasets joint/<id> uint8 [T, V, H, W], limb/<id> uint8
+    [T, L, H, W] (only when limbs), each zstd-3 compressed as one chunk, and box/<id> float32 [4].
+    Returns stats: clips, frames, empty_frames, seconds, mb, path.
+    """
+    t_start = time.perf_counter()
+    log = log or logging.getLogger(__name__).info
+    h, w = _size_hw(size)
+    if not sigma > 0:
+        raise ValueError(f"sigma must be positive, got {sigma!r}")
+    src = Path(keypoints_h5)
+    if not src.is_file():
+        raise InputError(f"{src}: keypoint store not found")
+    try:
+        f = h5py.File(src, "r")
+    except OSError as e:
+        raise InputError(f"{src}: not a readable HDF5 file ({e})") from None
+    stats = {"clips": 0, "frames": 0, "empty_frames": 0}
+    with f:
+        name = f.attrs.get("layout")
+        if name is None:
+            raise InputError(f"{src}: missing root attribute 'layout'")
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        try:
+            layout = get_layout(name)
+        except ValueError as e:
+            raise InputError(f"{src}: {e}") from None
+        if "clips" not in f:
+            raise InputError(f"{src}: no 'clips' group")
+        n_clips = len(f["clips"])
+        edges = tuple(layout.limbs) if limbs and layout.num_limbs > 0 else None
+        fn = partial(_render_clip, size=(h, w), sigma=float(sigma), padding=float(padding),
+                     num_joints=layout.num_joints, limbs=edges)
+        with atomic_path(out_h5) as tmp:
+            with h5py.File(tmp, "w") as out:
+                out.attrs["layout"] = layout.name
+                out.attrs["size"] = h if h == w else np.array([h, w], dtype=np.int64)
+                out.attrs["sigma"] = float(sigma)
+                out.attrs["padding"] = float(padding)
+                out.attrs["num_joints"] = layout.num_joints
+                out.attrs["num_limbs"] = layout.num_limbs if edges else 0
+                out.attrs["format_version"] = FORMAT_VERSION
+                g_joint = out.create_group("joint")
+                g_limb = out.create_group("limb") if edges else None
+                g_box = out.create_group("box")
+                results = _ordered_map(fn, _read_clips(f, src, layout), int(threads))
+                bar = tqdm(total=n_clips, desc="heatmaps", unit="clip", file=sys.stderr,
+                           disable=not progress)
+                try:
+                    for cid, box, joint, limb, frames, empty in results:
+                        _write(g_joint, cid, joint)
+                        if g_limb is not None:
+                            _write(g_limb, cid, limb)
+                        g_box.create_dataset(cid, data=np.asarray(box, np.float32), track_times=False)
+                        stats["clips"] += 1
+                        stats["frames"] += frames
+                        stats["empty_frames"] += empty
+                        bar.update(1)
+                finally:
+                    bar.close()
+                    results.close()
+    stats["seconds"] = round(time.perf_counter() - t_start, 3)
+    stats["mb"] = round(os.path.getsize(out_h5) / 1e6, 3)
+    stats["path"] = str(out_h5)
+    log(f"heatmaps: {stats['clips']} clips, {stats['frames']} frames ({stats['empty_frames']} "
+        f"empty) in {stats['seconds']:.1f} s -> {out_h5} ({stats['mb']:.1f} MB)")
+    return stats
+
+
+def _write(group, name, data) -> None:
+    group.create_dataset(name, data=data, chunks=data.shape, track_times=False,
+                         **hdf5plugin.Zstd(clevel=ZSTD_LEVEL))
+
+
+def read_clip(h5, clip_id: str, kind: str = "joint") -> np.ndarray:
+    """uint8 [T, C, H, W] of one clip (kind 'joint' or 'limb'); reads the whole dataset (one
+    chunk) so callers index frames in numpy, never with h5py fancy indexing."""
+    if kind not in ("joint", "limb"):
+        raise ValueError(f"kind must be 'joint' or 'limb', got {kind!r}")
+    if isinstance(h5, (str, os.PathLike)):
+        with h5py.File(h5, "r") as f:
+            return read_clip(f, clip_id, kind)
+    return h5[kind][clip_id][()]
+
+
+def read_box(h5, clip_id: str) -> np.ndarray:
+    """float32 [4] compact box (x0, y0, x1, y1) of one clip, in original frame pixels."""
+    if isinstance(h5, (str, os.PathLike)):
+        with h5py.File(h5, "r") as f:
+            return read_box(f, clip_id)
+    return np.asarray(h5["box"][clip_id][()], dtype=np.float32)

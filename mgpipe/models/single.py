@@ -1,0 +1,40 @@
+"""Single-modality recognizer: one SlowOnly pathway plus a classification head."""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from .heads import ClsHead
+from .resnet3d import ResNet3dSlowOnly
+
+
+class SingleStream(nn.Module):
+    """``backbone`` (ResNet3dSlowOnly) + ``head`` (ClsHead).
+
+    forward(x) -> {'logits': [N, K], 'features': [N, C]} where features is the global
+    average pool of the backbone output (before dropout).
+    """
+
+    def __init__(self, kind: str, in_channels: int, num_classes: int, cfg: dict) -> None:
+        super().__init__()
+        self.kind = kind
+        self.num_classes = int(num_classes)
+        self.backbone = ResNet3dSlowOnly(kind, in_channels, cfg)
+        self.head = ClsHead(self.backbone.out_channels, num_classes, cfg["dropout"])
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        feats = self.head.pool(self.backbone(x))
+        return {"logits": self.head.classify(feats), "features": feats}
+
+    def loss(self, out: Dict[str, torch.Tensor], labels: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Cross-entropy of the stream: {'loss': ce, 'ce': ce}."""
+        ce = F.cross_entropy(out["logits"], labels)
+        return {"loss": ce, "ce": ce}
+
+
+def build_single(kind: str, in_channels: int, num_classes: int, cfg: dict) -> SingleStream:
+    return SingleStream(kind, in_channels, num_classes, cfg)

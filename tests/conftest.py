@@ -1,0 +1,37 @@
+import av
+import numpy as np
+import pandas as pd
+import pytest
+
+
+def write_video(path, frames=20, width=64, height=48, fps=25):
+    """A real H.264 mp4 with a moving square (frame-exact decoding is checked against it)."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            img = np.full((height, width, 3), 40, np.uint8)
+            img[10:20, (2 * i) % (width - 10):(2 * i) % (width - 10) + 10] = 220
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+@pytest.fixture
+def small_dataset(tmp_path):
+    """Four subjects, one video each, iMiGUE label-table layout, a cross-subject split."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    rows = []
+    for s, vid in enumerate(["a", "b", "c", "d"], start=1):
+        write_video(videos / f"{vid}.mp4", frames=30)
+        for k, (start, end) in enumerate([(0, 9), (12, 25)]):
+            rows.append({"video_id": vid, "label_id": [3, 99][k], "start_time": "", "start_frame": start,
+                         "end_time": "", "end_frame": end, "class": ["nose", "none"][k],
+                         "subject_id": s, "subject_gender": "f", "subject_nationality": "x",
+                         "win_or_lose": "win"})
+    pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
+    pd.DataFrame({"subject_id": [1, 2, 3, 4], "split": ["train", "train", "val", "test"]}).to_csv(
+        tmp_path / "split.csv", index=False)
+    return tmp_path

@@ -1,0 +1,45 @@
+import pytest
+import yaml
+
+from mgpipe import config
+from mgpipe.config import ConfigError
+
+
+def test_shipped_configs_validate_and_fill_defaults():
+    demo = config.load("config.yaml")
+    assert demo["dataset"]["kind"] == "demo"
+    assert demo["rgb"]["optim"]["momentum"] == 0.9          # filled from the schema
+    paper = config.load("config/paper.yaml")
+    assert paper["pose_model"]["network"]["stage_blocks"] == [4, 6, 3]
+    assert paper["fused"]["optim"]["lr"] == 0.0075 and paper["fused"]["optim"]["lr_steps"] == [8, 22]
+
+
+@pytest.mark.parametrize("bad, key", [
+    ({"train": {"epochz": 3}}, "train.epochz"),
+    ({"heatmaps": {"size": "big"}}, "heatmaps.size"),
+    ({"rgb": {"optim": {"lr": -1}}}, "rgb.optim.lr"),
+    ({"fused": {"variants": ["full", "nonsense"]}}, "fused.variants.1"),
+    ({"colour": 1}, "colour"),
+])
+def test_wrong_values_give_one_line_naming_the_key(bad, key):
+    with pytest.raises(ConfigError) as err:
+        config.validate(bad)
+    msg = str(err.value)
+    assert key in msg and "\n" not in msg
+
+
+def test_yaml_errors_name_the_file(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match=str(p)):
+        config.load(p)
+
+
+def test_canonical_params_ignore_key_order():
+    assert config.canonical({"b": 1, "a": {"y": 2, "x": 1}}) == config.canonical({"a": {"x": 1, "y": 2}, "b": 1})
+
+
+def test_code_digest_follows_module_source(tmp_path, monkeypatch):
+    before = config.code_digest("heatmaps")
+    assert before == config.code_digest("heatmaps")
+    assert before != config.code_digest("decode")

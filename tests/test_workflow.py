@@ -1,0 +1,181 @@
+"""Real Snakemake on the real workflow: DAG shape, lint, config errors, and a tiny end-to-end run
+with the rerun behaviour users rely on (nothing to do twice, -R, params and code changes)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "data" / "tiny.yaml"
+
+
+def make_workdir(path: Path) -> Path:
+    """A copy of the workflow and of the mgpipe package: tests may edit module code in it."""
+    path.mkdir(parents=True, exist_ok=True)
+    for name in ("Snakefile", "config.yaml"):
+        shutil.copy(REPO / name, path / name)
+    for name in ("workflow", "profiles", "mgpipe", "config"):
+        shutil.copytree(REPO / name, path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(TINY, path / "tiny.yaml")
+    return path
+
+
+def smk(workdir: Path, *args, check=True, timeout=900):
+    env = dict(os.environ, PYTHONPATH=str(workdir))  # the copy of mgpipe wins over the install
+    proc = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def planned(proc) -> dict:
+    """{rule: count} from the job-stats table of a dry run."""
+    out, table = {}, False
+    for line in proc.stdout.splitlines():
+        if line.startswith("job ") and "count" in line:
+            table = True
+            continue
+        if table:
+            parts = line.split()
+            if not parts or parts[0] == "total":
+                break
+            if len(parts) == 2 and parts[1].isdigit():
+                out[parts[0]] = int(parts[1])
+    return out
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return make_workdir(tmp_path_factory.mktemp("wf"))
+
+
+def test_dry_run_plans_every_stage(workdir):
+    jobs = planned(smk(workdir, "-n", "--cores", "2"))
+    assert jobs == {"demo_data": 1, "clips": 1, "decode": 1, "pose": 1, "heatmaps": 1,
+                    "pretrain_rgb": 1, "pretrain_pose": 1, "pretrain_limb": 1, "merge": 4,
+                    "train_fused": 4, "test": 7, "ensemble": 1, "all": 1}
+
+
+def test_lint_is_clean(workdir):
+    proc = smk(workdir, "--lint", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_slurm_profile_asks_a_gpu_for_training(workdir):
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    proc = smk(workdir, "-n", "--profile", "profiles/slurm")
+    assert "pretrain_rgb" in proc.stdout
+
+
+@pytest.mark.parametrize("text, key", [
+    ("train:\n  epochz: 3\n", "unknown config key train.epochz"),
+    ("heatmaps:\n  size: big\n", "config key heatmaps.size: 'big' is not of type 'integer'"),
+])
+def test_bad_config_stops_with_one_line(workdir, text, key):
+    (workdir / "bad.yaml").write_text(text)
+    proc = smk(workdir, "-n", "--configfile", "bad.yaml", check=False)
+    assert proc.returncode != 0
+    lines = [l for l in (proc.stdout + proc.stderr).splitlines() if key in l]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_run(workdir):
+    smk(workdir, "--cores", "2", "--configfile", "tiny.yaml")
+    return workdir
+
+
+def test_tiny_run_writes_every_output(tiny_run):
+    r = tiny_run / "results" / "tiny"
+    metrics = json.loads((r / "ensemble" / "metrics.json").read_text())
+    assert set(metrics["models"]) == {"rgb", "joint", "limb", "fused_full", "fused_plain"}
+    assert set(metrics["models"]["fused_full"]) == {"rgb", "pose", "rgb:pose 1:1", "rgb:pose 2:1", "rgb:pose 1:2"}
+    assert [a["variant"] for a in metrics["ablation"]] == ["full", "plain"]
+    assert 0 <= metrics["ensemble"]["top1"] <= 1 and metrics["num_test_clips"] == 7
+    for f in ("confusion.png", "summary.md", "summary.html"):
+        assert (r / "ensemble" / f).stat().st_size > 0
+    scores = pd.read_csv(r / "scores" / "fused_full.csv")
+    assert {"rgb:0", "pose:6"} <= set(scores.columns) and set(scores.split) == {"val", "test"}
+    log = pd.read_csv(r / "models" / "joint" / "log.csv")
+    assert list(log.epoch) == [1, 2] and "val_top1" in log
+    for rule in ("decode", "pose", "heatmaps", "train_joint", "train_fused_full", "ensemble"):
+        assert (r / "logs" / f"{rule}.log").stat().st_size > 0
+
+
+def test_second_run_has_nothing_to_do(tiny_run):
+    t0 = time.time()
+    proc = smk(tiny_run, "--cores", "2", "--configfile", "tiny.yaml")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    assert time.time() - t0 < 20
+
+
+def test_rerun_pretrain_pose_plans_only_its_dependents(tiny_run):
+    jobs = planned(smk(tiny_run, "--cores", "2", "--configfile", "tiny.yaml", "-R", "pretrain_pose", "-n"))
+    assert jobs == {"pretrain_pose": 1, "merge": 2, "train_fused": 2, "test": 3, "ensemble": 1, "all": 1}
+
+
+def test_changed_training_setting_reruns_only_that_training(tiny_run):
+    (tiny_run / "more.yaml").write_text("pose_model:\n  optim: {epochs: 3, batch_size: 4, lr: 0.02, lr_steps: [2]}\n")
+    jobs = planned(smk(tiny_run, "--cores", "2", "--configfile", "tiny.yaml", "more.yaml", "-n"))
+    # the pose pathway settings feed the joint, limb and fused models; nothing upstream reruns
+    assert "decode" not in jobs and "heatmaps" not in jobs and "pretrain_rgb" not in jobs
+    assert jobs["pretrain_pose"] == 1 and jobs["train_fused"] == 2
+
+
+def test_editing_heatmap_code_reruns_heatmaps_onward(tiny_run):
+    module = tiny_run / "mgpipe" / "heatmaps.py"
+    original = module.read_text()
+    try:
+        module.write_text(original + "\n# an edit\n")
+        jobs = planned(smk(tiny_run, "--cores", "2", "--configfile", "tiny.yaml", "-n"))
+    finally:
+        module.write_text(original)
+    assert jobs["heatmaps"] == 1 and jobs["pretrain_rgb"] == 1 and jobs["ensemble"] == 1
+    assert "decode" not in jobs and "pose" not in jobs and "clips" not in jobs
+
+
+def test_same_seed_gives_identical_metrics(tiny_run, tmp_path):
+    other = make_workdir(tmp_path / "again")
+    smk(other, "--cores", "2", "--configfile", "tiny.yaml")
+    a = (tiny_run / "results/tiny/ensemble/metrics.json").read_bytes()
+    b = (other / "results/tiny/ensemble/metrics.json").read_bytes()
+    assert a == b
+
+
+def _own_data_config(workdir: Path, demo: Path, on_missing: str) -> str:
+    table = pd.read_csv(demo / "labels.csv", dtype={"video_id": str})
+    extra = table.iloc[[0]].copy()
+    extra["video_id"] = "lost_video"
+    pd.concat([table, extra]).to_csv(workdir / "labels_missing.csv", index=False)
+    (workdir / "own.yaml").write_text(
+        f"results: results/own\n"
+        f"dataset:\n  kind: imigue\n  label_table: labels_missing.csv\n  split: {demo}/split.csv\n"
+        f"  videos: {demo}/videos\n  skeletons: {demo}/skeletons\n  on_missing: {on_missing}\n")
+    return "own.yaml"
+
+
+def test_missing_video_stops_before_training(tiny_run):
+    demo = tiny_run / "results" / "tiny" / "demo_data"
+    cfg = _own_data_config(tiny_run, demo, "error")
+    proc = smk(tiny_run, "--cores", "2", "--configfile", "tiny.yaml", cfg, check=False)
+    assert proc.returncode != 0
+    assert "lost_video.mp4: video not found" in proc.stdout + proc.stderr
+    assert not (tiny_run / "results" / "own" / "frames.h5").exists()
+
+
+def test_missing_video_can_be_skipped_with_a_log_line(tiny_run):
+    demo = tiny_run / "results" / "tiny" / "demo_data"
+    cfg = _own_data_config(tiny_run, demo, "skip")
+    smk(tiny_run, "--cores", "2", "--configfile", "tiny.yaml", cfg, "--until", "clips")
+    assert "lost_video.mp4" in (tiny_run / "results/own/logs/clips.log").read_text()
+    manifest = pd.read_csv(tiny_run / "results/own/clips.csv")
+    assert "lost_video" not in set(manifest.video_id)

@@ -1,0 +1,52 @@
+# Stages 8-9: multi-view test scores per model, score-level ensemble and report.
+
+
+rule test:
+    input:
+        **TRAIN_DATA,
+        model=f"{R}/models/{{model}}/model.pt",
+    output:
+        scores=f"{R}/scores/{{model}}.csv",
+    params:
+        cfg=lambda wildcards: stage_config(*model_sections(wildcards.model), "test"),
+        code=code("test"),
+    wildcard_constraints:
+        model="|".join(MODELS),
+    log:
+        f"{R}/logs/test_{{model}}.log",
+    benchmark:
+        f"{R}/benchmarks/test_{{model}}.tsv"
+    threads: config["train"]["threads"]
+    resources:
+        gpu=gpu_count(),
+        mem_mb=8000,
+        runtime=240,
+    conda:
+        "../envs/mgpipe.yaml"
+    shell:
+        "mgpipe test {input.model} --config-json {params.cfg:q} --manifest {input.manifest} "
+        "--frames {input.frames} --heatmaps {input.heatmaps} --out {output.scores} "
+        "--threads {threads} 2> {log}"
+
+
+rule ensemble:
+    input:
+        scores=expand(f"{R}/scores/{{model}}.csv", model=MODELS),
+        classes=f"{R}/classes.csv",
+    output:
+        metrics=report(f"{R}/ensemble/metrics.json", caption="../report/metrics.rst", category="Results"),
+        confusion=report(f"{R}/ensemble/confusion.png", caption="../report/confusion.rst", category="Results"),
+        summary=f"{R}/ensemble/summary.md",
+        html=report(f"{R}/ensemble/summary.html", caption="../report/summary.rst", category="Results"),
+    params:
+        cfg=stage_config("ensemble", "fused"),
+        named=lambda wildcards, input: " ".join(f"{m}={f}" for m, f in zip(MODELS, input.scores)),
+        out_dir=lambda wildcards, output: os.path.dirname(output.metrics),
+        code=code("ensemble"),
+    log:
+        f"{R}/logs/ensemble.log",
+    conda:
+        "../envs/mgpipe.yaml"
+    shell:
+        "mgpipe ensemble --scores {params.named} --classes {input.classes} "
+        "--out-dir {params.out_dir} --config-json {params.cfg:q} 2> {log}"

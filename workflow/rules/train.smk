@@ -1,0 +1,106 @@
+# Stages 5-7: single-modality pretraining, the merge, fused training.
+# Resumable training state lives in {results}/state/<model>, outside the declared outputs, so a
+# killed job resumes from its last epoch when rerun.
+
+rule pretrain_rgb:
+    input:
+        **TRAIN_DATA,
+    output:
+        **train_outputs("rgb"),
+    params:
+        model="rgb",
+        cfg=stage_config(*model_sections("rgb")),
+        code=code("train"),
+        init="",
+        out_dir=lambda wildcards, output: os.path.dirname(output.model),
+        state=f"{R}/state/rgb",
+    log:
+        f"{R}/logs/train_rgb.log",
+    benchmark:
+        f"{R}/benchmarks/train_rgb.tsv"
+    threads: config["train"]["threads"]
+    resources:
+        gpu=gpu_count(),
+        mem_mb=16000,
+        runtime=1440,
+    conda:
+        "../envs/mgpipe.yaml"
+    shell:
+        "mgpipe train {params.model} --config-json {params.cfg:q} --manifest {input.manifest} "
+        "--classes {input.classes} --frames {input.frames} --heatmaps {input.heatmaps} "
+        "{params.init} --out-dir {params.out_dir} --state-dir {params.state} "
+        "--threads {threads} 2> {log}"
+
+
+use rule pretrain_rgb as pretrain_pose with:
+    output:
+        **train_outputs("joint"),
+    params:
+        model="joint",
+        cfg=stage_config(*model_sections("joint")),
+        code=code("train"),
+        init="",
+        out_dir=lambda wildcards, output: os.path.dirname(output.model),
+        state=f"{R}/state/joint",
+    log:
+        f"{R}/logs/train_joint.log",
+    benchmark:
+        f"{R}/benchmarks/train_joint.tsv"
+
+
+use rule pretrain_rgb as pretrain_limb with:
+    output:
+        **train_outputs("limb"),
+    params:
+        model="limb",
+        cfg=stage_config(*model_sections("limb")),
+        code=code("train"),
+        init="",
+        out_dir=lambda wildcards, output: os.path.dirname(output.model),
+        state=f"{R}/state/limb",
+    log:
+        f"{R}/logs/train_limb.log",
+    benchmark:
+        f"{R}/benchmarks/train_limb.tsv"
+
+
+rule merge:
+    input:
+        rgb=f"{R}/models/rgb/model.pt",
+        pose=f"{R}/models/joint/model.pt",
+        heatmaps=f"{R}/heatmaps.h5",
+    output:
+        merged=f"{R}/merged/fused_{{variant}}.pt",
+    params:
+        cfg=stage_config("seed", "rgb", "pose_model", "fused"),
+        code=code("merge"),
+    wildcard_constraints:
+        variant="|".join(VARIANTS),
+    log:
+        f"{R}/logs/merge_{{variant}}.log",
+    conda:
+        "../envs/mgpipe.yaml"
+    shell:
+        "mgpipe merge --rgb {input.rgb} --pose {input.pose} --variant {wildcards.variant} "
+        "--heatmaps {input.heatmaps} --out {output.merged} --config-json {params.cfg:q} 2> {log}"
+
+
+use rule pretrain_rgb as train_fused with:
+    input:
+        **TRAIN_DATA,
+        merged=f"{R}/merged/fused_{{variant}}.pt",
+    output:
+        **train_outputs("fused_{variant}"),
+    params:
+        model="fused_{variant}",
+        cfg=stage_config(*model_sections("fused")),
+        code=code("train"),
+        init=lambda wildcards, input: f"--init {input.merged}",
+        out_dir=lambda wildcards, output: os.path.dirname(output.model),
+        state=f"{R}/state/fused_{{variant}}",
+    wildcard_constraints:
+        variant="|".join(VARIANTS),
+    log:
+        f"{R}/logs/train_fused_{{variant}}.log",
+    benchmark:
+        f"{R}/benchmarks/train_fused_{{variant}}.tsv"
