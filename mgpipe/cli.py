@@ -112,6 +112,33 @@ def cmd_ensemble(args):
         search=config["ensemble"]["search"], variants_order=config["fused"]["variants"])
 
 
+def cmd_bench(args):
+    from .bench import MODES, run
+
+    base, manifest = None, None
+    if args.size == "config" or args.stores:
+        base = _config(args)
+    if args.stores:
+        import pandas as pd
+
+        root = Path(args.stores)
+        manifest = pd.read_csv(root / "clips.csv", dtype={"clip_id": str, "video_id": str})
+    modes = args.modes.split(",")
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        raise InputError(f"--modes: unknown {unknown}; known: {sorted(MODES)}")
+    batch = {"joint": args.batch_pose, "rgb": args.batch_rgb, "fused_full": args.batch_fused}
+    table = run(models=args.models.split(","), modes=modes, size="paper" if args.size == "paper" else "config",
+                batch=batch, steps=args.steps, warmup=args.warmup, device=args.device, base_config=base,
+                manifest=manifest, frames_h5=root / "frames.h5" if args.stores else None,
+                heatmaps_h5=root / "heatmaps.h5" if args.stores else None, workers=args.workers)
+    print(table.to_string(index=False))
+    if args.out:
+        from .clips import write_csv
+
+        write_csv(table, args.out)
+
+
 def _add_config(p):
     g = p.add_mutually_exclusive_group()
     g.add_argument("--config", default="config.yaml", help="workflow config YAML (default %(default)s)")
@@ -212,6 +239,25 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True)
     _add_config(p)
     p.set_defaults(func=cmd_ensemble)
+
+    p = sub.add_parser("bench", help="training throughput: networks alone and fed by the loaders")
+    p.add_argument("--size", choices=["paper", "config"], default="paper",
+                   help="paper-size networks, or the pathways of --config")
+    p.add_argument("--models", default="joint,rgb,fused_full")
+    p.add_argument("--modes", default="fp32,bf16,bf16+cl",
+                   help="comma list of fp32, bf16, bf16+cl, bf16+cl+compile")
+    p.add_argument("--stores", help="a results folder with clips.csv, frames.h5, heatmaps.h5: also time "
+                                    "the full step fed by the real loaders")
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--batch-pose", type=int, default=32)
+    p.add_argument("--batch-rgb", type=int, default=16)
+    p.add_argument("--batch-fused", type=int, default=16)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--out", help="also write the table as CSV")
+    _add_config(p)
+    p.set_defaults(func=cmd_bench)
     return ap
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
@@ -36,11 +37,15 @@ def lr_at(epoch: float, optim: dict) -> float:
     return lr
 
 
-def make_loader(dataset, batch_size, *, shuffle_seed=None, workers=0, drop_last=False):
+def make_loader(dataset, batch_size, *, shuffle_seed=None, workers=0, drop_last=False,
+                rank=0, world=1):
+    """A loader over a seeded permutation; under data parallelism each process takes every
+    world-th index of the same permutation (an equal share, so all processes step together)."""
     sampler = None
     if shuffle_seed is not None:
         g = torch.Generator().manual_seed(shuffle_seed)
-        sampler = torch.randperm(len(dataset), generator=g).tolist()
+        order = torch.randperm(len(dataset), generator=g).tolist()
+        sampler = order[: len(order) // world * world][rank::world]
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
         drop_last=drop_last, pin_memory=torch.cuda.is_available(),
@@ -92,6 +97,8 @@ def run(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, heatma
     tcfg, optim = config["train"], zoo.optim_settings(config, name)
     set_threads(threads)
     device = pick_device(tcfg["device"])
+    rank, world = _init_distributed(device)
+    main = rank == 0
     seed = config["seed"]
     seed_everything(seed)
     if device.type == "cpu":
@@ -116,7 +123,12 @@ def run(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, heatma
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last_3d)
-    step_model = torch.compile(model) if tcfg["compile"] and device.type == "cuda" else model
+    step_model = model
+    if world > 1:
+        step_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if tcfg["compile"] and device.type == "cuda":
+        step_model = torch.compile(step_model)
     optimizer = torch.optim.SGD(model.parameters(), lr=optim["lr"], momentum=optim["momentum"],
                                 weight_decay=optim["weight_decay"])
 
@@ -138,17 +150,18 @@ def run(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, heatma
             log.info("%s: %s was written under other settings; starting afresh", name, state_file)
 
     # ---- the loop ----------------------------------------------------------------------
-    steps = max(1, len(train_set) // optim["batch_size"])
+    steps = max(1, len(train_set) // (optim["batch_size"] * world))
     for epoch in range(start, optim["epochs"]):
         t0 = time.time()
         model.train()
         train_set.set_epoch(epoch)
         loader = make_loader(train_set, optim["batch_size"], shuffle_seed=seed * 1000 + epoch,
-                             workers=tcfg["workers"], drop_last=len(train_set) > optim["batch_size"])
+                             workers=tcfg["workers"], rank=rank, world=world,
+                             drop_last=len(train_set) > optim["batch_size"] * world)
         sums = {"loss": 0.0}
         correct = {s: 0 for s in zoo.streams(name)}
         seen = 0
-        bar = tqdm(loader, desc=f"{name} epoch {epoch + 1}/{optim['epochs']}", disable=not progress,
+        bar = tqdm(loader, desc=f"{name} epoch {epoch + 1}/{optim['epochs']}", disable=not (progress and main),
                    leave=False)
         for it, batch in enumerate(bar):
             for group in optimizer.param_groups:
@@ -177,6 +190,8 @@ def run(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, heatma
                 correct[s] += int((z.argmax(1) == labels).sum())
             bar.set_postfix(loss=f"{float(loss):.3f}")
 
+        sums, correct, seen = _reduce(sums, correct, seen, world, device)
+        # Every process validates the whole split (no collectives inside), so all agree on "best".
         probs = predict(model, name, val_loader, device, amp=amp, channels_last=channels_last)
         row = {"epoch": epoch + 1, "lr": round(lr_at(epoch, optim), 8),
                **{f"train_{k}": round(v / max(seen, 1), 6) for k, v in sums.items()},
@@ -186,16 +201,25 @@ def run(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, heatma
         row["val_top1"] = round(score, 6)
         row["seconds"] = round(time.time() - t0, 1)
         history.append(row)
-        log.info("%s", "  ".join(f"{k}={v}" for k, v in row.items()))
+        if main:
+            log.info("%s", "  ".join(f"{k}={v}" for k, v in row.items()))
         if score > best:
             best = score
-            save_atomic({"model": model.state_dict(), "arch": arch, "num_classes": num_classes,
-                         "name": name, "epoch": epoch + 1, "val_top1": score}, state_dir / "best.pt")
-        save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "torch_rng": torch.get_rng_state(), "epoch": epoch, "best": best,
-                     "history": history, "fingerprint": fingerprint}, state_file)
+            if main:
+                save_atomic({"model": model.state_dict(), "arch": arch, "num_classes": num_classes,
+                             "name": name, "epoch": epoch + 1, "val_top1": score}, state_dir / "best.pt")
+        if main:
+            save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "torch_rng": torch.get_rng_state(), "epoch": epoch, "best": best,
+                         "history": history, "fingerprint": fingerprint}, state_file)
+        if world > 1:
+            torch.distributed.barrier()
 
     # ---- outputs -----------------------------------------------------------------------
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    if not main:
+        return {}
     out_dir.mkdir(parents=True, exist_ok=True)
     best_ckpt = torch.load(state_dir / "best.pt", map_location="cpu", weights_only=False)
     save_atomic(best_ckpt, out_dir / "model.pt")
@@ -203,6 +227,33 @@ def run(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, heatma
     plot_history(history, out_dir / "curve.png", name)
     log.info("%s: best val top-1 %.4f at epoch %d", name, best_ckpt["val_top1"], best_ckpt["epoch"])
     return {"best_val_top1": best_ckpt["val_top1"], "best_epoch": best_ckpt["epoch"]}
+
+
+def _init_distributed(device) -> tuple[int, int]:
+    """(rank, world size); joins the process group when launched by torchrun with >1 process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _reduce(sums: dict, correct: dict, seen: int, world: int, device):
+    """Epoch totals over all processes (each saw its own share of the training set)."""
+    if world <= 1:
+        return sums, correct, seen
+    keys_s, keys_c = sorted(sums), sorted(correct)
+    t = torch.tensor([sums[k] for k in keys_s] + [correct[k] for k in keys_c] + [seen],
+                     dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    v = t.tolist()
+    return (dict(zip(keys_s, v[:len(keys_s)])),
+            {k: int(x) for k, x in zip(keys_c, v[len(keys_s):-1])}, int(v[-1]))
 
 
 def write_history(history: list[dict], path) -> None:

@@ -35,3 +35,25 @@ def small_dataset(tmp_path):
     pd.DataFrame({"subject_id": [1, 2, 3, 4], "split": ["train", "train", "val", "test"]}).to_csv(
         tmp_path / "split.csv", index=False)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def demo_stores(tmp_path_factory):
+    """Tiny demo data run through stages 1-4 with the library functions (no Snakemake)."""
+    from mgpipe.clips import build_manifest, write_csv
+    from mgpipe.decode import build_frame_store
+    from mgpipe.demo_data import generate
+    from mgpipe.heatmaps import build_heatmap_store
+    from mgpipe.pose import build_keypoint_store
+
+    root = tmp_path_factory.mktemp("stores")
+    demo = root / "demo"
+    generate(demo, seed=0, num_subjects=4, segments_per_class=1, width=160, height=120, progress=False)
+    manifest, classes = build_manifest(demo / "labels.csv", demo / "split.csv", demo / "videos",
+                                       skeletons_dir=demo / "skeletons")
+    write_csv(manifest, root / "clips.csv")
+    write_csv(classes, root / "classes.csv")
+    build_frame_store(manifest, root / "frames.h5", max_side=160, progress=False)
+    build_keypoint_store(manifest, demo / "skeletons", root / "keypoints.h5", progress=False)
+    build_heatmap_store(root / "keypoints.h5", root / "heatmaps.h5", size=16, progress=False)
+    return root

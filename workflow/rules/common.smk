@@ -68,6 +68,10 @@ def gpu_count():
     return config["train"]["gpus"] if config["train"]["device"] != "cpu" else 0
 
 
+# More than one GPU per training job: data-parallel processes launched by torchrun.
+LAUNCHER = f"torchrun --standalone --nproc_per_node {gpu_count()} -m" if gpu_count() > 1 else ""
+
+
 TRAIN_DATA = dict(
     manifest=f"{R}/clips.csv",
     classes=f"{R}/classes.csv",

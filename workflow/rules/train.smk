@@ -11,6 +11,7 @@ rule pretrain_rgb:
         model="rgb",
         cfg=stage_config(*model_sections("rgb")),
         code=code("train"),
+        launcher=LAUNCHER,
         init="",
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
         state=f"{R}/state/rgb",
@@ -26,7 +27,7 @@ rule pretrain_rgb:
     conda:
         "../envs/mgpipe.yaml"
     shell:
-        "mgpipe train {params.model} --config-json {params.cfg:q} --manifest {input.manifest} "
+        "{params.launcher} mgpipe train {params.model} --config-json {params.cfg:q} --manifest {input.manifest} "
         "--classes {input.classes} --frames {input.frames} --heatmaps {input.heatmaps} "
         "{params.init} --out-dir {params.out_dir} --state-dir {params.state} "
         "--threads {threads} 2> {log}"
@@ -39,6 +40,7 @@ use rule pretrain_rgb as pretrain_pose with:
         model="joint",
         cfg=stage_config(*model_sections("joint")),
         code=code("train"),
+        launcher=LAUNCHER,
         init="",
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
         state=f"{R}/state/joint",
@@ -55,6 +57,7 @@ use rule pretrain_rgb as pretrain_limb with:
         model="limb",
         cfg=stage_config(*model_sections("limb")),
         code=code("train"),
+        launcher=LAUNCHER,
         init="",
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
         state=f"{R}/state/limb",
@@ -95,6 +98,7 @@ use rule pretrain_rgb as train_fused with:
         model="fused_{variant}",
         cfg=stage_config(*model_sections("fused")),
         code=code("train"),
+        launcher=LAUNCHER,
         init=lambda wildcards, input: f"--init {input.merged}",
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
         state=f"{R}/state/fused_{{variant}}",

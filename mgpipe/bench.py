@@ -1,0 +1,132 @@
+"""`mgpipe bench`: training throughput of the networks alone and of the full training step.
+
+(a) each network on random tensors already on the device, (b) the same training step fed by the
+real DataLoader reading the HDF5 stores, in fp32, bf16 autocast, bf16 + channels_last_3d and
+(optionally) torch.compile, all in one run so the ratios compare like with like.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from . import zoo
+from .data import ClipDataset
+from .train import make_loader
+
+PAPER = {
+    "rgb": {"frames": 8, "size": 224, "network": {"base_channels": 64, "stage_blocks": [3, 4, 6, 3],
+            "inflate": [0, 0, 1, 1], "spatial_strides": [1, 2, 2, 2], "temporal_strides": [1, 1, 1, 1], "dropout": 0.5}},
+    "pose": {"frames": 32, "size": 56, "network": {"base_channels": 32, "stage_blocks": [4, 6, 3],
+             "inflate": [0, 1, 1], "spatial_strides": [2, 2, 2], "temporal_strides": [1, 1, 1], "dropout": 0.5}},
+}
+MODES = {  # name: (autocast bf16, channels_last_3d, compile)
+    "fp32": (False, False, False),
+    "bf16": (True, False, False),
+    "bf16+cl": (True, True, False),
+    "bf16+cl+compile": (True, True, True),
+}
+
+
+def _config(size: str, base: dict | None) -> dict:
+    """A config dict for zoo: the paper's pathways, or the ones of a given (demo) config."""
+    if size == "paper" or base is None:
+        cfg = {"rgb": {"network": PAPER["rgb"]["network"], "frames": 8, "size": 224},
+               "pose_model": {"network": PAPER["pose"]["network"],
+                              "input": {"frames": 32, "size": 56, "test_size": 56}}}
+    else:
+        cfg = {"rgb": dict(base["rgb"]), "pose_model": dict(base["pose_model"])}
+    cfg["fused"] = {"fusion": {"hidden": 256 if size == "paper" else 32},
+                    "prototype": {"streams": ["rgb", "pose"], "dim": 256 if size == "paper" else 32,
+                                  "momentum": 0.9, "alpha": 0.125, "tau": 0.125, "weight": 0.1,
+                                  "tp_only": False}}
+    return cfg
+
+
+def _arch(cfg, name, joints):
+    net_pose = cfg["pose_model"]["network"]
+    if name == "rgb":
+        return {"type": "single", "kind": "rgb", "in_channels": 3, "cfg": cfg["rgb"]["network"]}
+    if name == "joint":
+        return {"type": "single", "kind": "pose", "in_channels": joints, "cfg": net_pose}
+    return {"type": "fused", "pose_in_channels": joints, "cfg": {
+        "rgb": cfg["rgb"]["network"], "pose": net_pose, "fusion": {"enabled": True, **cfg["fused"]["fusion"]},
+        "prototype": {"enabled": True, **cfg["fused"]["prototype"]}}}
+
+
+def _step(model, name, batch, device, amp, cl, optimizer, step_model):
+    labels = batch["label"].to(device, non_blocking=True)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        logits, out = zoo.forward(step_model, name, batch, device, cl)
+        loss = model.loss(out, labels)["loss"] if zoo.is_fused(name) else F.cross_entropy(logits[name].float(), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def _time(fn, steps, warmup, device) -> float:
+    for _ in range(warmup):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def run(*, models=("joint", "rgb", "fused_full"), modes=("fp32", "bf16", "bf16+cl"), size="paper",
+        batch: dict | None = None, steps=10, warmup=3, device="auto", base_config=None,
+        manifest=None, frames_h5=None, heatmaps_h5=None, workers=4, joints=17) -> pd.DataFrame:
+    from .runtime import pick_device
+
+    device = pick_device(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    cfg = _config(size, base_config)
+    batch = batch or {"joint": 32, "rgb": 16, "fused_full": 16}
+    rows = []
+    for name, mode in itertools.product(models, modes):
+        amp, cl, compiled = MODES[mode]
+        torch.manual_seed(0)
+        model = zoo.build(_arch(cfg, name, joints), 32).to(device)
+        if cl:
+            model.to(memory_format=torch.channels_last_3d)
+        step_model = torch.compile(model) if compiled else model
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        model.train()
+        B = batch[name] if name in batch else batch.get("fused", 8)
+        mods = zoo.modalities(cfg, name, True)
+        fake = {"label": torch.randint(0, 32, (B,))}
+        for m, (T, S) in mods.items():
+            C = 3 if m == "rgb" else joints
+            fake[m] = torch.randn(B, C, T, S, S).to(device)
+        secs = _time(lambda: _step(model, name, fake, device, amp, cl, optimizer, step_model), steps, warmup, device)
+        row = {"model": name, "mode": mode, "batch": B, "network clips/s": round(B * steps / secs, 1)}
+        if manifest is not None:
+            data = ClipDataset(manifest, "train", mods, frames_h5=frames_h5, heatmaps_h5=heatmaps_h5,
+                               train=True, seed=0)
+            loader = make_loader(data, B, shuffle_seed=0, workers=workers, drop_last=True)
+            batches = itertools.cycle(loader) if len(loader) else None
+            if batches is not None:
+                secs = _time(lambda: _step(model, name, next(batches), device, amp, cl, optimizer, step_model),
+                             steps, warmup, device)
+                row["full step clips/s"] = round(B * steps / secs, 1)
+                row["full/network"] = round(row["full step clips/s"] / row["network clips/s"], 2)
+        rows.append(row)
+        del model, optimizer, step_model
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    table = pd.DataFrame(rows)
+    base = table[table["mode"] == "fp32"].set_index("model")["network clips/s"]
+    table["vs fp32"] = [round(r["network clips/s"] / base.get(r["model"], float("nan")), 2)
+                        for _, r in table.iterrows()]
+    return table
