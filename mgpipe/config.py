@@ -54,6 +54,7 @@ class ConfigError(InputError):
 
 def validate(config: dict, source: str = "config") -> dict:
     """Validate in place (filling defaults) and return config; raise ConfigError with one line."""
+    given = set(config) if isinstance(config, dict) else set()
     schema = yaml.safe_load(schema_path().read_text())
     validator = _Validator(schema)
     # Defaults are filled while validating, so validate twice: the second pass sees the filled
@@ -62,7 +63,22 @@ def validate(config: dict, source: str = "config") -> dict:
         errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
         if errors:
             raise ConfigError(f"{source}: {_describe(errors[0])}")
+    if {"rgb", "pose_model"} <= given:  # a stage given only one pathway's settings skips this
+        _check_fused_shapes(config, source)
     return config
+
+
+def _check_fused_shapes(config: dict, source: str) -> None:
+    """The fused network's laterals join the pathways at a fixed temporal ratio (4 pose frames per
+    RGB frame) and equal spatial grids (pose input = RGB input / 4); catch a mismatch here, not
+    as a shape error deep inside a convolution after hours of pretraining."""
+    rgb, pose = config["rgb"], config["pose_model"]["input"]
+    if pose["frames"] != 4 * rgb["frames"]:
+        raise ConfigError(f"{source}: config key pose_model.input.frames ({pose['frames']}) must be "
+                          f"4 x rgb.frames ({rgb['frames']}) for the fused network")
+    if 4 * pose["size"] != rgb["size"]:
+        raise ConfigError(f"{source}: config key pose_model.input.size ({pose['size']}) must be "
+                          f"rgb.size / 4 ({rgb['size'] / 4:g}) for the fused network")
 
 
 def load(path, overrides: dict | None = None) -> dict:

@@ -106,6 +106,7 @@ def merge_checkpoints(rgb_ckpt, pose_ckpt, config: dict, variant: str, heatmaps_
 
     from . import zoo
     from .io import InputError
+    from .runtime import seed_everything
     from .train import save_atomic
 
     rgb, rgb_meta = zoo.load_checkpoint(rgb_ckpt)
@@ -115,6 +116,7 @@ def merge_checkpoints(rgb_ckpt, pose_ckpt, config: dict, variant: str, heatmaps_
                          f"has {pose_meta['num_classes']}")
     name = f"fused_{variant}"
     arch = zoo.architecture(config, name, heatmaps_h5)
+    seed_everything(config["seed"])  # laterals and fusion keep a fresh init: make it reproducible
     fused = zoo.build(arch, rgb_meta["num_classes"])
     try:
         report = merge_into(fused, rgb, pose)

@@ -185,10 +185,10 @@ def run(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, heatma
             n = len(labels)
             seen += n
             for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + float(v) * n
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
             for s, z in logits.items():
                 correct[s] += int((z.argmax(1) == labels).sum())
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
 
         sums, correct, seen = _reduce(sums, correct, seen, world, device)
         # Every process validates the whole split (no collectives inside), so all agree on "best".

@@ -43,3 +43,10 @@ def test_code_digest_follows_module_source(tmp_path, monkeypatch):
     before = config.code_digest("heatmaps")
     assert before == config.code_digest("heatmaps")
     assert before != config.code_digest("decode")
+
+
+def test_fused_shape_rules_are_checked_up_front():
+    with pytest.raises(ConfigError, match="pose_model.input.frames .8. must be 4 x rgb.frames .4."):
+        config.validate({"rgb": {"frames": 4, "size": 32}, "pose_model": {"input": {"frames": 8, "size": 8}}})
+    with pytest.raises(ConfigError, match="pose_model.input.size"):
+        config.validate({"rgb": {"frames": 2, "size": 32}, "pose_model": {"input": {"frames": 8, "size": 16}}})

@@ -80,6 +80,7 @@ def test_killed_fused_training_resumes_exactly(demo_stores, tmp_path, monkeypatc
 
 
 def test_changed_settings_do_not_resume_stale_state(demo_stores, tmp_path, caplog):
+    caplog.set_level("INFO")
     train("joint", tiny_config(epochs=1), demo_stores, tmp_path / "m")
     train("joint", tiny_config(epochs=2, lr=0.03), demo_stores, tmp_path / "m")
     assert "starting afresh" in caplog.text

@@ -1,0 +1,49 @@
+"""The README's contract: its two quick-start commands, and the first one's promise on the demo."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def quickstart_commands():
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"## Quick start.*?```bash\n(.*?)```", text, re.S).group(1)
+    return [l.strip() for l in block.splitlines() if l.strip() and not l.strip().startswith("#")]
+
+
+def test_readme_has_the_two_commands_and_ci_runs_the_second():
+    first, second = quickstart_commands()
+    assert first.endswith("snakemake --cores all") and "pip install" in first
+    assert "pytest" in second and "pip install" in second
+    assert second in (REPO / ".ci" / "run").read_text()
+
+
+@pytest.mark.slow
+def test_first_command_trains_the_demo_to_the_promised_accuracy(tmp_path):
+    """`snakemake --cores all` on the bundled demo, from a fresh copy of the repository
+    (the package is installed already: the install half of the command is what CI does)."""
+    work = tmp_path / "clone"
+    shutil.copytree(REPO, work, ignore=shutil.ignore_patterns(
+        "results", ".snakemake", "__pycache__", ".git", "*.egg-info", ".pytest_cache"))
+    env = dict(os.environ, PYTHONPATH=str(work))
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "all"], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=1500)
+    minutes = (time.time() - t0) / 60
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    metrics = json.loads((work / "results/demo/ensemble/metrics.json").read_text())
+    top1 = {m: v[next(iter(v))]["top1"] for m, v in metrics["models"].items()}
+    fused = metrics["models"]["fused_full"]["rgb:pose 1:1"]["top1"]
+    print(f"demo run {minutes:.1f} min; fused {fused}; single {top1}")
+    assert fused >= 0.90
+    assert fused >= top1["rgb"] and fused >= top1["joint"]
+    assert minutes < 13.5   # plus ~1.5 min of installation: the README's 15 minutes
