@@ -122,7 +122,6 @@ def run(*, models=("joint", "rgb", "fused_full"), modes=("fp32", "bf16", "bf16+c
                 row["full step clips/s"] = round(B * steps / secs, 1)
                 row["full/network"] = round(row["full step clips/s"] / row["network clips/s"], 2)
         rows.append(row)
-        del model, optimizer, step_model
         if device.type == "cuda":
             torch.cuda.empty_cache()
     table = pd.DataFrame(rows)

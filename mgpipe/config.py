@@ -110,7 +110,7 @@ STAGE_MODULES = {
     "demo_data": ["demo_data.py", "layouts.py"],
     "clips": ["clips.py"],
     "decode": ["decode.py"],
-    "pose": ["pose.py", "layouts.py"],
+    "pose": ["pose.py", "layouts.py", "skeleton_io.py"],
     "heatmaps": ["heatmaps.py", "layouts.py"],
     "train": ["train.py", "data.py", "zoo.py", "models"],
     "merge": ["merge.py", "zoo.py", "models"],

@@ -11,7 +11,6 @@ import io
 import logging
 import time
 from multiprocessing import get_context
-from pathlib import Path
 
 import h5py
 import numpy as np

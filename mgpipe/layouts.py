@@ -89,10 +89,194 @@ def get_layout(name: str) -> Layout:
 
 def convert(keypoints: np.ndarray, src: Layout, dst: Layout) -> np.ndarray:
     """Map [..., src.num_joints, C] keypoints to dst by joint name; joints dst has and src lacks
-    come out as zeros (missing: zero coordinates and zero score)."""
-    pos = {n: i for i, n in enumerate(src.joints)}
+    come out as zeros (missing: zero coordinates and zero score). Names are matched through
+    ALIASES (see canonical_name); shared joints keep their values exactly."""
+    keypoints = np.asarray(keypoints)
+    if keypoints.ndim < 2 or keypoints.shape[-2] != src.num_joints:
+        raise ValueError(f"keypoints of shape {keypoints.shape} do not have {src.num_joints} "
+                         f"joints of layout {src.name!r} on axis -2")
     out = np.zeros(keypoints.shape[:-2] + (dst.num_joints, keypoints.shape[-1]), keypoints.dtype)
-    for j, n in enumerate(dst.joints):
-        if n in pos:
-            out[..., j, :] = keypoints[..., pos[n], :]
+    for j, i in joint_mapping(src, dst):
+        out[..., j, :] = keypoints[..., i, :]
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Hands, face and whole-body layouts.
+#
+# Side prefixes always mean the subject's side (a subject facing the camera has its left side on
+# the image's right), as in COCO. Joint names are shared between layouts wherever they denote the
+# same body point, so `convert` maps between any two layouts by name; ALIASES covers the few
+# points that two layouts name differently.
+
+FINGERS = ("thumb", "index", "middle", "ring", "pinky")
+# Both OpenPose's hand model and MediaPipe Hands use the same 21-point hand: the wrist, then per
+# finger four points from the palm outwards (thumb: CMC, MCP, IP, tip; others: MCP, PIP, DIP, tip).
+_FINGER_POINTS = {"thumb": ("cmc", "mcp", "ip", "tip")}
+HAND21 = ("hand_wrist",) + tuple(
+    f"{finger}_{point}" for finger in FINGERS
+    for point in _FINGER_POINTS.get(finger, ("mcp", "pip", "dip", "tip")))
+# wrist -> each finger's chain (OpenPose's hand skeleton)
+HAND21_CHAINS = tuple(
+    (a, b) for f in range(5) for a, b in zip((0, 1 + 4 * f, 2 + 4 * f, 3 + 4 * f),
+                                             (1 + 4 * f, 2 + 4 * f, 3 + 4 * f, 4 + 4 * f)))
+# MediaPipe's HAND_CONNECTIONS: finger chains plus the palm outline (not wrist -> every MCP)
+MEDIAPIPE_HAND_CONNECTIONS = (
+    (0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (5, 9), (9, 10), (10, 11),
+    (11, 12), (9, 13), (13, 14), (14, 15), (15, 16), (13, 17), (0, 17), (17, 18), (18, 19),
+    (19, 20),
+)
+
+
+def _face70_names() -> tuple[str, ...]:
+    """OpenPose's 70-point face: the iBUG-68 points plus the two pupils (68 right, 69 left).
+
+    In iBUG-68, point 0 is on the image's left (the subject's right) and each contour runs left to
+    right across the image (eye and lip contours clockwise from their leftmost point), so point i
+    of a mirrored pair is the subject's right one. Points with a mirror partner get
+    right_<part>/left_<part> names; centre-line points are face_<i>.
+    """
+    names = [f"face_{i}" for i in range(70)]
+
+    def pair(right: int, left: int, part: str):
+        names[right], names[left] = f"right_{part}", f"left_{part}"
+
+    for k in range(1, 9):          # jaw line: 0..16, centre 8; k counts from the chin upwards
+        pair(8 - k, 8 + k, f"jaw_{k}")
+    for k in range(5):             # brows: 17..21 (outer -> inner) <-> 26..22
+        pair(17 + k, 26 - k, f"brow_{k + 1}")
+    pair(31, 35, "nose_2")         # nose bottom 31..35, centre 33; 1 = next to the centre
+    pair(32, 34, "nose_1")
+    eye = {36: "eye_outer", 37: "eye_upper_outer", 38: "eye_upper_inner", 39: "eye_inner",
+           40: "eye_lower_inner", 41: "eye_lower_outer"}
+    eye_mirror = {36: 45, 37: 44, 38: 43, 39: 42, 40: 47, 41: 46}
+    for r, part in eye.items():
+        pair(r, eye_mirror[r], part)
+    pair(48, 54, "mouth_corner")   # outer lip: 48..54 upper (centre 51), 55..59 lower (centre 57)
+    pair(49, 53, "upper_lip_2")
+    pair(50, 52, "upper_lip_1")
+    pair(59, 55, "lower_lip_2")
+    pair(58, 56, "lower_lip_1")
+    pair(60, 64, "inner_mouth_corner")  # inner lip: 60..64 upper (centre 62), 65..67 lower (66)
+    pair(61, 63, "inner_upper_lip")
+    pair(67, 65, "inner_lower_lip")
+    pair(68, 69, "pupil")
+    return tuple(names)
+
+
+FACE70 = _face70_names()
+
+
+def _chain(*idx: int) -> list[tuple[int, int]]:
+    return list(zip(idx[:-1], idx[1:]))
+
+
+FACE70_CONTOURS = tuple(
+    _chain(*range(0, 17))                                  # jaw
+    + _chain(*range(17, 22)) + _chain(*range(22, 27))      # brows
+    + _chain(*range(27, 31)) + _chain(*range(31, 36))      # nose bridge, nose bottom
+    + _chain(*range(36, 42), 36) + _chain(*range(42, 48), 42)  # eyes (closed)
+    + _chain(*range(48, 60), 48) + _chain(*range(60, 68), 60)  # outer and inner lips (closed)
+)
+
+
+def _offset(limbs, by: int) -> list[tuple[int, int]]:
+    return [(a + by, b + by) for a, b in limbs]
+
+
+def _sided(side: str, names) -> tuple[str, ...]:
+    return tuple(f"{side}_{n}" for n in names)
+
+
+# OpenPose JSON order: pose_keypoints_2d (BODY_25), hand_left, hand_right, face (70).
+BODY25_HANDS_FACE = Layout(
+    "body25_hands_face",
+    BODY25.joints + _sided("left", HAND21) + _sided("right", HAND21) + FACE70,
+    tuple(
+        list(BODY25.limbs)
+        + [(7, 25), (4, 46)]                # body wrist -> hand wrist
+        + _offset(HAND21_CHAINS, 25) + _offset(HAND21_CHAINS, 46)
+        + _offset(FACE70_CONTOURS, 67)
+    ),
+)
+
+MEDIAPIPE_POSE33 = (
+    "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye",
+    "right_eye_outer", "left_ear", "right_ear",
+    "left_mouth_corner", "right_mouth_corner",  # MediaPipe's mouth_left / mouth_right
+    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+    "left_pinky", "right_pinky", "left_index", "right_index", "left_thumb", "right_thumb",
+    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
+    "left_heel", "right_heel", "left_foot_index", "right_foot_index",
+)
+MEDIAPIPE_POSE_CONNECTIONS = (
+    (0, 1), (1, 2), (2, 3), (3, 7), (0, 4), (4, 5), (5, 6), (6, 8), (9, 10), (11, 12), (11, 13),
+    (13, 15), (15, 17), (15, 19), (15, 21), (17, 19), (12, 14), (14, 16), (16, 18), (16, 20),
+    (16, 22), (18, 20), (11, 23), (12, 24), (23, 24), (23, 25), (24, 26), (25, 27), (26, 28),
+    (27, 29), (28, 30), (29, 31), (30, 32), (27, 31), (28, 32),
+)
+
+# MediaPipe Holistic: 33 pose landmarks, then the left and the right hand (21 each).
+MEDIAPIPE33_HANDS = Layout(
+    "mediapipe33_hands",
+    MEDIAPIPE_POSE33 + _sided("left", HAND21) + _sided("right", HAND21),
+    tuple(
+        list(MEDIAPIPE_POSE_CONNECTIONS)
+        + [(15, 33), (16, 54)]              # pose wrist -> hand wrist
+        + _offset(MEDIAPIPE_HAND_CONNECTIONS, 33) + _offset(MEDIAPIPE_HAND_CONNECTIONS, 54)
+    ),
+)
+
+# Micro-gestures live in the hands and the face: COCO-17 body, 7 face points (brows, outer eye
+# corners, mouth corners, chin: the spots hands touch in iMiGUE/SMG classes) and per hand the
+# wrist and the five fingertips. The eye corners and mouth corners exist in both OpenPose-face and
+# MediaPipe sources; brows and chin only in the OpenPose face (missing after MediaPipe conversion).
+MG36_FACE = ("left_brow", "right_brow", "left_eye_outer", "right_eye_outer",
+             "left_mouth_corner", "right_mouth_corner", "chin")
+MG36_HAND = ("hand_wrist",) + tuple(f"{f}_tip" for f in FINGERS)
+
+
+def _microgesture36() -> Layout:
+    joints = COCO17.joints + MG36_FACE + _sided("left", MG36_HAND) + _sided("right", MG36_HAND)
+    at = {n: i for i, n in enumerate(joints)}.__getitem__
+    face = [("chin", "left_mouth_corner"), ("left_mouth_corner", "left_eye_outer"),
+            ("left_eye_outer", "left_brow"), ("left_brow", "right_brow"),
+            ("right_brow", "right_eye_outer"), ("right_eye_outer", "right_mouth_corner"),
+            ("right_mouth_corner", "chin")]
+    hands = []
+    for side in ("left", "right"):
+        hands.append((f"{side}_elbow", f"{side}_hand_wrist"))
+        hands += [(f"{side}_hand_wrist", f"{side}_{f}_tip") for f in FINGERS]
+    limbs = list(COCO17.limbs) + [(at(a), at(b)) for a, b in face + hands]
+    return Layout("microgesture36", joints, tuple(limbs))
+
+
+MICROGESTURE36 = _microgesture36()
+
+# Other names for points that some layout calls differently: alias -> the name used in the other
+# layouts. `convert` matches joints by canonical_name, so e.g. MICROGESTURE36's "chin" is filled
+# from BODY25_HANDS_FACE's face_8.
+ALIASES = {
+    "chin": "face_8",
+    "left_brow": "left_brow_3",  # the brow's middle point (iBUG 24 / 19)
+    "right_brow": "right_brow_3",
+    "left_foot_index": "left_big_toe",  # MediaPipe's foot index = the big toe's tip
+    "right_foot_index": "right_big_toe",
+}
+
+
+def canonical_name(name: str) -> str:
+    return ALIASES.get(name, name)
+
+
+LAYOUTS.update({layout.name: layout for layout in (BODY25_HANDS_FACE, MEDIAPIPE33_HANDS,
+                                                   MICROGESTURE36)})
+
+
+def joint_mapping(src: Layout, dst: Layout) -> list[tuple[int, int]]:
+    """(dst joint, src joint) pairs of the same body point, matched by canonical name."""
+    pos = {}
+    for i, n in enumerate(src.joints):
+        pos.setdefault(canonical_name(n), i)
+    return [(j, pos[canonical_name(n)]) for j, n in enumerate(dst.joints)
+            if canonical_name(n) in pos]

@@ -21,10 +21,10 @@ import pandas as pd
 from tqdm import tqdm
 
 from .io import InputError, atomic_path
-from .layouts import BODY25, convert, get_layout
+from .layouts import BODY25_HANDS_FACE, convert, get_layout
+from .skeleton_io import KEYPOINT_STORE_VERSION as FORMAT_VERSION, openpose_person
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1
 
 
 def openpose_frame_path(skeletons_dir, video_id: str, frame: int) -> Path:
@@ -32,20 +32,19 @@ def openpose_frame_path(skeletons_dir, video_id: str, frame: int) -> Path:
 
 
 def read_openpose_frame(path: Path) -> np.ndarray:
-    """People of one OpenPose JSON frame as BODY_25 [P, 25, 3]; [0, 25, 3] when nobody."""
+    """People of one OpenPose JSON frame as BODY_25 + hands + face [P, 137, 3]; [0, 137, 3] when
+    nobody. Parts a file lacks (no hands or face) are zeros, i.e. missing joints."""
     try:
         people = json.loads(path.read_text())["people"]
     except FileNotFoundError:
         raise
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: not an OpenPose keypoint file ({type(e).__name__}: {e})") from None
-    out = []
-    for person in people:
-        flat = person.get("pose_keypoints_2d") or []
-        if len(flat) != 75:
-            raise InputError(f"{path}: pose_keypoints_2d has {len(flat)} values, BODY_25 needs 75")
-        out.append(np.asarray(flat, np.float32).reshape(25, 3))
-    return np.stack(out) if out else np.zeros((0, 25, 3), np.float32)
+    if not isinstance(people, list) or not all(isinstance(p, dict) for p in people):
+        raise InputError(f"{path}: 'people' is not a list of person objects")
+    out = [openpose_person(person, source=str(path)) for person in people]
+    n = BODY25_HANDS_FACE.num_joints
+    return np.stack(out) if out else np.zeros((0, n, 3), np.float32)
 
 
 def _centre(person: np.ndarray):
@@ -89,9 +88,9 @@ def extract_video(job):
                 people = read_openpose_frame(openpose_frame_path(skeletons_dir, video_id, f))
             except FileNotFoundError:
                 counts["missing_files"] += 1
-                people = np.zeros((0, 25, 3), np.float32)
+                people = np.zeros((0, BODY25_HANDS_FACE.num_joints, 3), np.float32)
             counts["empty_frames"] += len(people) == 0
-            frames.append(convert(people, BODY25, layout))
+            frames.append(convert(people, BODY25_HANDS_FACE, layout))
         kp, crowded = pick_main_person(frames)
         counts["multi_person_frames"] += crowded
         present = kp[:, :, 2] > 0

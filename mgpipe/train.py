@@ -23,7 +23,7 @@ from tqdm import tqdm
 from . import zoo
 from .config import digest
 from .data import ClipDataset
-from .io import atomic_path, write_text
+from .io import atomic_path
 from .runtime import pick_device, seed_everything, set_threads
 
 log = logging.getLogger(__name__)

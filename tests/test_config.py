@@ -1,5 +1,4 @@
 import pytest
-import yaml
 
 from mgpipe import config
 from mgpipe.config import ConfigError

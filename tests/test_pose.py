@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from mgpipe.io import InputError
-from mgpipe.layouts import BODY25, COCO17
+from mgpipe.layouts import COCO17
 from mgpipe.pose import build_keypoint_store, pick_main_person, read_openpose_frame
 
 
@@ -29,7 +29,8 @@ def write_frame(folder, video, frame, people):
 def test_read_frame_and_bad_files(tmp_path):
     write_frame(tmp_path / "v", "v", 0, [person(50, 60), person(10, 10)])
     people = read_openpose_frame(tmp_path / "v" / "v_000000000000_keypoints.json")
-    assert people.shape == (2, 25, 3) and people[0, 0, 0] == 50
+    assert people.shape == (2, 137, 3) and people[0, 0, 0] == 50
+    assert (people[:, 25:] == 0).all()  # no hands or face in this file: missing, not invented
     bad = tmp_path / "bad.json"
     bad.write_text('{"people": [{"pose_keypoints_2d": [1, 2]}]}')
     with pytest.raises(InputError, match=r"bad\.json: pose_keypoints_2d has 2 values"):

@@ -179,3 +179,32 @@ def test_missing_video_can_be_skipped_with_a_log_line(tiny_run):
     assert "lost_video.mp4" in (tiny_run / "results/own/logs/clips.log").read_text()
     manifest = pd.read_csv(tiny_run / "results/own/clips.csv")
     assert "lost_video" not in set(manifest.video_id)
+
+
+def test_paper_recipe_plans_on_user_data(tiny_run):
+    demo = tiny_run / "results" / "tiny" / "demo_data"
+    (tiny_run / "paths.yaml").write_text(
+        f"results: results/paper\ndataset:\n  kind: imigue\n  label_table: {demo}/labels.csv\n"
+        f"  split: {demo}/split.csv\n  videos: {demo}/videos\n  skeletons: {demo}/skeletons\n"
+        f"  classes: [1, 2, 3, 4, 5, 6, 99]\n")
+    jobs = planned(smk(tiny_run, "-n", "--cores", "2", "--configfile", "config/paper.yaml", "paths.yaml"))
+    assert "demo_data" not in jobs and jobs["train_fused"] == 1 and jobs["test"] == 4
+
+
+def test_feature_stages_are_shared_through_the_output_cache(tiny_run, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    env_cache = {"SNAKEMAKE_OUTPUT_CACHE": str(cache)}
+    os.environ.update(env_cache)
+    try:
+        first = make_workdir(tmp_path / "first")
+        targets = ["results/tiny/frames.h5", "results/tiny/heatmaps.h5"]
+        smk(first, "--cores", "2", "--configfile", "tiny.yaml", "--cache", *targets)
+        assert len(list(cache.iterdir())) == 3          # decode, pose, heatmaps
+        second = make_workdir(tmp_path / "second")
+        proc = smk(second, "--cores", "2", "--configfile", "tiny.yaml", "--cache", *targets)
+        out = proc.stdout + proc.stderr
+        for name in ("frames.h5", "keypoints.h5", "heatmaps.h5"):
+            assert f"{name} from cache" in out
+    finally:
+        os.environ.pop("SNAKEMAKE_OUTPUT_CACHE")

@@ -166,7 +166,16 @@ class RGBPoseConv3D(nn.Module):
         }
 
     def loss(self, out: Dict[str, torch.Tensor], labels: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """CE per stream (1:1) plus weight * prototype loss for the configured streams."""
+        """CE per stream (1:1) plus weight * prototype loss for the configured streams.
+
+        Computed in float32 even inside a bf16 autocast region: the prototype bank is a float32
+        buffer, and cosine similarities and the EMA lose too much in bf16.
+        """
+        device_type = labels.device.type
+        with torch.autocast(device_type, enabled=False):
+            return self._loss({k: v.float() for k, v in out.items()}, labels)
+
+    def _loss(self, out: Dict[str, torch.Tensor], labels: torch.Tensor) -> Dict[str, torch.Tensor]:
         losses: Dict[str, torch.Tensor] = {}
         total = None
         for s in STREAMS:

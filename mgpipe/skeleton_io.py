@@ -1,0 +1,246 @@
+"""Skeleton import/export: pyskl / MMAction2 skeleton pickles and OpenPose whole-body people.
+
+The pickle format (pyskl, MMAction2 PoseDataset):
+
+    {'split': {name: [frame_dir, ...]},
+     'annotations': [{'frame_dir': str, 'label': int, 'img_shape': (H, W),
+                      'original_shape': (H, W), 'total_frames': T,
+                      'keypoint': float32 [M, T, V, 2], 'keypoint_score': float32 [M, T, V]}]}
+
+Our keypoint store (see pose.py): root attr `layout`, per clip `clips/<clip_id>/keypoints` float32
+[M, T, V, 3] (x, y, score) with group attrs width, height. Pickles do not record their layout, so
+import takes it as an argument and checks V against it.
+
+Loading a pickle can run code; import_pickle therefore unpickles with a whitelist of the few
+globals that plain dicts/lists of numpy arrays need, and refuses anything else.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from .io import InputError, atomic_path
+from .layouts import BODY25_HANDS_FACE, get_layout
+
+KEYPOINT_STORE_VERSION = 1  # format of the HDF5 keypoint store (see mgpipe.pose)
+
+UNASSIGNED = "unassigned"
+PICKLE_PROTOCOL = 4
+
+# (module, name) pairs a skeleton pickle may reference (numpy 1.x and 2.x spellings).
+_ALLOWED_GLOBALS = {
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"), ("collections", "OrderedDict"),
+    ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "slice"),
+}
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) in _ALLOWED_GLOBALS or module == "numpy.dtypes":
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _load_pickle(path: Path):
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: skeleton pickle not found") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read skeleton pickle ({e})") from None
+    try:
+        return _SafeUnpickler(io.BytesIO(data)).load()
+    except Exception as e:  # any unpickling failure is bad input, whatever its type
+        raise InputError(f"{path}: not a readable skeleton pickle ({type(e).__name__}: {e})") from None
+
+
+def _shape_hw(ann: dict, path: Path, where: str) -> tuple[int, int]:
+    for key in ("img_shape", "original_shape"):
+        if key in ann:
+            try:
+                h, w = (int(v) for v in ann[key])
+            except (TypeError, ValueError):
+                raise InputError(f"{path}: {where}: {key} {ann[key]!r} is not (height, width)") from None
+            if h <= 0 or w <= 0:
+                raise InputError(f"{path}: {where}: {key} {ann[key]!r} is not a positive size")
+            return h, w
+    raise InputError(f"{path}: {where}: missing key 'img_shape' (and 'original_shape')")
+
+
+def _annotation_keypoints(ann: dict, path: Path, where: str) -> np.ndarray:
+    """[M, T, V, 3] float32 x, y, score of one annotation."""
+    try:
+        kp = np.asarray(ann["keypoint"])
+    except KeyError:
+        raise InputError(f"{path}: {where}: missing key 'keypoint'") from None
+    if kp.ndim != 4 or kp.shape[-1] not in (2, 3) or not np.issubdtype(kp.dtype, np.number):
+        raise InputError(f"{path}: {where}: keypoint has shape {kp.shape} ({kp.dtype}), "
+                         "expected numbers [M, T, V, 2]")
+    if "keypoint_score" in ann:
+        score = np.asarray(ann["keypoint_score"])
+        if score.shape != kp.shape[:3] or not np.issubdtype(score.dtype, np.number):
+            raise InputError(f"{path}: {where}: keypoint_score has shape {score.shape}, keypoint "
+                             f"{kp.shape} needs [M, T, V] = {list(kp.shape[:3])}")
+        return np.concatenate([kp[..., :2], score[..., None]], axis=-1).astype(np.float32)
+    if kp.shape[-1] == 3:  # some pickles keep the score as a third coordinate
+        return kp.astype(np.float32)
+    raise InputError(f"{path}: {where}: missing key 'keypoint_score'")
+
+
+def import_pickle(path, out_h5, *, layout: str = "coco17", splits=None) -> pd.DataFrame:
+    """A pyskl/MMAction2 skeleton pickle -> our keypoint store at out_h5 (written atomically).
+
+    Returns a manifest-like DataFrame (clip_id, label, split, num_frames, width, height) in the
+    pickle's annotation order. A clip's split is the 'split' entry listing its frame_dir, or
+    'unassigned' when none does. `splits` restricts which split names are used (pickles such as
+    NTU's list every clip in two protocols, e.g. xsub_train and xview_train: pick one protocol's
+    names); a clip listed by two of the used splits is an error.
+    """
+    path = Path(path)
+    lay = get_layout(layout)
+    data = _load_pickle(path)
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: skeleton pickle holds a {type(data).__name__}, expected a dict "
+                         "with keys 'split' and 'annotations'")
+    for key in ("split", "annotations"):
+        if key not in data:
+            raise InputError(f"{path}: skeleton pickle lacks key {key!r}")
+    split_map, annotations = data["split"], data["annotations"]
+    if not isinstance(split_map, dict):
+        raise InputError(f"{path}: 'split' is a {type(split_map).__name__}, expected a dict")
+    if not isinstance(annotations, (list, tuple)):
+        raise InputError(f"{path}: 'annotations' is a {type(annotations).__name__}, expected a list")
+    if splits is not None:
+        unknown = sorted(set(splits) - set(split_map))
+        if unknown:
+            raise InputError(f"{path}: no split(s) {unknown} in the pickle; it has {sorted(split_map)}")
+        split_map = {k: v for k, v in split_map.items() if k in set(splits)}
+
+    split_of: dict[str, str] = {}
+    for name, ids in split_map.items():
+        for cid in ids:
+            cid = str(cid)
+            if cid in split_of and split_of[cid] != name:
+                raise InputError(f"{path}: clip {cid!r} is in splits {split_of[cid]!r} and "
+                                 f"{name!r}; choose one protocol's splits (splits=...)")
+            split_of[cid] = str(name)
+
+    rows, seen = [], set()
+    with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as h5:
+        h5.attrs.update(format_version=KEYPOINT_STORE_VERSION, layout=lay.name, source=f"pickle:{path.name}")
+        for i, ann in enumerate(annotations):
+            where = f"annotation {i}"
+            if not isinstance(ann, dict):
+                raise InputError(f"{path}: {where} is a {type(ann).__name__}, expected a dict")
+            for key in ("frame_dir", "label"):
+                if key not in ann:
+                    raise InputError(f"{path}: {where}: missing key {key!r}")
+            cid = str(ann["frame_dir"])
+            where = f"annotation {i} ({cid!r})"
+            if not cid or "/" in cid or cid in (".", ".."):
+                raise InputError(f"{path}: {where}: frame_dir cannot be used as a clip id")
+            if cid in seen:
+                raise InputError(f"{path}: {where}: frame_dir appears twice")
+            seen.add(cid)
+            try:
+                label = int(ann["label"])
+            except (TypeError, ValueError):
+                raise InputError(f"{path}: {where}: label {ann['label']!r} is not an integer") from None
+            kp = _annotation_keypoints(ann, path, where)
+            if kp.shape[2] != lay.num_joints:
+                raise InputError(f"{path}: {where}: keypoints have {kp.shape[2]} joints, layout "
+                                 f"{lay.name!r} has {lay.num_joints}")
+            if "total_frames" in ann and int(ann["total_frames"]) != kp.shape[1]:
+                raise InputError(f"{path}: {where}: total_frames {ann['total_frames']} does not "
+                                 f"match keypoint's {kp.shape[1]} frames")
+            h, w = _shape_hw(ann, path, where)
+            g = h5.create_group(f"clips/{cid}")
+            g.create_dataset("keypoints", data=kp)
+            g.attrs.update(width=w, height=h)
+            rows.append({"clip_id": cid, "label": label, "split": split_of.get(cid, UNASSIGNED),
+                         "num_frames": int(kp.shape[1]), "width": w, "height": h})
+    return pd.DataFrame(rows, columns=["clip_id", "label", "split", "num_frames", "width", "height"])
+
+
+def export_pickle(keypoints_h5, manifest: pd.DataFrame, out_path) -> dict:
+    """Our keypoint store + clip manifest -> a pyskl/MMAction2 skeleton pickle (written atomically).
+
+    One annotation per manifest row, in manifest order: frame_dir = clip_id, label from the
+    manifest, image size from the store's clip attrs (the manifest's width/height when a clip has
+    none). split = {name: [clip ids]} from manifest.split; rows without a split (empty, NaN or
+    'unassigned') are in no split. Returns the written object.
+    """
+    keypoints_h5, out_path = Path(keypoints_h5), Path(out_path)
+    missing = [c for c in ("clip_id", "label") if c not in manifest.columns]
+    if missing:
+        raise ValueError(f"manifest lacks column(s) {', '.join(missing)}")
+    split: dict[str, list[str]] = {}
+    annotations = []
+    try:
+        h5 = h5py.File(keypoints_h5, "r")
+    except FileNotFoundError:
+        raise InputError(f"{keypoints_h5}: keypoint store not found") from None
+    except OSError as e:
+        raise InputError(f"{keypoints_h5}: not a readable keypoint store ({e})") from None
+    with h5:
+        for row in manifest.to_dict("records"):
+            cid = str(row["clip_id"])
+            key = f"clips/{cid}/keypoints"
+            if key not in h5:
+                raise InputError(f"{keypoints_h5}: no keypoints for clip {cid!r} of the manifest")
+            kp = h5[key][()].astype(np.float32, copy=False)
+            if kp.ndim != 4 or kp.shape[-1] != 3:
+                raise InputError(f"{keypoints_h5}: clip {cid!r} keypoints have shape {kp.shape}, "
+                                 "expected [M, T, V, 3]")
+            attrs = h5[f"clips/{cid}"].attrs
+            w = attrs["width"] if "width" in attrs else row.get("width")
+            h = attrs["height"] if "height" in attrs else row.get("height")
+            if w is None or h is None or pd.isna(w) or pd.isna(h):
+                raise InputError(f"{keypoints_h5}: clip {cid!r} has no width/height (neither in "
+                                 "the store nor in the manifest)")
+            shape = (int(h), int(w))
+            annotations.append({
+                "frame_dir": cid, "label": int(row["label"]), "img_shape": shape,
+                "original_shape": shape, "total_frames": int(kp.shape[1]),
+                "keypoint": np.ascontiguousarray(kp[..., :2]),
+                "keypoint_score": np.ascontiguousarray(kp[..., 2]),
+            })
+            name = row.get("split")
+            if isinstance(name, str) and name and name != UNASSIGNED:
+                split.setdefault(name, []).append(cid)
+            elif name is not None and not isinstance(name, str) and not pd.isna(name):
+                split.setdefault(str(name), []).append(cid)
+    data = {"split": split, "annotations": annotations}
+    with atomic_path(out_path) as tmp:
+        with open(tmp, "wb") as f:
+            pickle.dump(data, f, protocol=PICKLE_PROTOCOL)
+    return data
+
+
+def openpose_person(person: dict, *, source="OpenPose person") -> np.ndarray:
+    """One entry of an OpenPose JSON frame's `people` as BODY25_HANDS_FACE [137, 3] (x, y, score).
+
+    Parts the file lacks (no hand_*_keypoints_2d or face_keypoints_2d, or empty lists) are zeros,
+    i.e. missing. `source` names the file in error messages.
+    """
+    parts = (("pose_keypoints_2d", 25), ("hand_left_keypoints_2d", 21),
+             ("hand_right_keypoints_2d", 21), ("face_keypoints_2d", 70))
+    out = []
+    for key, n in parts:
+        flat = person.get(key) or []
+        if flat and len(flat) != 3 * n:
+            raise InputError(f"{source}: {key} has {len(flat)} values, expected {3 * n}")
+        out.append(np.asarray(flat, np.float32).reshape(n, 3) if flat else np.zeros((n, 3), np.float32))
+    kp = np.concatenate(out)
+    assert kp.shape[0] == BODY25_HANDS_FACE.num_joints
+    return kp
