@@ -188,7 +188,7 @@ def run(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, heatma
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
             for s, z in logits.items():
                 correct[s] += int((z.argmax(1) == labels).sum())
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
 
         sums, correct, seen = _reduce(sums, correct, seen, world, device)
         # Every process validates the whole split (no collectives inside), so all agree on "best".
