@@ -47,17 +47,6 @@ def _config(size: str, base: dict | None) -> dict:
     return cfg
 
 
-def _arch(cfg, name, joints):
-    net_pose = cfg["pose_model"]["network"]
-    if name == "rgb":
-        return {"type": "single", "kind": "rgb", "in_channels": 3, "cfg": cfg["rgb"]["network"]}
-    if name == "joint":
-        return {"type": "single", "kind": "pose", "in_channels": joints, "cfg": net_pose}
-    return {"type": "fused", "pose_in_channels": joints, "cfg": {
-        "rgb": cfg["rgb"]["network"], "pose": net_pose, "fusion": {"enabled": True, **cfg["fused"]["fusion"]},
-        "prototype": {"enabled": True, **cfg["fused"]["prototype"]}}}
-
-
 def _step(model, name, batch, device, amp, cl, optimizer, step_model):
     labels = batch["label"].to(device, non_blocking=True)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -97,7 +86,7 @@ def run(*, models=("joint", "rgb", "fused_full"), modes=("fp32", "bf16", "bf16+c
     for name, mode in itertools.product(models, modes):
         amp, cl, compiled = MODES[mode]
         torch.manual_seed(0)
-        model = zoo.build(_arch(cfg, name, joints), 32).to(device)
+        model = zoo.build(zoo.architecture(cfg, name, channels=(joints, joints)), 32).to(device)
         if cl:
             model.to(memory_format=torch.channels_last_3d)
         step_model = torch.compile(model) if compiled else model

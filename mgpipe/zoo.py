@@ -24,10 +24,15 @@ def is_fused(name: str) -> bool:
     return name.startswith("fused_")
 
 
-def architecture(config: dict, name: str, heatmaps_h5) -> dict:
-    """Everything needed to rebuild the network; stored in every checkpoint."""
-    with h5py.File(heatmaps_h5, "r") as h5:
-        joints, limbs = int(h5.attrs["num_joints"]), int(h5.attrs["num_limbs"])
+def architecture(config: dict, name: str, heatmaps_h5=None, *, channels=None) -> dict:
+    """Everything needed to rebuild the network; stored in every checkpoint.
+
+    The pose input widths come from the heatmap store, or from channels=(joints, limbs).
+    """
+    if channels is None:
+        with h5py.File(heatmaps_h5, "r") as h5:
+            channels = int(h5.attrs["num_joints"]), int(h5.attrs["num_limbs"])
+    joints, limbs = channels
     pose_net = config["pose_model"]["network"]
     if name == "rgb":
         return {"type": "single", "kind": "rgb", "in_channels": 3, "cfg": config["rgb"]["network"]}
