@@ -29,6 +29,14 @@ def _config(args) -> dict:
     return cfg.load(args.config)
 
 
+def cmd_photo_video(args):
+    from .photo_video import pan_zoom_video, sample_photo
+
+    pan_zoom_video(sample_photo(args.photo), args.out, frames=args.frames, size=(args.width, args.height),
+                   fps=args.fps, seed=args.seed)
+    log.info("wrote %s: %d frames of %s panned and zoomed", args.out, args.frames, args.photo)
+
+
 def cmd_demo_data(args):
     from .demo_data import generate
 
@@ -41,11 +49,15 @@ def cmd_demo_data(args):
 def cmd_clips(args):
     from .clips import build_manifest, write_csv
 
-    classes = [int(c) for c in args.classes.split(",")] if args.classes else None
+    config = _config(args)
+    ds = config["dataset"]
     manifest, class_table = build_manifest(
-        args.labels, args.split, args.videos, video_pattern=args.video_pattern, classes=classes,
-        val_fraction=args.val_fraction, seed=args.seed, on_missing=args.on_missing,
-        skeletons_dir=args.skeletons)
+        args.labels, args.split, args.videos, kind="imigue" if ds["kind"] == "demo" else ds["kind"],
+        time_unit=ds["time_unit"], fps=ds["fps"], video_pattern=ds["video_pattern"],
+        classes=ds["classes"], val_fraction=ds["val_fraction"], seed=config["seed"],
+        on_missing=ds["on_missing"], skeletons_dir=args.skeletons, mode=config["mode"],
+        pose_backend=config["pose"]["backend"], pickle_layout=config["pose"]["pickle_layout"],
+        subject_from=ds["subject_from"])
     write_csv(class_table, args.classes_out)
     write_csv(manifest, args.out)
 
@@ -62,8 +74,21 @@ def cmd_pose(args):
     from .clips import read_manifest
     from .pose import build_keypoint_store
 
-    build_keypoint_store(read_manifest(args.manifest), args.skeletons, args.out, layout=args.layout,
-                         low_score=args.low_score, threads=args.threads, progress=not args.quiet)
+    pose = _config(args)["pose"]
+    build_keypoint_store(read_manifest(args.manifest), args.skeletons, args.out,
+                         backend=pose["backend"], frames_h5=args.frames, layout=pose["layout"],
+                         low_score=pose["low_score"], threads=args.threads, python=pose["python"],
+                         options=pose["options"], pickle_layout=pose["pickle_layout"],
+                         progress=not args.quiet)
+
+
+def cmd_export_pickle(args):
+    from .clips import read_manifest
+    from .skeleton_io import export_pickle
+
+    data = export_pickle(args.keypoints, read_manifest(args.manifest), args.out)
+    log.info("wrote %s: %d annotations, splits %s", args.out, len(data["annotations"]),
+             {k: len(v) for k, v in data["split"].items()})
 
 
 def cmd_heatmaps(args):
@@ -96,6 +121,25 @@ def cmd_test(args):
     score_model(args.checkpoint, _config(args), manifest_csv=args.manifest, frames_h5=args.frames,
                 heatmaps_h5=args.heatmaps, out_csv=args.out, threads=args.threads,
                 progress=not args.quiet)
+
+
+def cmd_predict(args):
+    from .predict import run
+
+    if not Path(args.model).is_file():
+        raise InputError(f"{args.model}: model checkpoint not found")
+    config = _config(args)
+    ignore = [int(x) for x in args.ignore.split(",")] if args.ignore else []
+    result = run(args.video, args.model, config, classes_csv=args.classes, skeletons=args.skeletons,
+                 k=args.top_k, spot=args.spot, window_s=args.window, stride_s=args.stride,
+                 threshold=args.threshold, ignore=ignore, out_dir=args.out_dir,
+                 threads=args.threads, progress=not args.quiet)
+    table = result["table"]
+    if args.spot:
+        print(f"{args.video}: {len(table)} micro-gesture segment(s) in {result['windows']} windows")
+    else:
+        print(f"{args.video}: top-{args.top_k} ({result['model']})")
+    print(table.to_string(index=False) if len(table) else "(none)")
 
 
 def cmd_ensemble(args):
@@ -141,7 +185,9 @@ def cmd_bench(args):
 
 def _add_config(p):
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--config", default="config.yaml", help="workflow config YAML (default %(default)s)")
+    g.add_argument("--config", nargs="+", default=["config.yaml"], metavar="YAML",
+                   help="workflow config YAML(s), later ones updating earlier ones like "
+                        "snakemake --configfile (default %(default)s)")
     g.add_argument("--config-json", help="config as a JSON string (what the workflow passes)")
 
 
@@ -161,16 +207,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=int, default=25)
     p.set_defaults(func=cmd_demo_data)
 
-    p = sub.add_parser("clips", help="clip manifest from a label table and a split")
-    p.add_argument("--labels", required=True, help="iMiGUE-layout label table (CSV)")
-    p.add_argument("--split", required=True, help="CSV subject_id,split")
-    p.add_argument("--videos", required=True, help="folder of videos")
-    p.add_argument("--video-pattern", default="{video_id}.mp4")
-    p.add_argument("--skeletons", help="OpenPose folder (checked for every video)")
-    p.add_argument("--classes", help="comma-separated label ids in output order")
-    p.add_argument("--val-fraction", type=float, default=0.15)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--on-missing", choices=["error", "skip"], default="error")
+    p = sub.add_parser("clips", help="clip manifest from a label table (dataset.kind format) and a split")
+    p.add_argument("--labels", required=True, help="label file or folder in the format of dataset.kind")
+    p.add_argument("--split", help="CSV subject_id,split (unless the labels carry a split per row)")
+    p.add_argument("--videos", help="folder of videos (not needed in pose-only mode)")
+    p.add_argument("--skeletons", help="provided keypoints (OpenPose folder or pickle), checked per video")
+    _add_config(p)
     p.add_argument("--out", required=True)
     p.add_argument("--classes-out", required=True)
     p.set_defaults(func=cmd_clips)
@@ -183,14 +225,47 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_decode)
 
-    p = sub.add_parser("pose", help="OpenPose JSON -> HDF5 keypoint store")
+    p = sub.add_parser("pose", help="keypoints per clip (pose.backend) -> HDF5 keypoint store")
     p.add_argument("--manifest", required=True)
-    p.add_argument("--skeletons", required=True)
+    p.add_argument("--skeletons", help="provided keypoints: OpenPose folder or skeleton pickle")
+    p.add_argument("--frames", help="frame store, for the mediapipe and mmpose backends")
+    _add_config(p)
     p.add_argument("--out", required=True)
-    p.add_argument("--layout", default="coco17")
-    p.add_argument("--low-score", type=float, default=0.3)
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_pose)
+
+    p = sub.add_parser("predict", help="a trained model on a new video: top-k classes, or a --spot timeline")
+    p.add_argument("video")
+    p.add_argument("--model", required=True, help="model.pt of a trained model (fused, rgb, joint or limb)")
+    _add_config(p)
+    p.add_argument("--classes", help="classes.csv of the run (default: the one beside the model's results)")
+    p.add_argument("--skeletons", help="provided keypoints of this video (OpenPose folder holding "
+                   "<video name>/..., or a pickle) when pose.backend is openpose or pickle")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--spot", action="store_true", help="slide a window over the video; write a timeline")
+    p.add_argument("--window", type=float, default=2.0, help="window length in seconds (--spot)")
+    p.add_argument("--stride", type=float, default=0.5, help="window step in seconds (--spot)")
+    p.add_argument("--threshold", type=float, default=0.5, help="least probability of a spotted gesture")
+    p.add_argument("--ignore", help="comma-separated label ids never reported (e.g. a non-gesture class)")
+    p.add_argument("--out-dir", help="write prediction.json (and timeline.csv/.png, windows.csv with --spot)")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("photo-video", help="a pan-and-zoom video of a real photo that ships in a package")
+    p.add_argument("photo", choices=["grace_hopper", "astronaut"])
+    p.add_argument("out")
+    p.add_argument("--frames", type=int, default=48)
+    p.add_argument("--width", type=int, default=320)
+    p.add_argument("--height", type=int, default=240)
+    p.add_argument("--fps", type=int, default=25)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_photo_video)
+
+    p = sub.add_parser("export-pickle", help="keypoint store + manifest -> pyskl/MMAction2 skeleton pickle")
+    p.add_argument("--keypoints", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_export_pickle)
 
     p = sub.add_parser("heatmaps", help="keypoints -> joint and limb heatmap volumes (HDF5)")
     p.add_argument("--keypoints", required=True)

@@ -14,57 +14,15 @@ import numpy as np
 import pandas as pd
 
 from .io import InputError, atomic_path
+from .pose_backends import IMAGE_BACKENDS
 
 log = logging.getLogger(__name__)
 
-LABEL_COLUMNS = ["video_id", "label_id", "start_frame", "end_frame", "subject_id"]
 SPLITS = ("train", "val", "test")
 MANIFEST_COLUMNS = [
     "clip_id", "video_id", "video", "start_frame", "end_frame", "num_frames", "label",
     "label_id", "class_name", "subject_id", "split", "width", "height", "fps",
 ]
-
-
-def read_label_table(path) -> pd.DataFrame:
-    path = Path(path)
-    try:
-        table = pd.read_csv(path, dtype={"video_id": str})
-    except FileNotFoundError:
-        raise InputError(f"{path}: label table not found") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: not a readable CSV label table ({e})") from None
-    missing = [c for c in LABEL_COLUMNS if c not in table.columns]
-    if missing:
-        raise InputError(f"{path}: label table lacks column(s) {', '.join(missing)}")
-    for col in ("label_id", "start_frame", "end_frame", "subject_id"):
-        values = pd.to_numeric(table[col], errors="coerce")
-        bad = table.index[values.isna()]
-        if len(bad):
-            raise InputError(f"{path}: row {bad[0] + 2} column {col}: {table[col][bad[0]]!r} is not a number")
-        table[col] = values.astype(int)
-    bad = table.index[table.end_frame < table.start_frame]
-    if len(bad):
-        raise InputError(f"{path}: row {bad[0] + 2}: end_frame < start_frame")
-    if "class" not in table.columns:
-        table["class"] = table.label_id.astype(str)
-    return table
-
-
-def read_split(path) -> pd.DataFrame:
-    path = Path(path)
-    try:
-        split = pd.read_csv(path)
-    except FileNotFoundError:
-        raise InputError(f"{path}: split file not found") from None
-    if not {"subject_id", "split"} <= set(split.columns):
-        raise InputError(f"{path}: split file needs columns subject_id, split")
-    bad = split[~split.split.isin(SPLITS)]
-    if len(bad):
-        raise InputError(f"{path}: unknown split {bad.split.iloc[0]!r} (use train, val or test)")
-    dup = split.subject_id[split.subject_id.duplicated()]
-    if len(dup):
-        raise InputError(f"{path}: subject {dup.iloc[0]} is listed twice")
-    return split
 
 
 def assign_validation(split: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
@@ -97,12 +55,81 @@ def probe_video(path: Path) -> dict:
         raise InputError(f"{path}: not a readable video ({type(e).__name__}: {e})") from None
 
 
-def build_manifest(label_table, split_file, videos_dir, *, video_pattern="{video_id}.mp4",
-                   classes=None, val_fraction=0.15, seed=0, on_missing="error",
-                   skeletons_dir=None):
-    """Return (manifest, classes): classes maps output index -> label_id and class name."""
-    table = read_label_table(label_table)
-    split = assign_validation(read_split(split_file), val_fraction, seed)
+def _row_split(labels, split_file, label_table, val_fraction, seed) -> pd.Series:
+    """Split of every label row: its own (generic CSV, MA-52 lists), else its subject's (split
+    file, the format's folders or default protocol). Validation subjects are held out of the
+    training subjects when nobody is in val."""
+    table = labels.table
+    own = labels.row_splits().fillna("").astype(str)
+    if (own == "").any():
+        r = table[own == ""].iloc[0]
+        raise InputError(f"{r.source_file}: row {r.source_row} has no split; give dataset.split "
+                         "(a CSV subject_id,split) or a split column")
+    if not (own == "val").any() and val_fraction > 0:
+        train_subjects = pd.DataFrame({"subject_id": sorted(set(table.subject_id[own == "train"]))})
+        train_subjects["split"] = "train"
+        held = assign_validation(train_subjects, val_fraction, seed)
+        val = set(held.subject_id[held.split == "val"])
+        own = own.where(~((own == "train") & table.subject_id.isin(val)), "val")
+    return own
+
+
+def skeleton_length(backend: str, skeletons, video_id: str, cache: dict) -> int | None:
+    """Frames of a video's provided keypoints (pose-only mode has no video to probe)."""
+    if backend == "openpose":
+        folder = Path(skeletons) / video_id
+        frames = [int(p.name[len(video_id) + 1:len(video_id) + 13])
+                  for p in folder.glob(f"{video_id}_*_keypoints.json")]
+        return max(frames) + 1 if frames else None
+    if backend == "pickle":
+        if "pickle" not in cache:
+            from .skeleton_io import load_pickle_annotations
+
+            cache["pickle"] = load_pickle_annotations(skeletons, cache.get("pickle_layout", "coco17"))
+        ann = cache["pickle"].get(video_id)
+        return None if ann is None else int(ann["keypoint"].shape[1])
+    return None
+
+
+def _source_problem(video_id, video, *, use_videos, backend, skeletons, where, cache):
+    """Probe a video once (or check its keypoints in pose-only mode); InputError or a probe dict."""
+    try:
+        probe = {"width": np.nan, "height": np.nan, "fps": np.nan, "frames": 0}
+        if use_videos:
+            if not video.is_file():
+                raise InputError(f"{video}: video not found ({where})")
+            probe = probe_video(video)
+        if backend == "openpose" and skeletons is not None:
+            folder = Path(skeletons) / video_id
+            if not folder.is_dir():
+                raise InputError(f"{folder}: keypoint folder of video {video_id} not found ({where})")
+        if not use_videos and skeletons is not None:
+            probe["frames"] = skeleton_length(backend, skeletons, video_id, cache) or 0
+        return probe
+    except InputError as e:
+        return e
+
+
+def build_manifest(label_table, split_file, videos_dir, *, kind="imigue", time_unit="frames",
+                   fps=25.0, video_pattern="{video_id}.mp4", classes=None, val_fraction=0.15,
+                   seed=0, on_missing="error", skeletons_dir=None, mode="full",
+                   pose_backend="openpose", pickle_layout="coco17", subject_from=None):
+    """Return (manifest, classes): classes maps output index -> label_id and class name.
+
+    mode "pose" (pose-only) reads no video: frame counts of whole-video clips come from the
+    provided keypoints, seconds are turned into frames at `fps`, and the image size is left
+    empty for the pose stage to fill.
+    """
+    from .datasets import read_labels
+
+    labels = read_labels(kind, label_table, split=split_file, time_unit=time_unit, classes=classes,
+                         subject_from=subject_from)
+    labels.table = labels.table.reset_index(drop=True)
+    table = labels.table
+    use_videos = mode == "full" or pose_backend in IMAGE_BACKENDS
+    if use_videos and videos_dir is None:
+        raise InputError(f"{label_table}: a videos folder is needed unless mode is pose")
+    split_of = _row_split(labels, split_file, label_table, val_fraction, seed)
 
     class_ids = list(classes) if classes else sorted(table.label_id.unique())
     unknown = sorted(set(table.label_id) - set(class_ids))
@@ -110,50 +137,35 @@ def build_manifest(label_table, split_file, videos_dir, *, video_pattern="{video
         raise InputError(f"{label_table}: label id(s) {unknown} are not in the configured classes")
     index = {c: i for i, c in enumerate(class_ids)}
 
-    subjects = dict(zip(split.subject_id, split.split))
-    unsplit = sorted(set(table.subject_id) - set(subjects))
-    if unsplit:
-        raise InputError(f"{split_file}: subject(s) {unsplit[:5]} of {label_table} have no split")
-
     rows, skipped = [], 0
     probes: dict[str, dict | InputError] = {}
+    cache = {"pickle_layout": pickle_layout}
     for i, r in table.iterrows():
-        video = Path(videos_dir) / video_pattern.format(video_id=r.video_id)
+        name = video_pattern.format(video_id=r.video_id, split=split_of[i])
+        video = Path(videos_dir) / name if videos_dir else Path(r.video_id)
+        where = f"label table {r.source_file}, row {r.source_row}"
         if r.video_id not in probes:
-            try:
-                if not video.is_file():
-                    raise InputError(f"{video}: video not found (label table {label_table}, row {i + 2})")
-                probes[r.video_id] = probe_video(video)
-                folder = Path(skeletons_dir) / r.video_id if skeletons_dir else None
-                if folder is not None and not folder.is_dir():
-                    raise InputError(f"{folder}: keypoint folder of video {r.video_id} not found "
-                                     f"(label table {label_table}, row {i + 2})")
-            except InputError as e:
-                probes[r.video_id] = e
+            probes[r.video_id] = _source_problem(
+                r.video_id, video, use_videos=use_videos, backend=pose_backend,
+                skeletons=skeletons_dir, where=where, cache=cache)
         probe = probes[r.video_id]
         problem = probe if isinstance(probe, InputError) else None
-        if problem is None and probe["frames"] and r.start_frame >= probe["frames"]:
-            problem = InputError(f"{video}: segment starts at frame {r.start_frame} but the video "
-                                 f"has {probe['frames']} frames (label table row {i + 2})")
+        if problem is None:
+            start, end, problem = _frame_range(r, probe, fps, video, where)
         if problem is not None:
             if on_missing == "skip":
-                log.warning("skipping row %d: %s", i + 2, problem)
+                log.warning("skipping row %s: %s", r.source_row, problem)
                 skipped += 1
                 continue
             raise problem
-        end = int(r.end_frame)
-        if probe["frames"] and end >= probe["frames"]:
-            log.warning("%s: segment %d-%d runs past the last frame %d; truncated",
-                        video, r.start_frame, end, probe["frames"] - 1)
-            end = probe["frames"] - 1
         rows.append({
-            "clip_id": f"{r.video_id}_{int(r.start_frame):06d}_{end:06d}",
-            "video_id": r.video_id, "video": str(video),
-            "start_frame": int(r.start_frame), "end_frame": end,
-            "num_frames": end - int(r.start_frame) + 1,
+            "clip_id": f"{r.video_id}_{start:06d}_{end:06d}",
+            "video_id": r.video_id, "video": str(video) if use_videos else "",
+            "start_frame": start, "end_frame": end, "num_frames": end - start + 1,
             "label": index[r.label_id], "label_id": int(r.label_id), "class_name": r["class"],
-            "subject_id": int(r.subject_id), "split": subjects[r.subject_id],
-            "width": probe["width"], "height": probe["height"], "fps": probe["fps"],
+            "subject_id": int(r.subject_id), "split": split_of[i],
+            "width": probe["width"], "height": probe["height"],
+            "fps": probe["fps"] if use_videos else fps,
         })
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     dup = manifest.clip_id[manifest.clip_id.duplicated()]
@@ -163,14 +175,36 @@ def build_manifest(label_table, split_file, videos_dir, *, video_pattern="{video
         raise InputError(f"{label_table}: no usable clips ({skipped} skipped)")
     for name in ("train", "val", "test"):
         if not (manifest.split == name).any():
-            raise InputError(f"{split_file}: no clips in the {name} split")
-    log.info("manifest: %d clips (%s), %d classes, %d skipped", len(manifest),
+            raise InputError(f"{split_file or label_table}: no clips in the {name} split")
+    log.info("manifest: %d clips (%s), %d classes, %d skipped%s", len(manifest),
              ", ".join(f"{k} {v}" for k, v in manifest.split.value_counts().sort_index().items()),
-             len(class_ids), skipped)
+             len(class_ids), skipped, "" if use_videos else " (pose-only: no videos read)")
     names = table.drop_duplicates("label_id").set_index("label_id")["class"]
     classes = pd.DataFrame({"label": range(len(class_ids)), "label_id": class_ids,
                             "name": [names.get(c, str(c)) for c in class_ids]})
     return manifest, classes
+
+
+def _frame_range(r, probe, fps, video, where):
+    """(start, end, problem) in frames for a label row: seconds converted with the video's rate,
+    end -1 = the last frame, ends past the video truncated with a warning."""
+    rate = probe["fps"] if probe["fps"] == probe["fps"] else fps  # NaN in pose-only mode
+    total = int(probe["frames"] or 0)
+    if pd.notna(r.get("start_time")) and (pd.isna(r.get("start_frame")) or r.get("start_frame") < 0):
+        start, end = int(round(r.start_time * rate)), int(round(r.end_time * rate))
+    else:
+        start, end = int(r.start_frame), int(r.end_frame)
+    if end == -1:
+        if not total:
+            return 0, 0, InputError(f"{video}: number of frames unknown for a whole-video clip ({where})")
+        end = total - 1
+    if total and start >= total:
+        return 0, 0, InputError(f"{video}: segment starts at frame {start} but the video has "
+                                f"{total} frames ({where})")
+    if total and end >= total:
+        log.warning("%s: segment %d-%d runs past the last frame %d; truncated", video, start, end, total - 1)
+        end = total - 1
+    return start, end, None
 
 
 def write_csv(frame: pd.DataFrame, path) -> None:

@@ -63,8 +63,12 @@ def validate(config: dict, source: str = "config") -> dict:
         errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
         if errors:
             raise ConfigError(f"{source}: {_describe(errors[0])}")
-    if {"rgb", "pose_model"} <= given:  # a stage given only one pathway's settings skips this
+    if {"rgb", "pose_model"} <= given and config.get("mode", "full") == "full":
+        # (a stage given only one pathway's settings, or pose-only mode, has no fused network)
         _check_fused_shapes(config, source)
+    if "pose" in given and config.get("mode") == "pose" and config["pose"]["backend"] in ("mediapipe", "mmpose"):
+        raise ConfigError(f"{source}: config key mode: pose-only mode reads provided keypoints; "
+                          f"pose.backend {config['pose']['backend']} needs videos (use openpose or pickle)")
     return config
 
 
@@ -81,17 +85,33 @@ def _check_fused_shapes(config: dict, source: str) -> None:
                           f"rgb.size / 4 ({rgb['size'] / 4:g}) for the fused network")
 
 
-def load(path, overrides: dict | None = None) -> dict:
-    path = Path(path)
-    try:
-        config = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+def _update(base: dict, other: dict) -> dict:
+    """Nested update, as snakemake merges several --configfile files."""
+    for key, value in other.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _update(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def load(paths, overrides: dict | None = None) -> dict:
+    """One config YAML, or several merged in order (later files update earlier ones)."""
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    config: dict = {}
+    for path in map(Path, paths):
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a config file holds a mapping of keys")
+        _update(config, data)
     for key, value in (overrides or {}).items():
         config[key] = value
-    return validate(config, str(path))
+    return validate(config, " + ".join(map(str, paths)))
 
 
 def canonical(value) -> str:
@@ -108,9 +128,9 @@ def digest(value) -> str:
 # through its new output, everything downstream, and nothing upstream.
 STAGE_MODULES = {
     "demo_data": ["demo_data.py", "layouts.py"],
-    "clips": ["clips.py"],
+    "clips": ["clips.py", "datasets.py"],
     "decode": ["decode.py"],
-    "pose": ["pose.py", "layouts.py", "skeleton_io.py"],
+    "pose": ["pose.py", "pose_runner.py", "pose_backends", "layouts.py", "skeleton_io.py"],
     "heatmaps": ["heatmaps.py", "layouts.py"],
     "train": ["train.py", "data.py", "zoo.py", "models"],
     "merge": ["merge.py", "zoo.py", "models"],

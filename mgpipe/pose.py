@@ -1,9 +1,15 @@
 """Stage 3: keypoints per clip frame, mapped to a named layout, in an HDF5 keypoint store.
 
-Backend here: provided OpenPose per-frame JSON (iMiGUE ships its skeletons this way). A frame
-file that is absent or lists nobody gives an empty frame; with several people the main subject is
-followed from frame to frame (nearest centre to the previous choice), so the clip shows one
-person throughout. Everything that was missing or doubtful is counted in the stage log.
+Backends (config `pose.backend`):
+- openpose: provided OpenPose per-frame JSON (iMiGUE ships its skeletons this way);
+- pickle: a provided pyskl / MMAction2 skeleton pickle;
+- mediapipe, mmpose: a pose model run on the decoded frames, in a worker process that may use
+  another interpreter (`pose.python`; see mgpipe/pose_backends).
+
+Whatever the source, each frame gives zero or more people; with several the main subject is
+followed from frame to frame (nearest centre to the previous choice), so the clip shows one person
+throughout. Frames without anybody, crowded frames, missing and low-confidence joints are counted
+in the stage log.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from tqdm import tqdm
 
 from .io import InputError, atomic_path
 from .layouts import BODY25_HANDS_FACE, convert, get_layout
+from .pose_backends import IMAGE_BACKENDS
 from .skeleton_io import KEYPOINT_STORE_VERSION as FORMAT_VERSION, openpose_person
 
 log = logging.getLogger(__name__)
@@ -72,6 +79,23 @@ def pick_main_person(frames: list[np.ndarray]) -> tuple[np.ndarray, int]:
     return out, crowded
 
 
+def summarise_clip(frames: list[np.ndarray], src, dst, low_score: float):
+    """People per frame in layout `src` -> the main person's [1, T, V, 3] in `dst`, and counts."""
+    frames = [convert(people, src, dst) for people in frames]
+    if not frames:
+        frames = [np.zeros((0, dst.num_joints, 3), np.float32)]
+    kp, crowded = pick_main_person(frames)
+    present = kp[:, :, 2] > 0
+    counts = Counter(
+        frames=len(frames),
+        empty_frames=sum(len(p) == 0 for p in frames),
+        multi_person_frames=crowded,
+        missing_joints=int((~present).sum()),
+        low_confidence_joints=int((present & (kp[:, :, 2] < low_score)).sum()),
+    )
+    return kp[None], counts  # M = 1: the main subject
+
+
 def extract_video(job):
     """Keypoints of all clips of one video from its OpenPose folder (runs in a worker)."""
     skeletons_dir, video_id, clips, layout_name, low_score = job
@@ -89,46 +113,133 @@ def extract_video(job):
             except FileNotFoundError:
                 counts["missing_files"] += 1
                 people = np.zeros((0, BODY25_HANDS_FACE.num_joints, 3), np.float32)
-            counts["empty_frames"] += len(people) == 0
-            frames.append(convert(people, BODY25_HANDS_FACE, layout))
-        kp, crowded = pick_main_person(frames)
-        counts["multi_person_frames"] += crowded
-        present = kp[:, :, 2] > 0
-        counts["missing_joints"] += int((~present).sum())
-        counts["low_confidence_joints"] += int((present & (kp[:, :, 2] < low_score)).sum())
-        counts["frames"] += len(frames)
-        result[clip_id] = kp[None]  # M = 1: the main subject
+            frames.append(people)
+        result[clip_id], clip_counts = summarise_clip(frames, BODY25_HANDS_FACE, layout, low_score)
+        counts.update(clip_counts)
     return result, counts
 
 
-def build_keypoint_store(manifest: pd.DataFrame, skeletons_dir, out_h5, *, layout="coco17",
-                         low_score=0.3, threads=1, progress=True) -> dict:
-    get_layout(layout)  # fail early on an unknown name
+def _openpose_source(manifest, skeletons_dir, layout, low_score, threads):
     jobs = []
     for video_id, group in manifest.groupby("video_id", sort=True):
         clips = [(r.clip_id, int(r.start_frame), int(r.end_frame)) for r in group.itertuples()]
         jobs.append((str(skeletons_dir), video_id, clips, layout, low_score))
-    size = {r.clip_id: (int(r.width), int(r.height)) for r in manifest.itertuples()}
+    pool = get_context("fork").Pool(threads) if threads > 1 and len(jobs) > 1 else None
+    try:
+        results = pool.imap(extract_video, jobs) if pool else map(extract_video, jobs)
+        for clips, counts in tqdm(results, total=len(jobs), desc="pose", unit="video",
+                                  disable=not _progress.enabled):
+            yield clips, counts
+    finally:
+        if pool:
+            pool.terminate()
+
+
+def clip_from_annotations(annotations: dict, row, path) -> tuple[np.ndarray, tuple[int, int]]:
+    """A manifest row's keypoints [M, T, V, 3] out of pickle annotations: the annotation named
+    like the clip (trimmed datasets), else the one named like the video, sliced to the clip."""
+    if row.clip_id in annotations:
+        ann = annotations[row.clip_id]
+        kp = ann["keypoint"]
+    elif row.video_id in annotations:
+        ann = annotations[row.video_id]
+        kp = ann["keypoint"][:, int(row.start_frame):int(row.end_frame) + 1]
+        if kp.shape[1] < int(row.num_frames):
+            raise InputError(f"{path}: annotation {row.video_id!r} has {ann['keypoint'].shape[1]} "
+                             f"frames; clip {row.clip_id} needs frames {row.start_frame}-{row.end_frame}")
+    else:
+        raise InputError(f"{path}: no annotation with frame_dir {row.clip_id!r} or {row.video_id!r}")
+    return kp, (ann["width"], ann["height"])
+
+
+def _pickle_source(manifest, path, layout, low_score, pickle_layout):
+    from .skeleton_io import load_pickle_annotations
+
+    src = get_layout(pickle_layout)
+    annotations = load_pickle_annotations(path, src.name)
+    dst = get_layout(layout)
+    for row in tqdm(list(manifest.itertuples()), desc="pose", unit="clip",
+                    disable=not _progress.enabled):
+        kp, size = clip_from_annotations(annotations, row, path)
+        # Each frame's people: the annotation's persons that have any joint in that frame.
+        frames = [kp[kp[:, t, :, 2].max(axis=1) > 0, t] if len(kp) else kp[:, t]
+                  for t in range(kp.shape[1])]
+        clip, counts = summarise_clip(frames, src, dst, low_score)
+        yield {row.clip_id: clip}, counts, {row.clip_id: size}
+
+
+def _image_source(manifest, frames_h5, backend, layout, low_score, threads, python, options):
+    from .pose_runner import run_image_backend
+
+    dst = get_layout(layout)
+    for clip_id, src_name, frames in run_image_backend(
+            manifest.clip_id.tolist(), frames_h5, backend, options=options, python=python,
+            workers=threads, progress=_progress.enabled):
+        clip, counts = summarise_clip(frames, get_layout(src_name), dst, low_score)
+        yield {clip_id: clip}, counts
+
+
+class _progress:
+    enabled = True
+
+
+PROVIDED = ("openpose", "pickle")
+
+
+def build_keypoint_store(manifest: pd.DataFrame, skeletons, out_h5, *, backend="openpose",
+                         frames_h5=None, layout="coco17", low_score=0.3, threads=1, python=None,
+                         options=None, pickle_layout="coco17", progress=True) -> dict:
+    """Keypoints of every manifest clip from `backend` into the store at out_h5 (atomically).
+
+    skeletons: the OpenPose folder (openpose) or the pickle file (pickle); frames_h5: the frame
+    store the image backends (mediapipe, mmpose) look at. Returns the counts that are logged.
+    """
+    get_layout(layout)  # fail early on an unknown name
+    _progress.enabled = progress
+    size = {r.clip_id: (r.width, r.height) for r in manifest.itertuples()}
+    if backend == "openpose":
+        source = ((c, n, {}) for c, n in _openpose_source(manifest, skeletons, layout, low_score, threads))
+    elif backend == "pickle":
+        source = _pickle_source(manifest, skeletons, layout, low_score, pickle_layout)
+    elif backend in IMAGE_BACKENDS or "." in backend:  # dotted: a user's module (see worker)
+        if frames_h5 is None:
+            raise InputError(f"pose backend {backend} needs the frame store (frames_h5)")
+        source = ((c, n, {}) for c, n in _image_source(manifest, frames_h5, backend, layout, low_score,
+                                                         threads, python, options or {}))
+    else:
+        raise InputError(f"unknown pose backend {backend!r}; use one of "
+                         f"{', '.join(PROVIDED + IMAGE_BACKENDS)}")
 
     t0, totals = time.time(), Counter()
     with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as h5:
-        h5.attrs.update(format_version=FORMAT_VERSION, layout=layout, source="openpose")
-        pool = get_context("fork").Pool(threads) if threads > 1 else None
-        results = pool.imap(extract_video, jobs) if pool else map(extract_video, jobs)
-        try:
-            for clips, counts in tqdm(results, total=len(jobs), desc="pose", unit="video",
-                                      disable=not progress):
-                totals.update(counts)
-                for cid, kp in clips.items():
-                    g = h5.create_group(f"clips/{cid}")
-                    g.create_dataset("keypoints", data=kp)
-                    g.attrs.update(width=size[cid][0], height=size[cid][1])
-        finally:
-            if pool:
-                pool.terminate()
-    stats = dict(sorted(totals.items()), clips=len(manifest), seconds=round(time.time() - t0, 2))
-    log.info("pose: %s", stats)
+        h5.attrs.update(format_version=FORMAT_VERSION, layout=layout, source=backend)
+        for clips, counts, sizes in source:
+            totals.update(counts)
+            for cid, kp in clips.items():
+                w, h = sizes.get(cid, size[cid])
+                if pd.isna(w) or pd.isna(h):  # pose-only mode with no image size anywhere
+                    w, h = _extent(kp)
+                    totals["size_from_keypoints"] += 1
+                g = h5.create_group(f"clips/{cid}")
+                g.create_dataset("keypoints", data=kp)
+                g.attrs.update(width=int(w), height=int(h))
+        stats = dict(sorted(totals.items()), clips=len(manifest), seconds=round(time.time() - t0, 2))
+        log.info("pose: %s", stats)
+        if stats.get("frames") and stats.get("empty_frames", 0) == stats["frames"]:
+            # Every frame empty is a wrong input (paths, layout, model), not data to train on.
+            raise InputError(f"pose backend {backend}: nobody found in any of the {stats['frames']} "
+                             "frames; check the keypoint source or the pose model")
     return stats
+
+
+def _extent(kp: np.ndarray) -> tuple[int, int]:
+    """Width and height that hold every keypoint of a clip (pose-only mode without an image
+    size): the compact box is then clipped to where the person was seen."""
+    valid = kp[..., 2] > 0
+    if not valid.any():
+        return 1, 1
+    xy = kp[..., :2][valid]
+    return int(np.ceil(xy[:, 0].max())) + 1, int(np.ceil(xy[:, 1].max())) + 1
 
 
 def read_keypoints(h5: h5py.File, clip_id: str) -> np.ndarray:

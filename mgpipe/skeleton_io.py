@@ -135,41 +135,60 @@ def import_pickle(path, out_h5, *, layout: str = "coco17", splits=None) -> pd.Da
                                  f"{name!r}; choose one protocol's splits (splits=...)")
             split_of[cid] = str(name)
 
-    rows, seen = [], set()
+    rows = []
     with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as h5:
         h5.attrs.update(format_version=KEYPOINT_STORE_VERSION, layout=lay.name, source=f"pickle:{path.name}")
-        for i, ann in enumerate(annotations):
-            where = f"annotation {i}"
-            if not isinstance(ann, dict):
-                raise InputError(f"{path}: {where} is a {type(ann).__name__}, expected a dict")
-            for key in ("frame_dir", "label"):
-                if key not in ann:
-                    raise InputError(f"{path}: {where}: missing key {key!r}")
-            cid = str(ann["frame_dir"])
-            where = f"annotation {i} ({cid!r})"
-            if not cid or "/" in cid or cid in (".", ".."):
-                raise InputError(f"{path}: {where}: frame_dir cannot be used as a clip id")
-            if cid in seen:
-                raise InputError(f"{path}: {where}: frame_dir appears twice")
-            seen.add(cid)
-            try:
-                label = int(ann["label"])
-            except (TypeError, ValueError):
-                raise InputError(f"{path}: {where}: label {ann['label']!r} is not an integer") from None
-            kp = _annotation_keypoints(ann, path, where)
-            if kp.shape[2] != lay.num_joints:
-                raise InputError(f"{path}: {where}: keypoints have {kp.shape[2]} joints, layout "
-                                 f"{lay.name!r} has {lay.num_joints}")
-            if "total_frames" in ann and int(ann["total_frames"]) != kp.shape[1]:
-                raise InputError(f"{path}: {where}: total_frames {ann['total_frames']} does not "
-                                 f"match keypoint's {kp.shape[1]} frames")
-            h, w = _shape_hw(ann, path, where)
+        for cid, ann in iter_annotations(annotations, path, lay):
             g = h5.create_group(f"clips/{cid}")
-            g.create_dataset("keypoints", data=kp)
-            g.attrs.update(width=w, height=h)
-            rows.append({"clip_id": cid, "label": label, "split": split_of.get(cid, UNASSIGNED),
-                         "num_frames": int(kp.shape[1]), "width": w, "height": h})
+            g.create_dataset("keypoints", data=ann["keypoint"])
+            g.attrs.update(width=ann["width"], height=ann["height"])
+            rows.append({"clip_id": cid, "label": ann["label"], "split": split_of.get(cid, UNASSIGNED),
+                         "num_frames": int(ann["keypoint"].shape[1]), "width": ann["width"],
+                         "height": ann["height"]})
     return pd.DataFrame(rows, columns=["clip_id", "label", "split", "num_frames", "width", "height"])
+
+
+def iter_annotations(annotations, path: Path, lay):
+    """Check each pickle annotation; yield (frame_dir, {keypoint [M, T, V, 3], label, width,
+    height})."""
+    seen = set()
+    for i, ann in enumerate(annotations):
+        where = f"annotation {i}"
+        if not isinstance(ann, dict):
+            raise InputError(f"{path}: {where} is a {type(ann).__name__}, expected a dict")
+        for key in ("frame_dir", "label"):
+            if key not in ann:
+                raise InputError(f"{path}: {where}: missing key {key!r}")
+        cid = str(ann["frame_dir"])
+        where = f"annotation {i} ({cid!r})"
+        if not cid or "/" in cid or cid in (".", ".."):
+            raise InputError(f"{path}: {where}: frame_dir cannot be used as a clip id")
+        if cid in seen:
+            raise InputError(f"{path}: {where}: frame_dir appears twice")
+        seen.add(cid)
+        try:
+            label = int(ann["label"])
+        except (TypeError, ValueError):
+            raise InputError(f"{path}: {where}: label {ann['label']!r} is not an integer") from None
+        kp = _annotation_keypoints(ann, path, where)
+        if kp.shape[2] != lay.num_joints:
+            raise InputError(f"{path}: {where}: keypoints have {kp.shape[2]} joints, layout "
+                             f"{lay.name!r} has {lay.num_joints}")
+        if "total_frames" in ann and int(ann["total_frames"]) != kp.shape[1]:
+            raise InputError(f"{path}: {where}: total_frames {ann['total_frames']} does not "
+                             f"match keypoint's {kp.shape[1]} frames")
+        h, w = _shape_hw(ann, path, where)
+        yield cid, {"keypoint": kp, "label": label, "width": w, "height": h}
+
+
+def load_pickle_annotations(path, layout: str) -> dict:
+    """{frame_dir: {keypoint [M, T, V, 3], label, width, height}} of a skeleton pickle (the pose
+    stage's `pickle` backend reads clips out of it)."""
+    path = Path(path)
+    data = _load_pickle(path)
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), (list, tuple)):
+        raise InputError(f"{path}: skeleton pickle needs a dict with an 'annotations' list")
+    return dict(iter_annotations(data["annotations"], path, get_layout(layout)))
 
 
 def export_pickle(keypoints_h5, manifest: pd.DataFrame, out_path) -> dict:

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from mgpipe.clips import build_manifest, read_label_table
+from mgpipe.clips import build_manifest
 from mgpipe.io import InputError
 
 
@@ -38,8 +38,8 @@ def test_unreadable_video_and_bad_rows(small_dataset):
     table = pd.read_csv(d / "labels.csv", dtype=str)
     table.loc[1, "end_frame"] = "x"
     table.to_csv(d / "bad.csv", index=False)
-    with pytest.raises(InputError, match=r"bad\.csv: row 3 column end_frame"):
-        read_label_table(d / "bad.csv")
+    with pytest.raises(InputError, match=r"bad\.csv: row 3, column end_frame"):
+        build_manifest(d / "bad.csv", d / "split.csv", d / "videos")
 
 
 def test_segment_past_the_end_is_reported(small_dataset):

@@ -210,3 +210,118 @@ def test_feature_stages_are_shared_through_the_output_cache(tiny_run, tmp_path):
             assert f"{name} from cache" in out
     finally:
         os.environ.pop("SNAKEMAKE_OUTPUT_CACHE")
+
+
+def test_pose_only_mode_runs_without_videos(tiny_run, tmp_path):
+    """The skeleton half of the pipeline from the same label table, with no video anywhere."""
+    demo = tiny_run / "results" / "tiny" / "demo_data"
+    data = tmp_path / "skeletons_only"
+    shutil.copytree(demo, data, ignore=shutil.ignore_patterns("videos"))
+    (tiny_run / "poseonly.yaml").write_text(
+        f"results: results/poseonly\nmode: pose\ndataset:\n  kind: imigue\n"
+        f"  label_table: {data}/labels.csv\n  split: {data}/split.csv\n  skeletons: {data}/skeletons\n")
+    jobs = planned(smk(tiny_run, "-n", "--cores", "2", "--configfile", "tiny.yaml", "poseonly.yaml"))
+    assert jobs == {"clips": 1, "pose": 1, "heatmaps": 1, "pretrain_pose": 1, "pretrain_limb": 1,
+                    "test": 2, "ensemble": 1, "all": 1}
+    smk(tiny_run, "--cores", "2", "--configfile", "tiny.yaml", "poseonly.yaml")
+    r = tiny_run / "results" / "poseonly"
+    metrics = json.loads((r / "ensemble" / "metrics.json").read_text())
+    assert set(metrics["models"]) == {"joint", "limb"}
+    assert set(metrics["ensemble"]["weights"]) == {"joint", "limb"}
+    assert not (r / "frames.h5").exists()
+    full = pd.read_csv(tiny_run / "results/tiny/clips.csv")
+    pose_only = pd.read_csv(r / "clips.csv")
+    # Same clips and splits as the full run of this label table; no video was probed.
+    assert list(pose_only.clip_id) == list(full.clip_id) and list(pose_only.split) == list(full.split)
+    assert pose_only.width.isna().all()
+    assert "pose-only" in (r / "logs" / "clips.log").read_text()
+
+
+def test_image_pose_backend_reads_the_frame_store(workdir):
+    proc = smk(workdir, "-n", "--cores", "2", "--configfile", "tiny.yaml", "--forceall",
+               "--config", "pose={backend: mediapipe, python: /nonexistent/python}", "--until", "pose")
+    assert planned(proc) == {"demo_data": 1, "clips": 1, "decode": 1, "pose": 1}
+    pose_job = proc.stdout[proc.stdout.index("rule pose:"):]
+    assert "frames.h5" in pose_job.split("output:")[0]
+
+
+def test_keypoints_export_to_a_pyskl_pickle(tiny_run):
+    from mgpipe.skeleton_io import import_pickle
+
+    smk(tiny_run, "results/tiny/keypoints.pkl", "--cores", "2", "--configfile", "tiny.yaml")
+    table = import_pickle(tiny_run / "results/tiny/keypoints.pkl", tiny_run / "back.h5")
+    manifest = pd.read_csv(tiny_run / "results/tiny/clips.csv")
+    assert list(table.clip_id) == list(manifest.clip_id) and list(table.split) == list(manifest.split)
+
+
+def mgpipe_cli(workdir: Path, *args, check=True):
+    env = dict(os.environ, PYTHONPATH=str(workdir))
+    proc = subprocess.run([sys.executable, "-m", "mgpipe", "-q", *args], cwd=workdir, env=env,
+                          capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"mgpipe {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def test_predict_and_spot_on_a_demo_video(tiny_run, tmp_path):
+    r = tiny_run / "results" / "tiny"
+    manifest = pd.read_csv(r / "clips.csv", dtype={"video_id": str})
+    video = manifest[manifest.split == "test"].video.iloc[0]
+    common = ["--model", str(r / "models/fused_full/model.pt"), "--config", "config.yaml", "tiny.yaml",
+              "--skeletons", str(r / "demo_data/skeletons")]
+    proc = mgpipe_cli(tiny_run, "predict", video, *common, "--top-k", "3", "--out-dir", str(tmp_path / "p"))
+    pred = json.loads((tmp_path / "p" / "prediction.json").read_text())
+    classes = pd.read_csv(r / "classes.csv")
+    assert [row["rank"] for row in pred["top_k"]] == [1, 2, 3]
+    assert {row["class"] for row in pred["top_k"]} <= set(classes.name)
+    probs = [row["probability"] for row in pred["top_k"]]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    assert pred["top_k"][0]["class"] in proc.stdout
+
+    mgpipe_cli(tiny_run, "predict", video, *common, "--spot", "--threshold", "0", "--out-dir", str(tmp_path / "s"))
+    timeline = pd.read_csv(tmp_path / "s" / "timeline.csv")
+    windows = pd.read_csv(tmp_path / "s" / "windows.csv")
+    assert (tmp_path / "s" / "timeline.png").stat().st_size > 0
+    frames = int(manifest[manifest.video == video].end_frame.max())  # the video is at least this long
+    assert windows.start_frame.iloc[0] == 0 and windows.end_frame.iloc[-1] >= frames
+    # Threshold 0: every window is a hit, so the segments tile the whole video without overlap.
+    assert timeline.start_frame.iloc[0] == 0 and timeline.end_frame.iloc[-1] == windows.end_frame.iloc[-1]
+    assert (timeline.start_frame.iloc[1:].to_numpy() == timeline.end_frame.iloc[:-1].to_numpy() + 1).all()
+    assert timeline.windows.sum() == len(windows)
+
+
+def test_predict_errors_are_one_line(tiny_run):
+    r = tiny_run / "results" / "tiny"
+    proc = mgpipe_cli(tiny_run, "predict", "nope.mp4", "--model", str(r / "models/joint/model.pt"),
+                      "--config", "config.yaml", "tiny.yaml", check=False)
+    assert proc.returncode == 2 and "nope.mp4: video not found" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    video = str(next((r / "demo_data/videos").glob("*.mp4")))
+    proc = mgpipe_cli(tiny_run, "predict", video, "--model", str(r / "models/joint/model.pt"),
+                      "--config", "config.yaml", "tiny.yaml", check=False)
+    assert proc.returncode == 2 and "give the video's keypoints with --skeletons" in proc.stderr
+
+
+def test_predict_and_spot_on_a_video_of_a_real_photo(tiny_run, tmp_path):
+    """A new video with no keypoints: the mediapipe backend (real weights, own environment) finds
+    the person in a pan-and-zoom video of a real photo, and the demo model classifies it."""
+    side = os.environ.get("MGPIPE_MEDIAPIPE_PYTHON") or str(REPO / ".venvs/mediapipe/bin/python")
+    if not Path(side).exists():
+        if os.environ.get("MGPIPE_REQUIRE_BACKENDS") == "1":
+            pytest.fail(f"mediapipe environment not found at {side}: run scripts/install_mediapipe.sh")
+        pytest.skip(f"mediapipe environment not found at {side}")
+    video = tmp_path / "grace_hopper.mp4"
+    mgpipe_cli(tiny_run, "photo-video", "grace_hopper", str(video), "--frames", "75")
+    (tiny_run / "mediapipe.yaml").write_text(
+        f"pose: {{backend: mediapipe, python: {side}, layout: coco17, options: {{model: pose}}}}\n")
+    r = tiny_run / "results" / "tiny"
+    common = ["--model", str(r / "models/fused_full/model.pt"), "--config", "config.yaml", "tiny.yaml", "mediapipe.yaml"]
+    proc = mgpipe_cli(tiny_run, "predict", str(video), *common, "--out-dir", str(tmp_path / "p"))
+    pred = json.loads((tmp_path / "p" / "prediction.json").read_text())
+    assert len(pred["top_k"]) == 5 and pred["top_k"][0]["class"] in proc.stdout
+    mgpipe_cli(tiny_run, "predict", str(video), *common, "--spot", "--window", "1", "--stride", "0.4",
+               "--threshold", "0", "--out-dir", str(tmp_path / "s"))
+    windows = pd.read_csv(tmp_path / "s" / "windows.csv")
+    # 3 s at 25 fps: 1 s windows every 0.4 s start at frames 0, 10, ..., 50 and end at 74
+    assert list(windows.start_frame) == [0, 10, 20, 30, 40, 50] and windows.end_frame.iloc[-1] == 74
+    assert (tmp_path / "s" / "timeline.png").stat().st_size > 0

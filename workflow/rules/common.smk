@@ -1,6 +1,7 @@
 # Helpers shared by the rules: config validation, paths, per-stage params.
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -15,26 +16,57 @@ except mgconfig.ConfigError as e:
 R = config["results"]
 DS = config["dataset"]
 DEMO = DS["kind"] == "demo"
+POSE_ONLY = config["mode"] == "pose"
+POSE = config["pose"]
+IMAGE_POSE = POSE["backend"] in ("mediapipe", "mmpose")
+# Videos are read when RGB is trained or a pose model looks at the frames.
+NEED_VIDEOS = not POSE_ONLY or IMAGE_POSE
+NEED_SKELETONS = not IMAGE_POSE
 
 if DEMO:
     DATA = {
         "labels": f"{R}/demo_data/labels.csv",
         "split": f"{R}/demo_data/split.csv",
-        "videos": f"{R}/demo_data/videos",
-        "skeletons": f"{R}/demo_data/skeletons",
+        "videos": f"{R}/demo_data/videos" if NEED_VIDEOS else None,
+        "skeletons": f"{R}/demo_data/skeletons" if NEED_SKELETONS else None,
     }
+    if POSE["backend"] == "pickle":
+        sys.exit("mgpipe: config key pose.backend: the demo data provides OpenPose JSON; use "
+                 "openpose (or export a pickle with `mgpipe export-pickle`)")
 else:
-    DATA = {k: DS[k if k != "labels" else "label_table"] for k in ("labels", "split", "videos", "skeletons")}
+    DATA = {
+        "labels": DS["label_table"],
+        "split": DS["split"],
+        "videos": DS["videos"] if NEED_VIDEOS else None,
+        "skeletons": DS["skeletons"] if NEED_SKELETONS else None,
+    }
+    required = {"labels": "dataset.label_table"}
+    if NEED_VIDEOS:
+        required["videos"] = "dataset.videos"
+    if NEED_SKELETONS:
+        required["skeletons"] = "dataset.skeletons"
+    for key, name in required.items():
+        if not DATA[key]:
+            why = "in pose-only mode" if key == "skeletons" and POSE_ONLY else f"with pose.backend {POSE['backend']}"
+            if key == "videos":
+                why = "unless mode is pose"
+            if key == "labels":
+                why = f"when dataset.kind is {DS['kind']}"
+            sys.exit(f"mgpipe: config key {name} must be set {why}")
     for key, value in DATA.items():
-        name = "dataset.label_table" if key == "labels" else f"dataset.{key}"
-        if not value:
-            sys.exit(f"mgpipe: config key {name} must be set when dataset.kind is {DS['kind']}")
-        if not Path(value).exists():
+        if value and not Path(value).exists():
+            name = "dataset.label_table" if key == "labels" else f"dataset.{key}"
             sys.exit(f"mgpipe: config key {name}: {value} does not exist")
 
-VARIANTS = config["fused"]["variants"]
-SINGLE = ["rgb", "joint"] + (["limb"] if config["limb"]["enabled"] else [])
+VARIANTS = [] if POSE_ONLY else config["fused"]["variants"]
+SINGLE = ([] if POSE_ONLY else ["rgb"]) + ["joint"] + (["limb"] if config["limb"]["enabled"] else [])
 MODELS = SINGLE + [f"fused_{v}" for v in VARIANTS]
+# Pose-only mode trains no RGB or fused network: the ensemble keeps the members it has.
+ENSEMBLE = dict(config["ensemble"])
+if POSE_ONLY:
+    ENSEMBLE["members"] = {m: w for m, w in ENSEMBLE["members"].items() if m in ("joint", "limb") and m in MODELS}
+    if not ENSEMBLE["members"]:
+        sys.exit("mgpipe: config key ensemble.members: pose-only mode needs joint and/or limb members")
 TRAIN_RULE = {"rgb": "pretrain_rgb", "joint": "pretrain_pose", "limb": "pretrain_limb"}
 
 FINAL_OUTPUTS = [
@@ -72,12 +104,29 @@ def gpu_count():
 LAUNCHER = f"torchrun --standalone --nproc_per_node {gpu_count()} -m" if gpu_count() > 1 else ""
 
 
-TRAIN_DATA = dict(
-    manifest=f"{R}/clips.csv",
-    classes=f"{R}/classes.csv",
-    frames=f"{R}/frames.h5",
-    heatmaps=f"{R}/heatmaps.h5",
-)
+def optional_arg(flag, value):
+    return f"{flag} {shlex.quote(str(value))}" if value else ""
+
+
+def pose_inputs(wildcards):
+    data = {"manifest": f"{R}/clips.csv"}
+    if IMAGE_POSE:
+        data["frames"] = f"{R}/frames.h5"
+    if DATA["skeletons"]:
+        data["skeletons"] = DATA["skeletons"]
+    return data
+
+
+def train_data(model):
+    """Stores a model reads: the frame store only where an RGB pathway is trained."""
+    data = dict(manifest=f"{R}/clips.csv", classes=f"{R}/classes.csv", heatmaps=f"{R}/heatmaps.h5")
+    if model not in ("joint", "limb"):
+        data["frames"] = f"{R}/frames.h5"
+    return data
+
+
+def frames_arg(wildcards, input):
+    return f"--frames {input.frames}" if "frames" in input.keys() else ""
 
 
 def train_outputs(model):

@@ -31,30 +31,24 @@ if DEMO:
 
 rule clips:
     input:
-        labels=DATA["labels"],
-        split=DATA["split"],
-        videos=DATA["videos"],
-        skeletons=DATA["skeletons"],
+        **{k: v for k, v in DATA.items() if v},
     output:
         manifest=f"{R}/clips.csv",
         classes=f"{R}/classes.csv",
     params:
-        pattern=lambda wildcards: DS["video_pattern"],
-        classes=",".join(map(str, DS["classes"] or [])),
-        val_fraction=DS["val_fraction"],
-        seed=config["seed"],
-        on_missing=DS["on_missing"],
+        sources=" ".join(optional_arg(f"--{k}", v) for k, v in DATA.items()),
+        # Of the pose settings only the backend matters here (which keypoint files to check).
+        # (a function: the video pattern's {video_id} is not a wildcard)
+        cfg=lambda wildcards: mgconfig.canonical({"seed": config["seed"], "mode": config["mode"],
+                                                  "dataset": DS, "pose": {"backend": POSE["backend"]}}),
         code=code("clips"),
     log:
         f"{R}/logs/clips.log",
     conda:
         "../envs/mgpipe.yaml"
     shell:
-        "mgpipe clips --labels {input.labels:q} --split {input.split:q} --videos {input.videos:q} "
-        "--skeletons {input.skeletons:q} --video-pattern {params.pattern:q} "
-        "--classes={params.classes:q} --val-fraction {params.val_fraction} --seed {params.seed} "
-        "--on-missing {params.on_missing} --out {output.manifest} --classes-out {output.classes} "
-        "2> {log}"
+        "mgpipe clips {params.sources} --config-json {params.cfg:q} --out {output.manifest} "
+        "--classes-out {output.classes} 2> {log}"
 
 
 rule decode:

@@ -3,13 +3,14 @@
 
 rule test:
     input:
-        **TRAIN_DATA,
+        unpack(lambda wildcards: train_data(wildcards.model)),
         model=f"{R}/models/{{model}}/model.pt",
     output:
         scores=f"{R}/scores/{{model}}.csv",
     params:
         cfg=lambda wildcards: stage_config(*model_sections(wildcards.model), "test"),
         code=code("test"),
+        frames=frames_arg,
     wildcard_constraints:
         model="|".join(MODELS),
     log:
@@ -25,7 +26,7 @@ rule test:
         "../envs/mgpipe.yaml"
     shell:
         "mgpipe test {input.model} --config-json {params.cfg:q} --manifest {input.manifest} "
-        "--frames {input.frames} --heatmaps {input.heatmaps} --out {output.scores} "
+        "{params.frames} --heatmaps {input.heatmaps} --out {output.scores} "
         "--threads {threads} 2> {log}"
 
 
@@ -39,7 +40,7 @@ rule ensemble:
         summary=f"{R}/ensemble/summary.md",
         html=report(f"{R}/ensemble/summary.html", caption="../report/summary.rst", category="Results"),
     params:
-        cfg=stage_config("ensemble", "fused"),
+        cfg=mgconfig.canonical({"ensemble": ENSEMBLE, "fused": config["fused"]}),
         named=lambda wildcards, input: " ".join(f"{m}={f}" for m, f in zip(MODELS, input.scores)),
         out_dir=lambda wildcards, output: os.path.dirname(output.metrics),
         code=code("ensemble"),

@@ -3,26 +3,26 @@
 
 rule pose:
     input:
-        manifest=f"{R}/clips.csv",
+        unpack(pose_inputs),
     output:
         keypoints=f"{R}/keypoints.h5",
     params:
-        skeletons=DATA["skeletons"],
-        cfg=config["pose"],
+        cfg=stage_config("pose"),
+        skeletons=optional_arg("--skeletons", DATA["skeletons"]),
+        frames=lambda wildcards, input: f"--frames {input.frames}" if IMAGE_POSE else "",
         code=code("pose"),
     log:
         f"{R}/logs/pose.log",
     threads: workflow.cores
     resources:
-        mem_mb=2000,
-        runtime=120,
+        mem_mb=4000 if IMAGE_POSE else 2000,
+        runtime=1440 if IMAGE_POSE else 120,
     cache: "omit-software"
     conda:
         "../envs/mgpipe.yaml"
     shell:
-        "mgpipe pose --manifest {input.manifest} --skeletons {params.skeletons:q} "
-        "--out {output.keypoints} --layout {params.cfg[layout]} "
-        "--low-score {params.cfg[low_score]} --threads {threads} 2> {log}"
+        "mgpipe pose --manifest {input.manifest} {params.skeletons} {params.frames} "
+        "--config-json {params.cfg:q} --out {output.keypoints} --threads {threads} 2> {log}"
 
 
 rule heatmaps:
@@ -46,3 +46,20 @@ rule heatmaps:
         "mgpipe heatmaps --keypoints {input.keypoints} --out {output.heatmaps} "
         "--size {params.cfg[size]} --sigma {params.cfg[sigma]} --padding {params.cfg[padding]} "
         "--threads {threads} 2> {log}"
+
+
+# Not part of `all`: `snakemake results/<name>/keypoints.pkl` exports the keypoints for pyskl /
+# MMAction2 (PoseC3D and friends) users.
+rule export_pickle:
+    input:
+        keypoints=f"{R}/keypoints.h5",
+        manifest=f"{R}/clips.csv",
+    output:
+        pickle=f"{R}/keypoints.pkl",
+    log:
+        f"{R}/logs/export_pickle.log",
+    conda:
+        "../envs/mgpipe.yaml"
+    shell:
+        "mgpipe export-pickle --keypoints {input.keypoints} --manifest {input.manifest} "
+        "--out {output.pickle} 2> {log}"

@@ -4,7 +4,7 @@
 
 rule pretrain_rgb:
     input:
-        **TRAIN_DATA,
+        **train_data("rgb"),
     output:
         **train_outputs("rgb"),
     params:
@@ -12,6 +12,7 @@ rule pretrain_rgb:
         cfg=stage_config(*model_sections("rgb")),
         code=code("train"),
         launcher=LAUNCHER,
+        frames=frames_arg,
         init="",
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
         state=f"{R}/state/rgb",
@@ -28,12 +29,14 @@ rule pretrain_rgb:
         "../envs/mgpipe.yaml"
     shell:
         "{params.launcher} mgpipe train {params.model} --config-json {params.cfg:q} --manifest {input.manifest} "
-        "--classes {input.classes} --frames {input.frames} --heatmaps {input.heatmaps} "
+        "--classes {input.classes} {params.frames} --heatmaps {input.heatmaps} "
         "{params.init} --out-dir {params.out_dir} --state-dir {params.state} "
         "--threads {threads} 2> {log}"
 
 
 use rule pretrain_rgb as pretrain_pose with:
+    input:
+        **train_data("joint"),
     output:
         **train_outputs("joint"),
     params:
@@ -41,6 +44,7 @@ use rule pretrain_rgb as pretrain_pose with:
         cfg=stage_config(*model_sections("joint")),
         code=code("train"),
         launcher=LAUNCHER,
+        frames=frames_arg,
         init="",
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
         state=f"{R}/state/joint",
@@ -51,6 +55,8 @@ use rule pretrain_rgb as pretrain_pose with:
 
 
 use rule pretrain_rgb as pretrain_limb with:
+    input:
+        **train_data("limb"),
     output:
         **train_outputs("limb"),
     params:
@@ -58,6 +64,7 @@ use rule pretrain_rgb as pretrain_limb with:
         cfg=stage_config(*model_sections("limb")),
         code=code("train"),
         launcher=LAUNCHER,
+        frames=frames_arg,
         init="",
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
         state=f"{R}/state/limb",
@@ -90,7 +97,7 @@ rule merge:
 
 use rule pretrain_rgb as train_fused with:
     input:
-        **TRAIN_DATA,
+        **train_data("fused"),
         merged=f"{R}/merged/fused_{{variant}}.pt",
     output:
         **train_outputs("fused_{variant}"),
@@ -99,6 +106,7 @@ use rule pretrain_rgb as train_fused with:
         cfg=stage_config(*model_sections("fused")),
         code=code("train"),
         launcher=LAUNCHER,
+        frames=frames_arg,
         init=lambda wildcards, input: f"--init {input.merged}",
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
         state=f"{R}/state/fused_{{variant}}",

@@ -1,0 +1,124 @@
+"""Run an image pose backend over clips of an mgpipe frame store; one process, one model.
+
+    python -m mgpipe.pose_backends.worker JOB.json
+
+JOB.json: {"backend": name, "options": {...}, "frames": frames.h5, "clips": [clip ids],
+"out": result.h5}. The result holds, per clip, every person the backend saw in every frame:
+`clips/<id>/people` float32 [N, V, 3] (all frames' people stacked, x and y in pixels of the
+ORIGINAL video, i.e. the frame store's resize undone) and `clips/<id>/counts` int32 [T] (people
+per frame). Choosing the main person, layout conversion and the statistics happen in the caller
+(mgpipe.pose), which runs under the main interpreter.
+
+Protocol on stdout, one JSON object a line: {"layout": ...} once the model is loaded, then
+{"done": clip_id, "frames": T} per clip. A failure prints one line `error: ...` on stderr and
+exits with status 3, so the caller can report it without a traceback from this process.
+
+This module may run under an interpreter that has only numpy, h5py, Pillow and the backend's
+own packages: keep its imports to those.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import os
+import sys
+import time
+
+import h5py
+import numpy as np
+from PIL import Image
+
+EXIT_ERROR = 3
+
+
+class WorkerError(Exception):
+    pass
+
+
+def _emit(obj) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def load_estimator(backend: str, options: dict):
+    # A dotted name is a module of the user's (tests use one); plain names are ours.
+    name = backend if "." in backend else f"mgpipe.pose_backends.{backend}_backend"
+    try:
+        # Backends may import their library lazily, so a missing one surfaces in either call.
+        return importlib.import_module(name).make_estimator(dict(options or {}))
+    except ImportError as e:
+        raise WorkerError(f"pose backend {backend!r} cannot be imported under {sys.executable} "
+                          f"({type(e).__name__}: {e}); install it (scripts/install_{backend}.sh) "
+                          "and point pose.python at that environment's interpreter") from None
+    except (ValueError, FileNotFoundError, OSError) as e:
+        raise WorkerError(f"pose backend {backend!r}: {e}") from None
+
+
+def decode_frame(data) -> np.ndarray:
+    img = Image.open(io.BytesIO(np.asarray(data, dtype=np.uint8).tobytes()))
+    return np.asarray(img.convert("RGB"))
+
+
+def run_clip(estimator, frames: h5py.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    scale = float(frames.attrs.get("scale", 1.0))
+    estimator.reset()
+    people, counts = [], np.zeros(len(frames), np.int32)
+    for t in range(len(frames)):
+        found = np.asarray(estimator(decode_frame(frames[t])), dtype=np.float32)
+        if found.ndim != 3 or found.shape[-1] != 3:
+            raise WorkerError(f"backend returned shape {found.shape}, expected [P, V, 3]")
+        found = found.copy()
+        found[~np.isfinite(found).all(axis=-1)] = 0  # a joint a model could not place is missing
+        found[..., :2] /= scale  # back to original-video pixels
+        counts[t] = len(found)
+        people.append(found)
+    v = people[0].shape[1] if people else 0
+    stacked = np.concatenate(people) if people else np.zeros((0, v, 3), np.float32)
+    return stacked, counts
+
+
+def run(job: dict) -> None:
+    estimator = load_estimator(job["backend"], job.get("options") or {})
+    _emit({"layout": estimator.layout})
+    out = job["out"]
+    tmp = f"{out}.part{os.getpid()}"
+    try:
+        with h5py.File(job["frames"], "r") as src, h5py.File(tmp, "w") as dst:
+            dst.attrs.update(layout=estimator.layout, backend=job["backend"])
+            for cid in job["clips"]:
+                key = f"clips/{cid}"
+                if key not in src:
+                    raise WorkerError(f"{job['frames']}: no frames for clip {cid}")
+                t0 = time.time()
+                people, counts = run_clip(estimator, src[key])
+                g = dst.create_group(key)
+                g.create_dataset("people", data=people)
+                g.create_dataset("counts", data=counts)
+                g.attrs["seconds"] = time.time() - t0
+                _emit({"done": cid, "frames": int(len(counts))})
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        estimator.close()
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m mgpipe.pose_backends.worker JOB.json", file=sys.stderr)
+        return 2
+    try:
+        with open(argv[0]) as f:
+            job = json.load(f)
+        run(job)
+    except WorkerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
