@@ -77,7 +77,8 @@ def cmd_pose(args):
     pose = _config(args)["pose"]
     build_keypoint_store(read_manifest(args.manifest), args.skeletons, args.out,
                          backend=pose["backend"], frames_h5=args.frames, layout=pose["layout"],
-                         low_score=pose["low_score"], threads=args.threads, python=pose["python"],
+                         low_score=pose["low_score"], threads=pose["workers"] or args.threads,
+                         python=pose["python"],
                          options=pose["options"], pickle_layout=pose["pickle_layout"],
                          progress=not args.quiet)
 

@@ -57,3 +57,52 @@ def test_validation_subjects_are_carved_from_train(small_dataset):
         d / "split.csv", index=False)
     manifest, _ = build_manifest(d / "labels.csv", d / "split.csv", d / "videos", val_fraction=0.34)
     assert manifest.groupby("split").subject_id.nunique().to_dict() == {"test": 1, "train": 2, "val": 1}
+
+
+def test_generic_csv_in_seconds_with_its_own_split(small_dataset):
+    """kind csv: start/end in seconds become frames at the probed rate (25 fps); the split column
+    is used as it is, no split file needed."""
+    d = small_dataset
+    pd.DataFrame({"video": ["a", "a", "b", "c", "d"], "start": [0.0, 0.48, 0.2, 0.0, 0.4],
+                  "end": [0.36, 1.0, 0.6, 0.4, 0.8], "label": [7, 8, 7, 8, 7],
+                  "subject": [1, 1, 2, 3, 4], "split": ["train", "train", "train", "val", "test"]}
+                 ).to_csv(d / "generic.csv", index=False)
+    manifest, classes = build_manifest(d / "generic.csv", None, d / "videos", kind="csv", time_unit="seconds")
+    a = manifest[manifest.video_id == "a"]
+    assert list(zip(a.start_frame, a.end_frame)) == [(0, 9), (12, 25)]
+    assert list(manifest.split) == ["train", "train", "train", "val", "test"]
+    assert classes.label_id.tolist() == [7, 8]
+
+
+def test_ma52_lists_give_whole_clips_and_per_row_splits(small_dataset):
+    d = small_dataset
+    for split, videos in {"train": ["a", "b"], "val": ["c"], "test": ["d"]}.items():
+        (d / f"{split}_list_videos.txt").write_text("".join(f"{v}.mp4 {i % 2}\n" for i, v in enumerate(videos)))
+    manifest, _ = build_manifest(d, None, d / "videos", kind="ma52", subject_from="video")
+    assert list(manifest.video_id) == ["a", "b", "c", "d"]
+    assert (manifest.start_frame == 0).all() and (manifest.end_frame == 29).all()  # 30-frame videos
+    assert list(manifest.split) == ["train", "train", "val", "test"]
+
+
+def test_rows_without_any_split_are_an_error(small_dataset):
+    d = small_dataset
+    with pytest.raises(InputError, match=r"labels\.csv: row 2 has no split"):
+        build_manifest(d / "labels.csv", None, d / "videos")
+
+
+def test_pose_only_manifest_reads_no_video(small_dataset):
+    """mode pose: videos are never opened (here: there are none); frame ranges come from the
+    label table, whole-video clips from the keypoint folder."""
+    d = small_dataset
+    import shutil
+
+    shutil.rmtree(d / "videos")
+    skeletons = d / "openpose"
+    for vid in "abcd":
+        (skeletons / vid).mkdir(parents=True)
+        for f in range(30):
+            (skeletons / vid / f"{vid}_{f:012d}_keypoints.json").write_text('{"people": []}')
+    manifest, _ = build_manifest(d / "labels.csv", d / "split.csv", None, mode="pose", skeletons_dir=skeletons)
+    assert len(manifest) == 8 and manifest.width.isna().all() and (manifest.video == "").all()
+    with pytest.raises(InputError, match="a videos folder is needed unless mode is pose"):
+        build_manifest(d / "labels.csv", d / "split.csv", None, skeletons_dir=skeletons)
