@@ -49,3 +49,25 @@ def test_fused_shape_rules_are_checked_up_front():
         config.validate({"rgb": {"frames": 4, "size": 32}, "pose_model": {"input": {"frames": 8, "size": 8}}})
     with pytest.raises(ConfigError, match="pose_model.input.size"):
         config.validate({"rgb": {"frames": 2, "size": 32}, "pose_model": {"input": {"frames": 8, "size": 16}}})
+
+
+def test_every_shipped_config_is_valid_on_top_of_the_demo():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted((root / "config").glob("*.yaml")):
+        merged = config.load([root / "config.yaml", path])
+        assert merged["results"] != "results/demo", f"{path} would overwrite the demo's results"
+
+
+def test_several_config_files_merge_like_snakemake(tmp_path):
+    (tmp_path / "a.yaml").write_text("pose: {layout: body25, low_score: 0.2}\nheatmaps: {size: 32}\n")
+    (tmp_path / "b.yaml").write_text("pose: {low_score: 0.4}\n")
+    merged = config.load([tmp_path / "a.yaml", tmp_path / "b.yaml"])
+    assert merged["pose"]["layout"] == "body25" and merged["pose"]["low_score"] == 0.4
+    assert merged["heatmaps"]["size"] == 32
+
+
+def test_pose_only_mode_refuses_a_pose_model_backend():
+    with pytest.raises(config.ConfigError, match="pose-only mode reads provided keypoints"):
+        config.validate({"mode": "pose", "pose": {"backend": "mmpose"}})
