@@ -119,7 +119,7 @@ def extract_video(job):
     return result, counts
 
 
-def _openpose_source(manifest, skeletons_dir, layout, low_score, threads):
+def _openpose_source(manifest, skeletons_dir, layout, low_score, threads, progress):
     jobs = []
     for video_id, group in manifest.groupby("video_id", sort=True):
         clips = [(r.clip_id, int(r.start_frame), int(r.end_frame)) for r in group.itertuples()]
@@ -128,8 +128,8 @@ def _openpose_source(manifest, skeletons_dir, layout, low_score, threads):
     try:
         results = pool.imap(extract_video, jobs) if pool else map(extract_video, jobs)
         for clips, counts in tqdm(results, total=len(jobs), desc="pose", unit="video",
-                                  disable=not _progress.enabled):
-            yield clips, counts
+                                  disable=not progress):
+            yield clips, counts, {}
     finally:
         if pool:
             pool.terminate()
@@ -152,14 +152,14 @@ def clip_from_annotations(annotations: dict, row, path) -> tuple[np.ndarray, tup
     return kp, (ann["width"], ann["height"])
 
 
-def _pickle_source(manifest, path, layout, low_score, pickle_layout):
+def _pickle_source(manifest, path, layout, low_score, pickle_layout, progress):
     from .skeleton_io import load_pickle_annotations
 
     src = get_layout(pickle_layout)
     annotations = load_pickle_annotations(path, src.name)
     dst = get_layout(layout)
     for row in tqdm(list(manifest.itertuples()), desc="pose", unit="clip",
-                    disable=not _progress.enabled):
+                    disable=not progress):
         kp, size = clip_from_annotations(annotations, row, path)
         # Each frame's people: the annotation's persons that have any joint in that frame.
         frames = [kp[kp[:, t, :, 2].max(axis=1) > 0, t] if len(kp) else kp[:, t]
@@ -168,19 +168,15 @@ def _pickle_source(manifest, path, layout, low_score, pickle_layout):
         yield {row.clip_id: clip}, counts, {row.clip_id: size}
 
 
-def _image_source(manifest, frames_h5, backend, layout, low_score, threads, python, options):
+def _image_source(manifest, frames_h5, backend, layout, low_score, threads, python, options, progress):
     from .pose_runner import run_image_backend
 
     dst = get_layout(layout)
     for clip_id, src_name, frames in run_image_backend(
             manifest.clip_id.tolist(), frames_h5, backend, options=options, python=python,
-            workers=threads, progress=_progress.enabled):
+            workers=threads, progress=progress):
         clip, counts = summarise_clip(frames, get_layout(src_name), dst, low_score)
-        yield {clip_id: clip}, counts
-
-
-class _progress:
-    enabled = True
+        yield {clip_id: clip}, counts, {}
 
 
 PROVIDED = ("openpose", "pickle")
@@ -195,17 +191,16 @@ def build_keypoint_store(manifest: pd.DataFrame, skeletons, out_h5, *, backend="
     store the image backends (mediapipe, mmpose) look at. Returns the counts that are logged.
     """
     get_layout(layout)  # fail early on an unknown name
-    _progress.enabled = progress
     size = {r.clip_id: (r.width, r.height) for r in manifest.itertuples()}
     if backend == "openpose":
-        source = ((c, n, {}) for c, n in _openpose_source(manifest, skeletons, layout, low_score, threads))
+        source = _openpose_source(manifest, skeletons, layout, low_score, threads, progress)
     elif backend == "pickle":
-        source = _pickle_source(manifest, skeletons, layout, low_score, pickle_layout)
+        source = _pickle_source(manifest, skeletons, layout, low_score, pickle_layout, progress)
     elif backend in IMAGE_BACKENDS or "." in backend:  # dotted: a user's module (see worker)
         if frames_h5 is None:
             raise InputError(f"pose backend {backend} needs the frame store (frames_h5)")
-        source = ((c, n, {}) for c, n in _image_source(manifest, frames_h5, backend, layout, low_score,
-                                                         threads, python, options or {}))
+        source = _image_source(manifest, frames_h5, backend, layout, low_score, threads, python,
+                               options or {}, progress)
     else:
         raise InputError(f"unknown pose backend {backend!r}; use one of "
                          f"{', '.join(PROVIDED + IMAGE_BACKENDS)}")
