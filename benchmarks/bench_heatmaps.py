@@ -4,25 +4,33 @@ Synthetic but realistic clips: a COCO-17 skeleton template placed at a random po
 scale in a 640x480 frame, moving slowly with per-frame jitter, ~10% of joints missing
 (0, 0, 0) and scores in 0.3..1; each clip is compacted with compact_box and rendered at
 size x size. Prints one row per (kind, persons) with the loop time, the vectorised time, the
-speed-up and the max abs difference between the two.
+speed-up and the max abs difference between the two; then the cost of one training sample as
+the data loader builds it (keypoint store read, compact box, frame draw, keypoint-space
+augmentation, rendering at the training size; one thread), in ms per sample.
 
     python benchmarks/bench_heatmaps.py [--clips 200] [--frames 48] [--size 64] [--sigma 0.6]
+        [--sample-frames 32] [--sample-size 56]
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
+import pandas as pd
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mgpipe.heatmaps import (  # noqa: E402
     compact_box, render_joints, render_joints_loop, render_limbs, render_limbs_loop,
 )
+from mgpipe.data import ClipDataset  # noqa: E402
 from mgpipe.layouts import COCO17  # noqa: E402
 
 # Standing person, unit height, origin between the feet (x right, y down).
@@ -76,6 +84,8 @@ def main(argv=None) -> None:
     p.add_argument("--persons", type=int, nargs="+", default=[1, 2])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeat", type=int, default=2, help="best of N passes")
+    p.add_argument("--sample-frames", type=int, default=32, help="frames of one training sample")
+    p.add_argument("--sample-size", type=int, default=56, help="heatmap side of one training sample")
     a = p.parse_args(argv)
 
     print(f"{a.clips} clips x {a.frames} frames x 17 joints / {COCO17.num_limbs} limbs, "
@@ -96,6 +106,41 @@ def main(argv=None) -> None:
             t_vec = timed(vec, clips, boxes, *args, repeat=a.repeat)
             diff = max_diff(vec, loop, clips, boxes, *args)
             print(f"{kind:<7}{persons:>8}{t_loop:>10.3f}{t_vec:>14.3f}{t_loop / t_vec:>9.1f}x{diff:>12.2e}")
+
+    rng = np.random.default_rng(a.seed)
+    clips = [make_clip(rng, 1, a.frames) for _ in range(a.clips)]
+    ms = per_sample(clips, a.sample_frames, a.sample_size, a.sigma, a.repeat)
+    print(f"\ntraining sample ({a.sample_frames} frames x 17 channels, {a.sample_size} px, one "
+          f"thread, flip/crop/zoom/shift): joint {ms['joint']:.2f} ms, limb {ms['limb']:.2f} ms")
+
+
+def per_sample(clips, frames: int, size: int, sigma: float, repeat: int) -> dict:
+    """ms per training sample of ClipDataset (augmented, one thread) for joint and limb."""
+    torch.set_num_threads(1)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "keypoints.h5"
+        with h5py.File(store, "w") as h5:
+            h5.attrs["layout"] = COCO17.name
+            for i, kp in enumerate(clips):
+                g = h5.create_group(f"clips/c{i}")
+                g.create_dataset("keypoints", data=kp)
+                g.attrs.update(width=640, height=480)
+        manifest = pd.DataFrame({"clip_id": [f"c{i}" for i in range(len(clips))],
+                                 "label": 0, "split": "train"})
+        for kind in ("joint", "limb"):
+            data = ClipDataset(manifest, "train", {kind: (frames, size)}, keypoints_h5=store,
+                               train=True, sigma=sigma, flip=True, crop_area=(0.8, 1.0),
+                               zoom=(0.9, 1.1), shift=0.05)
+            best = float("inf")
+            for epoch in range(repeat):
+                data.set_epoch(epoch)
+                t0 = time.perf_counter()
+                for i in range(len(data)):
+                    data[i]
+                best = min(best, time.perf_counter() - t0)
+            out[kind] = 1e3 * best / len(data)
+    return out
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def _time(fn, steps, warmup, device) -> float:
 
 def run(*, models=("joint", "rgb", "fused_full"), modes=("fp32", "bf16", "bf16+cl"), size="paper",
         batch: dict | None = None, steps=10, warmup=3, device="auto", base_config=None,
-        manifest=None, frames_h5=None, heatmaps_h5=None, workers=4, joints=17) -> pd.DataFrame:
+        manifest=None, frames_h5=None, keypoints_h5=None, workers=4, joints=17) -> pd.DataFrame:
     from .runtime import pick_device
 
     device = pick_device(device)
@@ -101,7 +101,7 @@ def run(*, models=("joint", "rgb", "fused_full"), modes=("fp32", "bf16", "bf16+c
         secs = _time(lambda: _step(model, name, fake, device, amp, cl, optimizer, step_model), steps, warmup, device)
         row = {"model": name, "mode": mode, "batch": B, "network clips/s": round(B * steps / secs, 1)}
         if manifest is not None:
-            data = ClipDataset(manifest, "train", mods, frames_h5=frames_h5, heatmaps_h5=heatmaps_h5,
+            data = ClipDataset(manifest, "train", mods, frames_h5=frames_h5, keypoints_h5=keypoints_h5,
                                train=True, seed=0)
             loader = make_loader(data, B, shuffle_seed=0, workers=workers, drop_last=True)
             batches = itertools.cycle(loader) if len(loader) else None

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from .io import InputError
+from .io import InputError, OutputError, describe_os_error
 
 log = logging.getLogger("mgpipe")
 
@@ -51,13 +51,21 @@ def cmd_clips(args):
 
     config = _config(args)
     ds = config["dataset"]
+    if args.labels is None and ds["kind"] != "pyskl":
+        raise InputError(f"mgpipe clips: --labels is needed for dataset.kind {ds['kind']}")
+    classes = ds["classes"]
+    if ds["kind"] == "demo" and classes is None:
+        from .demo_data import CLASSES
+
+        classes = dict(CLASSES)   # the demo's own classes and names (iMiGUE-style ids)
     manifest, class_table = build_manifest(
         args.labels, args.split, args.videos, kind="imigue" if ds["kind"] == "demo" else ds["kind"],
         time_unit=ds["time_unit"], fps=ds["fps"], video_pattern=ds["video_pattern"],
-        classes=ds["classes"], val_fraction=ds["val_fraction"], seed=config["seed"],
+        classes=classes, val_fraction=ds["val_fraction"], seed=config["seed"],
         on_missing=ds["on_missing"], skeletons_dir=args.skeletons, mode=config["mode"],
         pose_backend=config["pose"]["backend"], pickle_layout=config["pose"]["pickle_layout"],
-        subject_from=ds["subject_from"])
+        subject_from=ds["subject_from"], class_names=ds["class_names"],
+        split_map=ds["split_map"])
     write_csv(class_table, args.classes_out)
     write_csv(manifest, args.out)
 
@@ -80,7 +88,7 @@ def cmd_pose(args):
                          low_score=pose["low_score"], threads=pose["workers"] or args.threads,
                          python=pose["python"],
                          options=pose["options"], pickle_layout=pose["pickle_layout"],
-                         progress=not args.quiet)
+                         outlier_margin=pose["outlier_margin"], progress=not args.quiet)
 
 
 def cmd_export_pickle(args):
@@ -105,7 +113,7 @@ def cmd_train(args):
     from .train import run
 
     run(args.model, _config(args), manifest_csv=args.manifest, classes_csv=args.classes,
-        frames_h5=args.frames, heatmaps_h5=args.heatmaps, out_dir=args.out_dir,
+        frames_h5=args.frames, keypoints_h5=args.keypoints, out_dir=args.out_dir,
         state_dir=args.state_dir or Path(args.out_dir) / "state", init=args.init,
         threads=args.threads, progress=not args.quiet)
 
@@ -113,14 +121,14 @@ def cmd_train(args):
 def cmd_merge(args):
     from .merge import merge_checkpoints
 
-    merge_checkpoints(args.rgb, args.pose, _config(args), args.variant, args.heatmaps, args.out)
+    merge_checkpoints(args.rgb, args.pose, _config(args), args.variant, args.out)
 
 
 def cmd_test(args):
     from .evaluate import score_model
 
     score_model(args.checkpoint, _config(args), manifest_csv=args.manifest, frames_h5=args.frames,
-                heatmaps_h5=args.heatmaps, out_csv=args.out, threads=args.threads,
+                keypoints_h5=args.keypoints, out_csv=args.out, threads=args.threads,
                 progress=not args.quiet)
 
 
@@ -176,7 +184,7 @@ def cmd_bench(args):
     table = run(models=args.models.split(","), modes=modes, size="paper" if args.size == "paper" else "config",
                 batch=batch, steps=args.steps, warmup=args.warmup, device=args.device, base_config=base,
                 manifest=manifest, frames_h5=root / "frames.h5" if args.stores else None,
-                heatmaps_h5=root / "heatmaps.h5" if args.stores else None, workers=args.workers)
+                keypoints_h5=root / "keypoints.h5" if args.stores else None, workers=args.workers)
     print(table.to_string(index=False))
     if args.out:
         from .clips import write_csv
@@ -209,7 +217,8 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo_data)
 
     p = sub.add_parser("clips", help="clip manifest from a label table (dataset.kind format) and a split")
-    p.add_argument("--labels", required=True, help="label file or folder in the format of dataset.kind")
+    p.add_argument("--labels", help="label file or folder in the format of dataset.kind (none for "
+                   "kind pyskl: the --skeletons pickle holds the labels)")
     p.add_argument("--split", help="CSV subject_id,split (unless the labels carry a split per row)")
     p.add_argument("--videos", help="folder of videos (not needed in pose-only mode)")
     p.add_argument("--skeletons", help="provided keypoints (OpenPose folder or pickle), checked per video")
@@ -277,7 +286,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_heatmaps)
 
-    data_args = [("--manifest", True), ("--frames", False), ("--heatmaps", True)]
+    data_args = [("--manifest", True), ("--frames", False), ("--keypoints", True)]
 
     p = sub.add_parser("train", help="train one model: rgb, joint, limb or fused_<variant>")
     p.add_argument("model")
@@ -295,7 +304,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rgb", required=True)
     p.add_argument("--pose", required=True)
     p.add_argument("--variant", default="full")
-    p.add_argument("--heatmaps", required=True)
     p.add_argument("--out", required=True)
     _add_config(p)
     p.set_defaults(func=cmd_merge)
@@ -322,7 +330,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="joint,rgb,fused_full")
     p.add_argument("--modes", default="fp32,bf16,bf16+cl",
                    help="comma list of fp32, bf16, bf16+cl, bf16+cl+compile")
-    p.add_argument("--stores", help="a results folder with clips.csv, frames.h5, heatmaps.h5: also time "
+    p.add_argument("--stores", help="a results folder with clips.csv, frames.h5, keypoints.h5: also time "
                                     "the full step fed by the real loaders")
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--batch-pose", type=int, default=32)
@@ -341,15 +349,24 @@ def main(argv=None) -> int:
     from .runtime import setup_logging
 
     args = parser().parse_args(argv)
-    setup_logging(args.log)
     if not sys.stderr.isatty():
         # In a rule's log file, a progress line every 15 s is progress; ten a second is noise.
         os.environ.setdefault("TQDM_MININTERVAL", "15")
     try:
+        setup_logging(args.log)
         args.func(args)
     except InputError as e:
         print(f"mgpipe {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OutputError as e:
+        print(f"mgpipe {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        # The system refused a read or write (h5py's errors are OSErrors too): one line naming
+        # the file and the reason, not a traceback through the library.
+        log.debug("OSError", exc_info=True)
+        print(f"mgpipe {args.command}: error: {describe_os_error(e)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return 0

@@ -1,8 +1,22 @@
 """Stage 1: the clip manifest, one row per labelled segment, from a label table and a split.
 
 Every later stage reads only this manifest, so this is where bad input is caught: missing or
-unreadable videos, frame ranges past the end of a video, unknown subjects. Nothing is trained
-before the manifest is whole.
+unreadable videos, frame ranges past the end of a video, unknown subjects, ids that cannot be
+used in paths. Nothing is trained before the manifest is whole.
+
+Outputs (classes.csv: label = output index, label_id, name) are ordered by this rule:
+- `classes` given (dataset.classes): exactly those ids, in that order; a row with another id is
+  an error naming its file and row.
+- `classes` null: the sorted label ids, taken from the table together with the ids the format
+  always has (iMiGUE: 1..31 and 99, so class k -> output k-1 and 99 -> output 31 on any part of
+  the table). Ids the format does not know get outputs of their own in that sorted order, are
+  listed in the log, and are named by their id.
+Names: `class_names` (dataset.class_names, one per output) if given, else the format's (iMiGUE's
+public list, MA-52's label_name.txt, a CSV's class column), else the id. Two outputs never share
+a name: an id named after another class gets "class <id>".
+
+A skeleton pickle (kind pyskl) is a whole dataset: its annotations are the clips (frames
+0..T-1), its labels the classes, `split_map` turns its split names into train/val/test.
 """
 
 from __future__ import annotations
@@ -44,6 +58,8 @@ def probe_video(path: Path) -> dict:
 
     try:
         with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise InputError(f"{path}: not a video (no video stream)")
             stream = container.streams.video[0]
             frames = stream.frames
             rate = float(stream.average_rate or stream.guessed_rate or 25)
@@ -51,7 +67,9 @@ def probe_video(path: Path) -> dict:
                 frames = int(round(float(stream.duration * stream.time_base) * rate))
             return {"width": stream.codec_context.width, "height": stream.codec_context.height,
                     "fps": rate, "frames": int(frames)}
-    except (av.error.FFmpegError, IndexError, OSError) as e:
+    except (av.error.FFmpegError, OSError) as e:
+        if path.is_file() and path.stat().st_size == 0:
+            raise InputError(f"{path}: not a video (empty file)") from None
         raise InputError(f"{path}: not a readable video ({type(e).__name__}: {e})") from None
 
 
@@ -74,6 +92,61 @@ def _row_split(labels, split_file, label_table, val_fraction, seed) -> pd.Series
     return own
 
 
+def _output_classes(table, classes, class_names, kind, source):
+    """(ids in output order, names) by the rule in the module docstring."""
+    from .datasets import FORMAT_CLASS_IDS, FORMAT_CLASS_NAMES
+
+    if classes:
+        class_ids = [int(c) for c in classes]
+        unknown = sorted(set(table.label_id) - set(class_ids))
+        if unknown:
+            raise InputError(f"{source}: label id(s) {unknown} are not in the configured classes")
+    else:
+        known = FORMAT_CLASS_IDS.get(kind, ())
+        class_ids = sorted(set(int(k) for k in table.label_id) | set(known))
+        if known and set(class_ids) - set(known):
+            extra = sorted(set(class_ids) - set(known))
+            log.warning("%s: label id(s) %s are not %s classes: they get outputs of their own, "
+                        "named by their id", source, extra, kind)
+    # one name per id (rows that name no class carry the id itself): two names are ambiguous
+    names: dict[int, str] = {}
+    where: dict[int, str] = {}
+    format_names = FORMAT_CLASS_NAMES.get(kind, {})
+    for k, n, file, row in zip(table.label_id, table["class"].astype(str), table.source_file,
+                               table.source_row):
+        k = int(k)
+        if n == str(k):
+            continue
+        if k in names and names[k] != n:
+            raise InputError(f"{file}: row {row}: label id {k} is named {n!r}, but "
+                             f"{names[k]!r} at {where[k]}")
+        names.setdefault(k, n)
+        where.setdefault(k, f"row {row}" if file == table.source_file.iloc[0] else f"{file} row {row}")
+    if class_names is not None:
+        if len(class_names) != len(class_ids):
+            raise InputError(f"{source}: dataset.class_names has {len(class_names)} names for "
+                             f"{len(class_ids)} outputs (label ids {class_ids})")
+        names = [str(n) for n in class_names]
+        if len(set(names)) != len(names):
+            twice = next(n for n in names if names.count(n) > 1)
+            raise InputError(f"{source}: dataset.class_names lists {twice!r} twice")
+        return class_ids, names
+    unnamed = [c for c in class_ids if names.get(c, format_names.get(c, str(c))) == str(c)]
+    if unnamed and not classes:
+        log.info("%s: label id(s) %s have no class name: named by their id", source, unnamed)
+    out = [names.get(c, format_names.get(c, str(c))) for c in class_ids]
+    for i, c in enumerate(class_ids):
+        if out.count(out[i]) > 1 and out[i] == str(c):   # the id is another class's name
+            out[i] = f"class {c}"
+    if len(set(out)) != len(out):
+        twice = next(n for n in out if out.count(n) > 1)
+        ids = [c for c, n in zip(class_ids, out) if n == twice]
+        first = table[table.label_id == ids[1]]
+        at = f"{first.source_file.iloc[0]}: row {first.source_row.iloc[0]}" if len(first) else source
+        raise InputError(f"{at}: class name {twice!r} is given to label ids {ids}")
+    return class_ids, out
+
+
 def skeleton_length(backend: str, skeletons, video_id: str, cache: dict) -> int | None:
     """Frames of a video's provided keypoints (pose-only mode has no video to probe)."""
     if backend == "openpose":
@@ -85,7 +158,7 @@ def skeleton_length(backend: str, skeletons, video_id: str, cache: dict) -> int 
         if "pickle" not in cache:
             from .skeleton_io import load_pickle_annotations
 
-            cache["pickle"] = load_pickle_annotations(skeletons, cache.get("pickle_layout", "coco17"))
+            cache["pickle"] = load_pickle_annotations(skeletons, cache["pickle_layout"])
         ann = cache["pickle"].get(video_id)
         return None if ann is None else int(ann["keypoint"].shape[1])
     return None
@@ -113,37 +186,55 @@ def _source_problem(video_id, video, *, use_videos, backend, skeletons, where, c
 def build_manifest(label_table, split_file, videos_dir, *, kind="imigue", time_unit="frames",
                    fps=25.0, video_pattern="{video_id}.mp4", classes=None, val_fraction=0.15,
                    seed=0, on_missing="error", skeletons_dir=None, mode="full",
-                   pose_backend="openpose", pickle_layout="coco17", subject_from=None):
+                   pose_backend="openpose", pickle_layout="coco17", subject_from=None,
+                   class_names=None, split_map=None):
     """Return (manifest, classes): classes maps output index -> label_id and class name.
 
     mode "pose" (pose-only) reads no video: frame counts of whole-video clips come from the
     provided keypoints, seconds are turned into frames at `fps`, and the image size is left
-    empty for the pose stage to fill.
+    empty for the pose stage to fill. kind "pyskl" reads clips, labels and splits from the
+    skeleton pickle `skeletons_dir` (no label table, no videos; see mgpipe.datasets.read_pyskl).
+    classes: ids in output order (or a dict id -> name); class_names: one name per output.
+    pickle_layout: a layout name or definition (mgpipe.layouts). The manifest has no val split
+    when the labels name no val subjects and val_fraction is 0.
     """
-    from .datasets import read_labels
+    from .datasets import read_labels, read_pyskl
 
-    labels = read_labels(kind, label_table, split=split_file, time_unit=time_unit, classes=classes,
-                         subject_from=subject_from)
+    cache = {"pickle_layout": pickle_layout}
+    if kind == "pyskl":
+        if mode != "pose" or pose_backend != "pickle":
+            raise InputError(f"{skeletons_dir}: dataset.kind pyskl has keypoints and no videos: "
+                             "use mode: pose and pose.backend: pickle")
+        if skeletons_dir is None:
+            raise InputError("dataset.kind pyskl reads the skeleton pickle dataset.skeletons, "
+                             "which is not set")
+        labels, cache["pickle"] = read_pyskl(skeletons_dir, layout=pickle_layout,
+                                             split_map=split_map, subject_from=subject_from,
+                                             classes=classes)
+        label_table = skeletons_dir
+    else:
+        if split_map is not None:
+            raise InputError(f"{label_table}: dataset.split_map applies to kind pyskl only")
+        labels = read_labels(kind, label_table, split=split_file, time_unit=time_unit,
+                             classes=classes, subject_from=subject_from)
     labels.table = labels.table.reset_index(drop=True)
     table = labels.table
+    row_word = "annotation" if kind == "pyskl" else "row"
     use_videos = mode == "full" or pose_backend in IMAGE_BACKENDS
     if use_videos and videos_dir is None:
         raise InputError(f"{label_table}: a videos folder is needed unless mode is pose")
     split_of = _row_split(labels, split_file, label_table, val_fraction, seed)
 
-    class_ids = list(classes) if classes else sorted(table.label_id.unique())
-    unknown = sorted(set(table.label_id) - set(class_ids))
-    if unknown:
-        raise InputError(f"{label_table}: label id(s) {unknown} are not in the configured classes")
+    class_ids, class_names = _output_classes(table, classes, class_names, kind, label_table)
     index = {c: i for i, c in enumerate(class_ids)}
+    name_of = dict(zip(class_ids, class_names))
 
     rows, skipped = [], 0
     probes: dict[str, dict | InputError] = {}
-    cache = {"pickle_layout": pickle_layout}
     for i, r in table.iterrows():
         name = video_pattern.format(video_id=r.video_id, split=split_of[i])
         video = Path(videos_dir) / name if videos_dir else Path(r.video_id)
-        where = f"label table {r.source_file}, row {r.source_row}"
+        where = f"label table {r.source_file}, {row_word} {r.source_row}"
         if r.video_id not in probes:
             probes[r.video_id] = _source_problem(
                 r.video_id, video, use_videos=use_videos, backend=pose_backend,
@@ -162,7 +253,7 @@ def build_manifest(label_table, split_file, videos_dir, *, kind="imigue", time_u
             "clip_id": f"{r.video_id}_{start:06d}_{end:06d}",
             "video_id": r.video_id, "video": str(video) if use_videos else "",
             "start_frame": start, "end_frame": end, "num_frames": end - start + 1,
-            "label": index[r.label_id], "label_id": int(r.label_id), "class_name": r["class"],
+            "label": index[r.label_id], "label_id": int(r.label_id), "class_name": name_of[r.label_id],
             "subject_id": int(r.subject_id), "split": split_of[i],
             "width": probe["width"], "height": probe["height"],
             "fps": probe["fps"] if use_videos else fps,
@@ -175,13 +266,18 @@ def build_manifest(label_table, split_file, videos_dir, *, kind="imigue", time_u
         raise InputError(f"{label_table}: no usable clips ({skipped} skipped)")
     for name in ("train", "val", "test"):
         if not (manifest.split == name).any():
-            raise InputError(f"{split_file or label_table}: no clips in the {name} split")
+            if name == "val" and val_fraction <= 0:
+                log.info("no val split (val_fraction 0 and no val subjects): models train "
+                         "without validation")
+                continue
+            hint = (": only one training subject, none to hold out (set dataset.val_fraction: 0 "
+                    "to train without validation)" if name == "val" else "")
+            raise InputError(f"{split_file or label_table}: no clips in the {name} split{hint}")
     log.info("manifest: %d clips (%s), %d classes, %d skipped%s", len(manifest),
              ", ".join(f"{k} {v}" for k, v in manifest.split.value_counts().sort_index().items()),
              len(class_ids), skipped, "" if use_videos else " (pose-only: no videos read)")
-    names = table.drop_duplicates("label_id").set_index("label_id")["class"]
     classes = pd.DataFrame({"label": range(len(class_ids)), "label_id": class_ids,
-                            "name": [names.get(c, str(c)) for c in class_ids]})
+                            "name": class_names})
     return manifest, classes
 
 

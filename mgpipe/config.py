@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import yaml
@@ -63,6 +64,7 @@ def validate(config: dict, source: str = "config") -> dict:
         errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
         if errors:
             raise ConfigError(f"{source}: {_describe(errors[0])}")
+    _check_finite(config, source)
     if {"rgb", "pose_model"} <= given and config.get("mode", "full") == "full":
         # (a stage given only one pathway's settings, or pose-only mode, has no fused network)
         _check_fused_shapes(config, source)
@@ -70,6 +72,19 @@ def validate(config: dict, source: str = "config") -> dict:
         raise ConfigError(f"{source}: config key mode: pose-only mode reads provided keypoints; "
                           f"pose.backend {config['pose']['backend']} needs videos (use openpose or pickle)")
     return config
+
+
+def _check_finite(value, source: str, key: str = "") -> None:
+    """JSON schema's `number` admits NaN and infinity (YAML spells them .nan and .inf); no setting
+    of ours means either, and a NaN learning rate only shows up hours later as a diverged loss."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{source}: config key {key or '<root>'}: {value} is not a finite number")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, source, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_finite(v, source, f"{key}.{i}")
 
 
 def _check_fused_shapes(config: dict, source: str) -> None:
@@ -128,13 +143,15 @@ def digest(value) -> str:
 # through its new output, everything downstream, and nothing upstream.
 STAGE_MODULES = {
     "demo_data": ["demo_data.py", "layouts.py"],
-    "clips": ["clips.py", "datasets.py"],
+    "clips": ["clips.py", "datasets.py", "skeleton_io.py", "layouts.py"],
     "decode": ["decode.py"],
     "pose": ["pose.py", "pose_runner.py", "pose_backends", "layouts.py", "skeleton_io.py"],
     "heatmaps": ["heatmaps.py", "layouts.py"],
-    "train": ["train.py", "data.py", "zoo.py", "models"],
-    "merge": ["merge.py", "zoo.py", "models"],
-    "test": ["evaluate.py", "data.py", "zoo.py", "models"],
+    "train": ["train.py", "data.py", "heatmaps.py", "layouts.py", "zoo.py", "models", "checkpoints.py",
+              "fingerprint.py"],
+    "merge": ["merge.py", "zoo.py", "models", "checkpoints.py"],
+    "test": ["evaluate.py", "train.py", "data.py", "heatmaps.py", "layouts.py", "zoo.py", "models",
+             "checkpoints.py"],
     "ensemble": ["ensemble.py", "evaluate.py"],
 }
 

@@ -1,9 +1,19 @@
-"""Training and test samples read from the HDF5 stores.
+"""Training and test samples: RGB frames from the frame store, pose heatmaps rendered per sample
+from the keypoint store.
 
 One dataset class serves every model: it yields the modalities a model needs ("rgb" frames,
 "joint" or "limb" heatmaps) for one clip. Randomness is drawn from a generator seeded by
 (seed, epoch, index), never from global state, so a sample is the same whichever worker builds
 it, and a resumed run sees exactly the samples an uninterrupted one would.
+
+Every sample looks at one *view*: a region of the frame derived from the clip's compact box
+(the union box of its keypoints, grown and made square; heatmaps.compact_box). Training draws
+a random crop of the box (area range, aspect 3/4..4/3), a random zoom and shift, and a random
+horizontal mirror; testing looks at the whole box. RGB frames are cropped to the view and
+resized. Pose heatmaps are not stored volumes cut and resized: the sampled frames' keypoints
+are mapped into the view and every Gaussian is drawn exactly at the training resolution (sigma
+in output pixels), and the mirror flips the keypoints' x and swaps left/right joints, so the
+rendered channels and limbs follow (heatmaps.flip_volume's convention).
 """
 
 from __future__ import annotations
@@ -11,20 +21,22 @@ from __future__ import annotations
 import os
 
 import h5py
-import hdf5plugin  # noqa: F401  (registers the zstd filter the heatmap store uses)
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from .decode import decode_jpeg
-from .layouts import get_layout
+from .heatmaps import compact_box, render_joints, render_limbs
+from .io import InputError
+from .layouts import layout_from_attrs
+
+POSE = ("joint", "limb")
 
 
 def sample_indices(num_frames: int, length: int, rng: np.random.Generator) -> np.ndarray:
     """Split the clip into `length` equal segments and draw one frame from each; a clip shorter
-    than `length` is looped from a random start (model.md section 8)."""
+    than `length` is looped from a random start (docs/method.md §8)."""
     if num_frames < length:
         start = rng.integers(num_frames)
         return (start + np.arange(length)) % num_frames
@@ -43,6 +55,60 @@ def random_crop(rng: np.random.Generator, area=(0.56, 1.0), ratio=(3 / 4, 4 / 3)
         if w <= 1 and h <= 1:
             return rng.uniform(0, 1 - w), rng.uniform(0, 1 - h), w, h
     return 0.0, 0.0, 1.0, 1.0
+
+
+def view_box(box, crop=(0.0, 0.0, 1.0, 1.0), zoom: float = 1.0, shift=(0.0, 0.0)) -> np.ndarray:
+    """The frame region (x0, y0, x1, y1) a sample looks at: the crop (unit coordinates of the
+    box), then zoomed and shifted so that a point at output coordinate u (of a W-wide grid over
+    the crop) lands at W/2 + zoom * (u - W/2) + shift_x * W (likewise in y)."""
+    x0, y0, x1, y1 = (float(v) for v in np.asarray(box, np.float64).reshape(4))
+    cx, cy, cw, ch = (float(v) for v in crop)
+    w, h = cw * (x1 - x0), ch * (y1 - y0)
+    mx, my = x0 + cx * (x1 - x0) + w / 2, y0 + cy * (y1 - y0) + h / 2
+    half_w, half_h = w / (2 * zoom), h / (2 * zoom)
+    mx, my = mx - shift[0] * w / zoom, my - shift[1] * h / zoom
+    return np.array([mx - half_w, my - half_h, mx + half_w, my + half_h], np.float64)
+
+
+def mirror_keypoints(kp: np.ndarray, region, width: int, flip_index) -> np.ndarray:
+    """Keypoints [M, T, V, 3] as seen in the horizontally mirrored view: x is reflected so that
+    output pixel i becomes W-1-i on a `width`-wide grid over `region`, and joint j takes the
+    values of joint flip_index[j]. Missing keypoints keep their zero score (they stay missing
+    although their coordinates move)."""
+    x0, _, x1, _ = (float(v) for v in region)
+    out = np.array(kp, dtype=np.float64)
+    out[..., 0] = 2 * x0 + (x1 - x0) * (width - 1) / width - out[..., 0]
+    missing = (kp[..., 0] == 0) & (kp[..., 1] == 0)
+    out[..., 2][missing] = 0.0
+    return out[:, :, np.asarray(flip_index, np.int64)]
+
+
+def keypoint_layout(keypoints_h5):
+    """The Layout of a keypoint store (its joints set the joint channels, its limbs the limb
+    channels); a built-in name or the store's own joints/limbs attributes."""
+    try:
+        with h5py.File(keypoints_h5, "r") as h5:
+            return layout_from_attrs(h5.attrs, str(keypoints_h5))
+    except OSError as e:
+        raise InputError(f"{keypoints_h5}: not a readable keypoint store ({e})") from None
+
+
+def keypoint_channels(keypoints_h5) -> tuple[int, int]:
+    """(joint channels, limb channels) of the heatmaps rendered from a keypoint store."""
+    layout = keypoint_layout(keypoints_h5)
+    return layout.num_joints, layout.num_limbs
+
+
+def augmentation(config: dict, name: str) -> dict:
+    """Training augmentation of model `name` (ClipDataset keyword arguments). The joint and limb
+    models use pose_model.augment; the RGB and fused networks train.crop_area and train.flip,
+    with no zoom or shift, so that the fused network's two pathways see the same region."""
+    if name in POSE:
+        aug = config["pose_model"]["augment"]
+        return {"flip": aug["flip"], "crop_area": tuple(aug["crop_area"]),
+                "zoom": tuple(aug["scale"]), "shift": float(aug["shift"])}
+    return {"flip": config["train"]["flip"], "crop_area": tuple(config["train"]["crop_area"]),
+            "zoom": (1.0, 1.0), "shift": 0.0}
 
 
 class _Stores:
@@ -67,30 +133,43 @@ class ClipDataset(torch.utils.data.Dataset):
     """Samples of one split for the given modalities.
 
     modalities: {"rgb": (frames, size)} and/or {"joint"|"limb": (frames, size)}.
-    Training samples: random segment offsets, random resized crop, random flip (shared by all
-    modalities of a sample). Test samples: `views` seeded draws per clip, whole box, no flip
-    unless flip=True doubles the views with mirrored copies.
+    keypoints_h5: the keypoint store (pose.py); it gives every modality its compact box and the
+    pose modalities their keypoints (required for those; without it RGB uses the whole frame).
+    Training samples: random segment offsets, a random crop of the box (crop_area), zoom in
+    [zoom[0], zoom[1]] and shift in [-shift, shift] (fractions of the output side) and a random
+    flip, one view shared by all modalities of a sample. Test samples: `views` seeded draws per
+    clip, whole box, no flip unless flip=True doubles the views with mirrored copies.
+    sigma (output pixels) and padding (of the compact box) follow the heatmap semantics.
     """
 
     def __init__(self, manifest: pd.DataFrame, split: str, modalities: dict, *, frames_h5=None,
-                 heatmaps_h5=None, train: bool, seed: int = 0, views: int = 1, flip: bool = True,
-                 crop_area=(0.56, 1.0), mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375)):
+                 keypoints_h5=None, train: bool, seed: int = 0, views: int = 1, flip: bool = True,
+                 crop_area=(0.56, 1.0), zoom=(1.0, 1.0), shift: float = 0.0, sigma: float = 0.6,
+                 padding: float = 0.25, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375)):
         self.clips = manifest[manifest.split == split].reset_index(drop=True)
         if self.clips.empty:
             raise ValueError(f"no clips in split {split!r}")
         self.modalities = modalities
         self.train, self.seed, self.flip, self.crop_area = train, seed, flip, tuple(crop_area)
+        self.zoom, self.shift = tuple(float(z) for z in zoom), float(shift)
+        if not (0 < self.zoom[0] <= self.zoom[1]):
+            raise ValueError(f"zoom range must satisfy 0 < lo <= hi, got {zoom!r}")
+        if not sigma > 0:
+            raise ValueError(f"sigma must be positive, got {sigma!r}")
+        self.sigma, self.padding = float(sigma), float(padding)
         self.views = 1 if train else views * (2 if flip else 1)
         self.epoch = 0
-        self.stores = _Stores({"frames": frames_h5, "heatmaps": heatmaps_h5})
+        self.stores = _Stores({"frames": frames_h5, "keypoints": keypoints_h5})
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1, 1)
         self.labels = self.clips.label.to_numpy()
-        self._flip_maps = None
-        if "joint" in modalities or "limb" in modalities:
-            with h5py.File(heatmaps_h5, "r") as h5:
-                layout = get_layout(h5.attrs["layout"])
-            self._flip_maps = {"joint": layout.flip_index, "limb": layout.limb_flip_index}
+        self.layout = None
+        if any(m in modalities for m in POSE):
+            if keypoints_h5 is None:
+                raise ValueError("pose modalities need the keypoint store (keypoints_h5)")
+            self.layout = keypoint_layout(keypoints_h5)
+            if "limb" in modalities and self.layout.num_limbs == 0:
+                raise InputError(f"{keypoints_h5}: layout {self.layout.name!r} has no limbs")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -98,37 +177,76 @@ class ClipDataset(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.clips) * self.views
 
+    def _draw_view(self, clip_index: int, view: int):
+        """(generator, crop, zoom, shift, mirror) of one sample; the generator goes on to draw
+        the frame indices."""
+        if not self.train:
+            base_views = self.views // (2 if self.flip else 1)
+            rng = np.random.default_rng([self.seed, clip_index, view % base_views])
+            return rng, (0.0, 0.0, 1.0, 1.0), 1.0, (0.0, 0.0), view >= base_views
+        rng = np.random.default_rng([self.seed, self.epoch, clip_index])
+        # Crop and mirror are drawn first and zoom/shift only when enabled, so RGB and fused
+        # samples (no zoom or shift) draw exactly what they drew before these existed.
+        crop = (0.0, 0.0, 1.0, 1.0) if self.crop_area[0] >= 1 else random_crop(rng, area=self.crop_area)
+        mirror = self.flip and rng.random() < 0.5
+        zoom = 1.0
+        if self.zoom != (1.0, 1.0):
+            zoom = float(np.exp(rng.uniform(np.log(self.zoom[0]), np.log(self.zoom[1]))))
+        shift = (0.0, 0.0)
+        if self.shift > 0:
+            shift = tuple(float(s) for s in rng.uniform(-self.shift, self.shift, 2))
+        return rng, crop, zoom, shift, mirror
+
+    def _keypoints(self, clip_id):
+        """(keypoints [M, T, V, 3], compact box) of one clip."""
+        path = self.stores.paths["keypoints"]
+        try:
+            g = self.stores["keypoints"]["clips"][clip_id]
+            kp = g["keypoints"][()]
+            width, height = float(g.attrs["width"]), float(g.attrs["height"])
+        except KeyError:
+            raise InputError(f"{path}: clip {clip_id!r} has no keypoints with width/height") from None
+        V = self.layout.num_joints if self.layout is not None else kp.shape[2]
+        if kp.ndim != 4 or kp.shape[1] == 0 or kp.shape[2:] != (V, 3):
+            raise InputError(f"{path}: clip {clip_id!r} keypoints have shape {kp.shape}, "
+                             f"expected [M, T>0, {V}, 3]")
+        box = compact_box(kp, width, height, self.padding)
+        return kp, box
+
     def __getitem__(self, index):
         clip_index, view = divmod(index, self.views)
         row = self.clips.iloc[clip_index]
-        if self.train:
-            rng = np.random.default_rng([self.seed, self.epoch, clip_index])
-            crop = random_crop(rng, area=self.crop_area)
-            mirror = self.flip and rng.random() < 0.5
-        else:
-            base_views = self.views // (2 if self.flip else 1)
-            rng = np.random.default_rng([self.seed, clip_index, view % base_views])
-            crop, mirror = (0.0, 0.0, 1.0, 1.0), view >= base_views
+        rng, crop, zoom, shift, mirror = self._draw_view(clip_index, view)
         sample = {"label": int(row.label), "index": clip_index}
-        box = self.stores["heatmaps"][f"box/{row.clip_id}"][()] if self.stores.paths["heatmaps"] else None
+        kp = box = None
+        if self.stores.paths["keypoints"] is not None:
+            kp, box = self._keypoints(row.clip_id)
         for name, (length, size) in self.modalities.items():
             if name == "rgb":
-                sample["rgb"] = self._rgb(row.clip_id, box, length, size, crop, mirror, rng)
+                sample["rgb"] = self._rgb(row.clip_id, box, length, size, crop, zoom, shift, mirror, rng)
             else:
-                sample[name] = self._heatmap(name, row.clip_id, length, size, crop, mirror, rng)
+                region = view_box(box, crop, zoom, shift)
+                idx = sample_indices(kp.shape[1], length, rng)
+                sample[name] = torch.from_numpy(self.render(name, kp[:, idx], region, size, mirror))
         return sample
 
-    def _rgb(self, clip_id, box, length, size, crop, mirror, rng):
+    def render(self, kind: str, keypoints, region, size: int, mirror: bool) -> np.ndarray:
+        """float32 [C, T, size, size] heatmaps of keypoints [M, T, V, 3] over the frame region
+        (x0, y0, x1, y1), mirrored if asked."""
+        if mirror:
+            keypoints = mirror_keypoints(keypoints, region, size, self.layout.flip_index)
+        if kind == "joint":
+            return render_joints(keypoints, region, size, self.sigma, channels_first=True)
+        return render_limbs(keypoints, region, size, self.sigma, self.layout.limbs, channels_first=True)
+
+    def _rgb(self, clip_id, box, length, size, crop, zoom, shift, mirror, rng):
         ds = self.stores["frames"]["clips"][clip_id]
         idx = sample_indices(len(ds), length, rng)
         scale = float(ds.attrs["scale"])
         if box is None:
             box = np.array([0, 0, ds.attrs["width"] / scale, ds.attrs["height"] / scale])
-        x0, y0, x1, y1 = (np.asarray(box, np.float64) * scale).tolist()
-        cx, cy, cw, ch = crop
-        region = (x0 + cx * (x1 - x0), y0 + cy * (y1 - y0),
-                  x0 + (cx + cw) * (x1 - x0), y0 + (cy + ch) * (y1 - y0))
-        region = tuple(int(round(v)) for v in region)
+        region = view_box(box, crop, zoom, shift) * scale
+        region = tuple(int(round(v)) for v in region.tolist())
         cache, frames = {}, []
         for i in idx:  # looped short clips repeat frames: decode each once
             if i not in cache:
@@ -139,18 +257,3 @@ class ClipDataset(torch.utils.data.Dataset):
             frames.append(cache[i])
         x = torch.stack(frames).permute(3, 0, 1, 2)  # [3, T, H, W]
         return (x - self.mean) / self.std
-
-    def _heatmap(self, kind, clip_id, length, size, crop, mirror, rng):
-        volume = self.stores["heatmaps"][f"{kind}/{clip_id}"][()]  # whole clip: [T, C, H, W]
-        idx = sample_indices(len(volume), length, rng)
-        x = torch.from_numpy(volume[idx]).float().div_(255.0)
-        H, W = x.shape[-2:]
-        cx, cy, cw, ch = crop
-        xa, xb = int(round(cx * W)), max(int(round((cx + cw) * W)), int(round(cx * W)) + 1)
-        ya, yb = int(round(cy * H)), max(int(round((cy + ch) * H)), int(round(cy * H)) + 1)
-        x = x[:, :, ya:yb, xa:xb]
-        if x.shape[-2:] != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-        if mirror:
-            x = x.flip(-1)[:, torch.from_numpy(self._flip_maps[kind])]
-        return x.permute(1, 0, 2, 3).contiguous()  # [C, T, H, W]

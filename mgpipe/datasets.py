@@ -8,18 +8,23 @@ Formats, as found in the public material (repository + path), and what is accept
 -------------------------------------------------------------------------------------------
 iMiGUE ("imigue")
   * Label table CSV with a header: video_id, label_id, start_time, start_frame, end_time, end_frame,
-    class, subject_id, subject_gender, subject_nationality, win_or_lose (/work/shared/design/
-    pipeline.md). Times are clock strings such as 00:01:02.120 in the demo generator; frames rule,
-    times are kept when they parse. The split is a separate CSV (subject_id, split); the official
-    cross-subject protocol has 37 training and 35 test subjects (no validation subjects: the clip
-    stage carves them out of train).
+    class, subject_id, subject_gender, subject_nationality, win_or_lose (linuxsino/iMiGUE:
+    Label/labels_20200831.csv). `class` is the micro-gesture class id (1..31, 99 for the
+    non-micro-gesture class); `label_id` is only the running number of the segment within its
+    video and is not read. start_frame/end_frame are integers at 25 fps, start_time/end_time
+    decimal seconds (6.8553); the frames are used when the table has them, else the seconds
+    (clock strings such as 00:01:02.120 are read too). The split is a separate CSV
+    (subject_id, split); the official cross-subject protocol has 37 training and 35 test
+    subjects (no validation subjects: the clip stage carves them out of train).
   * The MiGA challenge skeleton release: one folder per video, `<id>/<id>_label.csv`, no header,
     rows `label,start,end` with 0-based frames, under imigue_skeleton_train/ and
     imigue_skeleton_validate/ (mikecheninoulu/SMG: classification/iMiGUE/stgcn_imigue/tools/
     imigue_gendata.py and iMiGUEaccessSample.py, which also maps 99 -> 32 -> index 31). That layout
     names no subject, so each video becomes its own subject unless `subject_from` says otherwise.
-  * Classes 1..31 and 99. Sorted ids give output index k-1 and 99 -> 31 (32 outputs), the same
-    mapping as the public code (VUT-HFUT/MiGA2023_Track1: tools/glove/english_label.txt lists 0..31).
+  * Classes 1..31 and 99, named by IMIGUE_CLASS_NAMES: the public list of VUT-HFUT/MiGA2023_Track1
+    (tools/glove/english_label.txt, indexes 0..31; class k -> index k-1, 99 -> index 31, the
+    non-micro-gesture class "illustrative"). Without configured classes an iMiGUE run always has
+    these 32 outputs in sorted id order (so 99 is the last), whichever classes the table holds.
 SMG ("smg")
   * One folder per recording, `SampleNNNN/SampleNNNN_finelabels.csv`, no header, rows
     `label,start_frame,end_frame`, labels 1..17 (mikecheninoulu/SMG: classification/SMG/1_st-gcn_smg/
@@ -56,6 +61,25 @@ Generic CSV ("csv")
     subject_id, class_name are accepted as aliases); comma, tab or semicolon separated; extra
     columns ignored. `time_unit` says whether start/end are frames or seconds (seconds may also be
     written [HH:]MM:SS.fff). Without a split column a split file must be given.
+Skeleton pickle ("pyskl", read by `read_pyskl`)
+  * A pyskl / MMAction2 skeleton pickle is a whole dataset: {'split': {name: [frame_dir, ...]},
+    'annotations': [{frame_dir, label, img_shape, total_frames, keypoint [M, T, V, 2],
+    keypoint_score [M, T, V]}]} (kennymckormick/pyskl: tools/data/README.md). Each annotation is
+    one trimmed clip (frames 0..T-1) of class `label`; `split_map` maps the pickle's split names
+    to train/val/test (pyskl's NTU pickles, and pickles made like them, call their test set
+    xsub_val, so nothing is guessed: only names that already are train/val/test map to
+    themselves). Clips in no mapped split are left out.
+    Subjects: `subject_from`, a regular expression with one group over frame_dir (KARD's
+    a01_s03_e02: "_s(\\d+)_"), else each clip is its own subject.
+
+Identifiers that end up in paths and HDF5 group names (video ids, and so clip ids; pickle
+frame_dirs) must not be empty, '.', '..', contain '/' or '\\' or a control character: such a row
+is an error naming its file and row.
+
+Class ids are integers; the model's outputs are the configured `classes` in their order, else
+the sorted ids of the table and of the format's own class list (see mgpipe.clips). Names come
+from the format (iMiGUE's list, MA-52's label_name.txt, a CSV's class column), else the id
+itself is the name.
 """
 
 from __future__ import annotations
@@ -81,6 +105,20 @@ _SPLIT_ALIASES = {"training": "train", "valid": "val", "validate": "val", "valid
                   "testing": "test"}
 
 IMIGUE_CLASS_IDS = tuple(range(1, 32)) + (99,)
+# Output index i (class IMIGUE_CLASS_IDS[i]) -> name, from VUT-HFUT/MiGA2023_Track1
+# tools/glove/english_label.txt (spelling as published there).
+IMIGUE_CLASS_NAMES = (
+    "turtle neck", "deep breath", "touch hat", "touch face", "touch forehead", "cover face",
+    "rub eyes", "touch other face part", "touch ears", "bite nails", "touch chin", "touch neck",
+    "play hair", "adjust tie", "touch chest", "scratch back", "fold arm", "tidy sleeve",
+    "put arm back", "move torso", "sit straight", "scratch arm", "rub hand", "cross finger",
+    "minaret hand", "play things", "withdraw arms", "head up", "bit lip", "arm akimbo",
+    "shake shoulder", "illustrative",
+)
+IMIGUE_NAMES = dict(zip(IMIGUE_CLASS_IDS, IMIGUE_CLASS_NAMES))
+# The class ids a format always has outputs for when no classes are configured, and their names.
+FORMAT_CLASS_IDS = {"imigue": IMIGUE_CLASS_IDS}
+FORMAT_CLASS_NAMES = {"imigue": IMIGUE_NAMES}
 SMG_CLASS_IDS = tuple(range(1, 18))
 MA52_CLASS_IDS = tuple(range(52))
 SMG_TEST_SUBJECTS = (36, 37, 38, 39, 40)
@@ -91,6 +129,18 @@ _SMG_NAME = r"^Sample(\d+)$"
 
 # Videos without a known subject get ids from here up, far from real subject numbers.
 SYNTHETIC_SUBJECT_BASE = 1_000_000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def id_problem(text: str) -> str | None:
+    """Why `text` cannot be used as an id inside a path or an HDF5 group name, or None."""
+    if text in ("", ".", ".."):
+        return f"{text!r} cannot be used as an id"
+    if "/" in text or "\\" in text:
+        return f"{text!r} contains a path separator"
+    if _CONTROL.search(text):
+        return f"{text!r} contains a control character"
+    return None
 
 
 def ma52_body_part(label_id):
@@ -131,6 +181,8 @@ def read_labels(kind: str, path, *, split=None, time_unit="frames", classes=None
     subject_from  "video" (each video its own subject), a column name, or a regular expression
                   with one (group) matched against the video file name; None: the format's own.
     """
+    if kind == "pyskl":
+        raise InputError(f"{path}: kind pyskl is a skeleton pickle, not a label table (read_pyskl)")
     if kind not in KINDS:
         raise InputError(f"unknown dataset kind {kind!r} (use {', '.join(KINDS)})")
     if time_unit not in ("frames", "seconds"):
@@ -146,8 +198,8 @@ def read_labels(kind: str, path, *, split=None, time_unit="frames", classes=None
         raise InputError(f"{path}: no labelled segments")
     names = {int(k): str(v) for k, v in classes.items()} if isinstance(classes, dict) else {}
     class_ids = None if classes is None else [int(k) for k in classes]
-    unnamed = table["class"] == table.label_id.astype(str)
-    table.loc[unnamed, "class"] = table.label_id[unnamed].map(lambda k: names.get(k, str(k)))
+    named = table.label_id.isin(names)   # configured names win over the format's
+    table.loc[named, "class"] = table.label_id[named].map(names)
     _check_segments(table, class_ids)
 
     if split is not None:
@@ -163,6 +215,80 @@ def read_labels(kind: str, path, *, split=None, time_unit="frames", classes=None
     log.info("%s (%s): %d segments, %d videos, %d subjects, %d classes", path, kind, len(table),
              table.video_id.nunique(), table.subject_id.nunique(), table.label_id.nunique())
     return labels
+
+
+def read_pyskl(path, *, layout="coco17", split_map=None, subject_from=None, classes=None):
+    """A pyskl / MMAction2 skeleton pickle as a dataset: (LabelSet, annotations).
+
+    One row per annotation in a mapped split: video_id = frame_dir, frames 0..T-1, class `label`
+    (named by `classes` when a dict, else the id), split from `split_map` {pickle split name:
+    train/val/test} (None: only names that already are train/val/test), subject from
+    `subject_from` (a regular expression with one group over frame_dir) or one per clip.
+    source_row is the annotation's index in the pickle. `annotations` is {frame_dir: checked
+    annotation} (keypoints [M, T, V, 3] in `layout`, label, width, height) for the pose stage.
+    """
+    from .skeleton_io import read_pickle_dataset
+
+    path = Path(path)
+    splits, annotations, index = read_pickle_dataset(path, layout)
+    if split_map is None:
+        split_map = {n: _SPLIT_ALIASES.get(n.lower(), n.lower()) for n in splits
+                     if _SPLIT_ALIASES.get(n.lower(), n.lower()) in SPLITS}
+        if not split_map:
+            raise InputError(f"{path}: none of the pickle's splits {sorted(splits)} is named train, "
+                             "val or test; map them with dataset.split_map (e.g. {xsub_train: "
+                             "train, xsub_val: test})")
+    unknown = sorted(set(split_map) - set(splits))
+    if unknown:
+        raise InputError(f"{path}: dataset.split_map names split(s) {unknown} that the pickle "
+                         f"lacks; it has {sorted(splits)}")
+    bad = {k: v for k, v in split_map.items() if v not in SPLITS}
+    if bad:
+        raise InputError(f"{path}: dataset.split_map maps {bad}: use train, val or test")
+    split_of: dict[str, str] = {}
+    for name, target in split_map.items():
+        for cid in splits[name]:
+            if cid in split_of and split_of[cid] != target:
+                raise InputError(f"{path}: clip {cid!r} is in {target} (split {name}) and in "
+                                 f"{split_of[cid]}: dataset.split_map mixes two protocols?")
+            split_of[cid] = target
+    missing = sorted(set(split_of) - set(annotations))
+    if missing:
+        raise InputError(f"{path}: split lists {missing[0]!r} ({len(missing)} id(s) in all) "
+                         "that has no annotation")
+    kept = [cid for cid in annotations if cid in split_of]
+    left_out = len(annotations) - len(kept)
+    if left_out:
+        log.info("%s: %d of %d annotations are in no mapped split and are left out", path,
+                 left_out, len(annotations))
+    if not kept:
+        raise InputError(f"{path}: no annotation is in the mapped splits {sorted(split_map)}")
+    raw = pd.DataFrame({"video": kept, "_file": str(path), "_row": [index[c] for c in kept]})
+    names = {int(k): str(v) for k, v in classes.items()} if isinstance(classes, dict) else {}
+    t = raw[["_file", "_row"]].copy()
+    t["video_id"] = raw.video
+    t["label_id"] = np.array([annotations[c]["label"] for c in kept], dtype=np.int64)
+    _first_bad(t, t.label_id < 0, lambda r: f"frame_dir {r['video_id']!r}: label "
+               f"{r['label_id']} is negative", word="annotation")
+    t["class"] = t.label_id.map(lambda k: names.get(k, str(k)))
+    t["subject_id"] = _subjects(raw, subject_from or "video", raw.video)
+    t["start_frame"] = pd.array([0] * len(t), "Int64")
+    t["end_frame"] = pd.array([annotations[c]["keypoint"].shape[1] - 1 for c in kept], "Int64")
+    t["start_time"] = t["end_time"] = np.nan
+    t["split"] = [split_of[c] for c in kept]
+    if classes is not None:
+        ids = [int(k) for k in classes]
+        _first_bad(t, ~t.label_id.isin(ids), lambda r: f"frame_dir {r['video_id']!r}: label "
+                   f"{r['label_id']} is not among the configured classes", word="annotation")
+    subjects = _subject_split(t, path, None)
+    labels = LabelSet(t, subjects, "pyskl")
+    _check_leak(t, word="annotation")
+    labels.table = t.rename(columns={"_file": "source_file", "_row": "source_row"})[
+        COLUMNS + SOURCE_COLUMNS].reset_index(drop=True)
+    log.info("%s (pyskl): %d clips (%s), %d subjects, %d classes", path, len(t), ", ".join(
+        f"{k} {v}" for k, v in t.split.value_counts().sort_index().items()),
+        t.subject_id.nunique(), t.label_id.nunique())
+    return labels, {c: annotations[c] for c in kept}
 
 
 def read_split_file(path) -> pd.DataFrame:
@@ -187,19 +313,30 @@ def read_split_file(path) -> pd.DataFrame:
 
 def _read_imigue(path: Path, *, time_unit, subject_from):
     if path.is_dir():
-        return _read_sample_folders(path, "_label.csv", subject_from or "video"), None
-    raw = _read_csv(path, "label table")
-    need = ["video_id", "label_id", "start_frame", "end_frame"]
-    if subject_from is None:
-        need.append("subject_id")
-    _need_columns(raw, path, need)
-    cols = {"video": "video_id", "label": "label_id", "start": "start_frame", "end": "end_frame",
-            "class": "class" if "class" in raw.columns else None,
-            "split": "split" if "split" in raw.columns else None}
-    table = _canonical(raw, cols, unit="frames", subject=subject_from or "subject_id")
-    for col in ("start_time", "end_time"):   # informative only: frames rule in iMiGUE
-        if col in raw.columns:
-            table[col] = raw[col].map(_seconds)
+        table = _read_sample_folders(path, "_label.csv", subject_from or "video")
+    else:
+        raw = _read_csv(path, "label table")
+        frames = {"start_frame", "end_frame"} <= set(raw.columns)
+        half = {"start_frame", "end_frame"} & set(raw.columns)
+        if half and not frames:   # half a frame range: not silently replaced by the seconds
+            (have,) = half
+            _need_columns(raw, path, [{"start_frame": "end_frame", "end_frame": "start_frame"}[have]])
+        need = ["video_id", "class"] + ([] if frames else ["start_time", "end_time"])
+        if subject_from is None:
+            need.append("subject_id")
+        _need_columns(raw, path, need)
+        # `class` is the class id; label_id only numbers the segments of a video.
+        cols = {"video": "video_id", "label": "class",
+                "start": "start_frame" if frames else "start_time",
+                "end": "end_frame" if frames else "end_time",
+                "split": "split" if "split" in raw.columns else None}
+        table = _canonical(raw, cols, unit="frames" if frames else "seconds",
+                           subject=subject_from or "subject_id")
+        if frames:   # the seconds beside the frames are informative only
+            for col in ("start_time", "end_time"):
+                if col in raw.columns:
+                    table[col] = raw[col].map(_seconds)
+    table["class"] = table.label_id.map(lambda k: IMIGUE_NAMES.get(k, str(k)))
     return table, None
 
 
@@ -300,6 +437,8 @@ def _canonical(raw: pd.DataFrame, cols: dict, *, unit: str, subject) -> pd.DataF
     t = raw[["_file", "_row"]].copy()
     t["video_id"] = raw[cols["video"]].astype(str).str.strip()
     _first_bad(t, t.video_id == "", lambda r: "no video name", column=cols["video"])
+    _first_bad(t, t.video_id.map(id_problem).notna(),
+               lambda r: f"video {id_problem(r['video_id'])}", column=cols["video"])
     t["label_id"] = _integers(raw, cols["label"])
     t["class"] = t.label_id.astype(str)
     if cols.get("class"):
@@ -340,12 +479,13 @@ def _check_segments(table: pd.DataFrame, classes) -> None:
                .format(key[r.name], first["_file"][key[r.name]], first["_row"][key[r.name]]))
 
 
-def _check_leak(table: pd.DataFrame) -> None:
+def _check_leak(table: pd.DataFrame, word: str = "row") -> None:
     """A subject seen in training must not be tested on (validation may share, as in MA-52)."""
     train = table[table.split == "train"].drop_duplicates("subject_id").set_index("subject_id")
     clash = (table.split == "test") & table.subject_id.isin(train.index)
-    _first_bad(table, clash, lambda r: "subject {} is in both train ({} row {}) and test".format(
-        r["subject_id"], train["_file"][r["subject_id"]], train["_row"][r["subject_id"]]))
+    _first_bad(table, clash, lambda r: "subject {} is in both train ({} {} {}) and test".format(
+        r["subject_id"], train["_file"][r["subject_id"]], word, train["_row"][r["subject_id"]]),
+        word=word)
 
 
 def _subject_split(table: pd.DataFrame, path: Path, fallback):
@@ -390,7 +530,7 @@ def _subjects(raw: pd.DataFrame, how, videos: pd.Series) -> pd.Series:
 
 def _integers(raw: pd.DataFrame, col: str) -> pd.Series:
     values = pd.to_numeric(raw[col].astype(str).str.strip(), errors="coerce")
-    _first_bad(raw, values.isna() | (values % 1 != 0),
+    _first_bad(raw, values.isna() | (values % 1 != 0) | (values.abs() > 2**53),
                lambda r: f"{r[col]!r} is not an integer", column=col)
     return values.astype("int64")
 
@@ -407,7 +547,7 @@ def _seconds(text) -> float:
         fields = [float(x) for x in str(text).strip().split(":")]
     except ValueError:
         return np.nan
-    if len(fields) > 3 or any(f < 0 for f in fields[1:]):
+    if len(fields) > 3 or any(f < 0 for f in fields[1:]) or not all(np.isfinite(fields)):
         return np.nan
     total = 0.0
     for f in fields:
@@ -437,11 +577,11 @@ def _label_names(path: Path) -> dict:
     return {p[0]: p[1].strip() for p in pairs if len(p) == 2 and p[0].isdigit()}
 
 
-def _first_bad(frame: pd.DataFrame, mask, message, column=None) -> None:
-    """Raise for the first row under `mask`, naming its file and row."""
+def _first_bad(frame: pd.DataFrame, mask, message, column=None, word="row") -> None:
+    """Raise for the first row under `mask`, naming its file and row (`word`: what a row is)."""
     if bool(np.asarray(mask).any()):
         r = frame[np.asarray(mask)].iloc[0]
-        where = f"row {r['_row']}" + (f", column {column}" if column else "")
+        where = f"{word} {r['_row']}" + (f", column {column}" if column else "")
         raise InputError(f"{r['_file']}: {where}: {message(r)}")
 
 

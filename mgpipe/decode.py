@@ -11,6 +11,7 @@ import io
 import logging
 import time
 from multiprocessing import get_context
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -18,7 +19,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from .io import InputError, atomic_path
+from .io import InputError, atomic_h5
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -48,20 +49,31 @@ def decode_video(job):
     """Decode one video; return {clip_id: [jpeg arrays]} and the stored frame size.
 
     job = (video path, [(clip_id, start, end)], max_side, quality). Runs in a worker process.
+    A damaged video (truncated, corrupt) is refused, naming the file; one that is sound but
+    ends before a clip does is returned short (the caller warns).
     """
     import av
 
     path, clips, max_side, quality = job
     last = max(end for _, _, end in clips)
     out = {cid: [] for cid, _, _ in clips}
-    size = None
+    size, decoded, header_frames = None, 0, 0
     try:
+        if Path(path).stat().st_size == 0:
+            raise InputError(f"{path}: not a video (empty file)")
         with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise InputError(f"{path}: not a video (no video stream)")
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
+            # No frame threads: with them FFmpeg reports a damaged stream only on its log (a
+            # truncated video just ends, and hooking the log deadlocks PyAV), while a decoder
+            # without them raises. The worker pool already decodes videos in parallel.
+            stream.thread_type = "SLICE"
+            header_frames = stream.frames
             for index, frame in enumerate(container.decode(stream)):
                 if index > last:
                     break
+                decoded = index + 1
                 wanted = [cid for cid, start, end in clips if start <= index <= end]
                 if not wanted:
                     continue
@@ -70,8 +82,15 @@ def decode_video(job):
                 data = encode_jpeg(img, quality)
                 for cid in wanted:
                     out[cid].append(data)
-    except (av.error.FFmpegError, OSError) as e:
-        raise InputError(f"{path}: decoding failed ({type(e).__name__}: {e})") from None
+    except av.error.FFmpegError as e:
+        cause = f"{type(e).__name__}: {getattr(e, 'strerror', None) or e}"
+        if decoded:
+            listed = f" of the {header_frames} its header lists" if header_frames else ""
+            raise InputError(f"{path}: damaged video: decoding failed after {decoded} frame(s)"
+                             f"{listed} ({cause})") from None
+        raise InputError(f"{path}: damaged or not a video ({cause})") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read the video ({e.strerror or e})") from None
     return str(path), out, size
 
 
@@ -85,7 +104,7 @@ def build_frame_store(manifest: pd.DataFrame, out_h5, *, max_side=340, quality=9
     original = {r.clip_id: (int(r.width), int(r.height)) for r in manifest.itertuples()}
 
     t0, n_frames, n_bytes, short = time.time(), 0, 0, 0
-    with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as h5:
+    with atomic_h5(out_h5) as h5:
         h5.attrs.update(format_version=FORMAT_VERSION, max_side=max_side, jpeg_quality=quality)
         clips_group = h5.create_group("clips")
         vlen = h5py.vlen_dtype(np.uint8)

@@ -35,7 +35,7 @@ from PIL import Image, ImageDraw
 from .io import atomic_path, write_text
 from .layouts import BODY25
 
-# label_id -> class name (iMiGUE keeps 99 for the non-gesture class).
+# class id -> class name (iMiGUE keeps 99 for the non-gesture class).
 CLASSES: dict[int, str] = {
     1: "scratching head",
     2: "touching nose",
@@ -606,12 +606,9 @@ def openpose_json(keypoints: list[float] | None) -> str:
 
 
 def frame_time(frame: int, fps: int) -> str:
-    """HH:MM:SS.mmm of a frame index at fps."""
-    ms = (frame * 1000 + fps // 2) // fps
-    h, rem = divmod(ms, 3_600_000)
-    m, rem = divmod(rem, 60_000)
-    s, ms = divmod(rem, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
+    """Seconds of a frame index at fps as a decimal number with 4 places, as the real iMiGUE
+    table writes them (6.8553)."""
+    return f"{frame / fps:.4f}"
 
 
 def plan_video(rng: np.random.Generator, body: Body, segments_per_class: int) -> tuple[list[dict], int]:
@@ -704,15 +701,16 @@ def _make_video(job: dict) -> dict:
         if stale.name not in written:
             stale.unlink()
 
+    # The real iMiGUE layout: `class` is the class id, label_id the running number of the
+    # segment within its video.
     rows = []
-    for seg in segments:
+    for number, seg in enumerate(sorted(segments, key=lambda g: g["start"]), start=1):
         rows.append({
-            "video_id": vid, "label_id": seg["label"],
+            "video_id": vid, "label_id": number,
             "start_time": frame_time(seg["start"], fps), "start_frame": seg["start"],
             "end_time": frame_time(seg["end"], fps), "end_frame": seg["end"],
-            "class": CLASSES[seg["label"]], "subject_id": index + 1, **meta,
+            "class": seg["label"], "subject_id": index + 1, **meta,
         })
-    rows.sort(key=lambda r: r["start_frame"])
     return {"video_id": vid, "frames": total, "rows": rows, "empty": empty, "missing": missing,
             "low": low}
 

@@ -91,7 +91,13 @@ def _aligned(scores: dict, split: str) -> tuple[dict, np.ndarray]:
 def run(score_files: dict, classes_csv, out_dir, *, members: dict, search: bool = False,
         variants_order=None) -> dict:
     out_dir = Path(out_dir)
-    classes = pd.read_csv(classes_csv)
+    # names as text: a dataset whose classes are named by numbers must not give numeric names
+    # (metrics.json keys, plot labels)
+    classes = pd.read_csv(classes_csv, dtype={"name": str}, keep_default_na=False)
+    if "name" not in classes or classes.name.duplicated().any():
+        twice = classes.name[classes.name.duplicated()].iloc[0] if "name" in classes else None
+        raise InputError(f"{classes_csv}: " + ("no column 'name'" if twice is None else
+                                               f"class name {twice!r} appears twice"))
     K = len(classes)
     scores = {name: read_scores(p) for name, p in score_files.items()}
     fused_names = [n for n in scores if is_fused(n)]
@@ -115,6 +121,12 @@ def run(score_files: dict, classes_csv, out_dir, *, members: dict, search: bool 
             r.pop("per_class")
         report["models"][name] = rows
 
+    has_val = all((s.split == "val").any() for s in scores.values())
+    if search and not has_val:
+        raise InputError("ensemble.search needs a validation split, and the score files hold none "
+                         "(val_fraction 0): give fixed ensemble.members weights")
+    report["validation"] = ("best epoch by validation top-1" if has_val else
+                            "none: every model is its last epoch of the fixed schedule")
     weights = search_weights(members, scores) if search else dict(members)
     total = sum(weights.values())
     if total <= 0:
@@ -190,7 +202,8 @@ def _md(rows):
 
 
 def summary_markdown(report: dict) -> str:
-    parts = [f"# mgpipe results\n\nTest clips: {report['num_test_clips']}.\n",
+    parts = [f"# mgpipe results\n\nTest clips: {report['num_test_clips']}. "
+             f"Model selection: {report.get('validation', 'best epoch by validation top-1')}.\n",
              "## Models and ensemble (test split)\n", _md(_table(report)), ""]
     if report["ablation"]:
         parts += ["## Ablation of the fused network (test top-1)\n", _md(_ablation(report)), ""]
@@ -213,6 +226,7 @@ def summary_html(report: dict) -> str:
     return ("<!doctype html><html><head><meta charset='utf-8'><title>mgpipe results</title>"
             "<style>body{font-family:sans-serif;margin:2em}td,th{padding:3px 10px;"
             "border-bottom:1px solid #ddd;text-align:left}</style></head><body>"
-            f"<h1>mgpipe results</h1><p>Test clips: {report['num_test_clips']}</p>"
+            f"<h1>mgpipe results</h1><p>Test clips: {report['num_test_clips']}. Model selection: "
+            f"{html.escape(report.get('validation', 'best epoch by validation top-1'))}.</p>"
             f"<h2>Models and ensemble (test split)</h2>{table(_table(report))}{abl}"
             "<h2>Confusion matrix of the ensemble</h2><img src='confusion.png'></body></html>\n")

@@ -14,14 +14,14 @@ import torch
 
 from . import zoo
 from .data import ClipDataset
-from .io import atomic_path
+from .io import InputError, atomic_path
 from .runtime import pick_device, seed_everything, set_threads
 from .train import make_loader, predict, top1
 
 log = logging.getLogger(__name__)
 
 
-def score_model(checkpoint, config: dict, *, manifest_csv, frames_h5, heatmaps_h5, out_csv,
+def score_model(checkpoint, config: dict, *, manifest_csv, frames_h5, keypoints_h5, out_csv,
                 splits=("val", "test"), threads=1, progress=True) -> dict:
     set_threads(threads)
     seed_everything(config["seed"])
@@ -33,11 +33,16 @@ def score_model(checkpoint, config: dict, *, manifest_csv, frames_h5, heatmaps_h
     tcfg = config["test"]
     frames = []
     summary = {}
-    for split in splits:
+    # A dataset without a validation split is scored on test alone.
+    present = [s for s in splits if (manifest.split == s).any()]
+    if not present:
+        raise InputError(f"{manifest_csv}: no clips in split(s) {', '.join(splits)}")
+    for split in present:
         data = ClipDataset(manifest, split, zoo.modalities(config, name, False), frames_h5=frames_h5,
-                           heatmaps_h5=heatmaps_h5, train=False, seed=config["seed"],
+                           keypoints_h5=keypoints_h5, train=False, seed=config["seed"],
                            views=tcfg["views"], flip=tcfg["flip"], mean=config["rgb"]["mean"],
-                           std=config["rgb"]["std"])
+                           std=config["rgb"]["std"], sigma=config["heatmaps"]["sigma"],
+                           padding=config["heatmaps"]["padding"])
         loader = make_loader(data, tcfg["batch_size"], workers=config["train"]["workers"])
         probs = predict(model, name, loader, device, progress=progress, desc=f"{name} {split}")
         table = data.clips[["clip_id", "split", "label"]].copy()

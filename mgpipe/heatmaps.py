@@ -1,6 +1,6 @@
 """Heatmap stage: keypoints -> compact box per clip -> Gaussian joint and limb volumes.
 
-Semantics (design/model.md section 7, PoseConv3D's GeneratePoseTarget), stated exactly:
+Semantics (docs/method.md §7, PoseConv3D's GeneratePoseTarget), stated exactly:
 
 * A keypoint is *valid* when its score is >= 1e-4 (compared in float64, so a float32 score of
   1e-4, which is 9.99999974e-05, is below), its x and y are finite and it is not the
@@ -41,8 +41,8 @@ import hdf5plugin
 import numpy as np
 from tqdm import tqdm
 
-from .io import InputError, atomic_path
-from .layouts import get_layout
+from .io import InputError, atomic_path, h5_create
+from .layouts import layout_attrs, layout_from_attrs
 
 EPS = 1e-4
 FORMAT_VERSION = 1
@@ -154,12 +154,13 @@ def _output(shape) -> tuple[np.ndarray, np.ndarray, int]:
     return buf[:n].reshape(shape), buf, n
 
 
-def render_joints(keypoints, box, size, sigma: float) -> np.ndarray:
-    """Joint heatmaps float32 [T, V, H, W] (see the module docstring for the exact rule)."""
+def render_joints(keypoints, box, size, sigma: float, *, channels_first: bool = False) -> np.ndarray:
+    """Joint heatmaps float32 [T, V, H, W], or [V, T, H, W] with channels_first (the network's
+    order, written directly: no transposing copy); see the module docstring for the exact rule."""
     kp = _as_mtv3(keypoints)
     m_, t_, v_, _ = kp.shape
     h, w = _size_hw(size)
-    out, flat, dummy = _output((t_, v_, h, w))
+    out, flat, dummy = _output((v_, t_, h, w) if channels_first else (t_, v_, h, w))
     if m_ == 0 or t_ == 0 or v_ == 0:
         return out
     xs, ys, ss, valid = _mapped(kp, box, h, w)
@@ -185,7 +186,8 @@ def render_joints(keypoints, box, size, sigma: float) -> np.ndarray:
             d2 = dx[:, None, :] ** 2 + dy[:, :, None] ** 2  # [n, k(y), k(x)]
             val = _gauss(d2, sigma)
             val *= ss[m, t0:t1][tt, vv][:, None, None]
-            chan = (tt + t0).astype(np.int64) * v_ + vv
+            tt = (tt + t0).astype(np.int64)
+            chan = vv * t_ + tt if channels_first else tt * v_ + vv
             idx = ((chan[:, None] * h + py.astype(np.int64)) * w)[:, :, None] + px.astype(np.int64)[:, None, :]
             idx[~(oky[:, :, None] & okx[:, None, :])] = dummy
             val = val.astype(np.float32)
@@ -194,14 +196,15 @@ def render_joints(keypoints, box, size, sigma: float) -> np.ndarray:
     return out
 
 
-def render_limbs(keypoints, box, size, sigma: float, limbs) -> np.ndarray:
-    """Limb heatmaps float32 [T, L, H, W] (see the module docstring for the exact rule)."""
+def render_limbs(keypoints, box, size, sigma: float, limbs, *, channels_first: bool = False) -> np.ndarray:
+    """Limb heatmaps float32 [T, L, H, W], or [L, T, H, W] with channels_first; see the module
+    docstring for the exact rule."""
     kp = _as_mtv3(keypoints)
     m_, t_, _, _ = kp.shape
     lim = np.asarray(limbs, dtype=np.int64).reshape(-1, 2)
     l_ = len(lim)
     h, w = _size_hw(size)
-    out, flat, dummy = _output((t_, l_, h, w))
+    out, flat, dummy = _output((l_, t_, h, w) if channels_first else (t_, l_, h, w))
     if m_ == 0 or t_ == 0 or l_ == 0:
         return out
     xs, ys, ss, valid = _mapped(kp, box, h, w)
@@ -272,7 +275,8 @@ def render_limbs(keypoints, box, size, sigma: float, limbs) -> np.ndarray:
             d2 = np.add(dx, dy, out=dx)
             v = _gauss(d2, sigma)
             v *= np.repeat(val[tt, ll][rseg], rw)
-            r_base = ((tt.astype(np.int64) * l_ + ll)[rseg] * h + ry.astype(np.int64)) * w
+            chan = ll * t_ + tt if channels_first else tt.astype(np.int64) * l_ + ll
+            r_base = (chan[rseg] * h + ry.astype(np.int64)) * w
             idx = np.repeat(r_base, rw)
             idx += px.astype(np.int64)
             idx[d2 > r * r] = dummy
@@ -465,14 +469,7 @@ def build_heatmap_store(keypoints_h5, out_h5, *, size=64, sigma=0.6, limbs=True,
         raise InputError(f"{src}: not a readable HDF5 file ({e})") from None
     stats = {"clips": 0, "frames": 0, "empty_frames": 0}
     with f:
-        name = f.attrs.get("layout")
-        if name is None:
-            raise InputError(f"{src}: missing root attribute 'layout'")
-        name = name.decode() if isinstance(name, bytes) else str(name)
-        try:
-            layout = get_layout(name)
-        except ValueError as e:
-            raise InputError(f"{src}: {e}") from None
+        layout = layout_from_attrs(f.attrs, src)  # a built-in name or a defined layout
         if "clips" not in f:
             raise InputError(f"{src}: no 'clips' group")
         n_clips = len(f["clips"])
@@ -480,8 +477,8 @@ def build_heatmap_store(keypoints_h5, out_h5, *, size=64, sigma=0.6, limbs=True,
         fn = partial(_render_clip, size=(h, w), sigma=float(sigma), padding=float(padding),
                      num_joints=layout.num_joints, limbs=edges)
         with atomic_path(out_h5) as tmp:
-            with h5py.File(tmp, "w") as out:
-                out.attrs["layout"] = layout.name
+            with h5_create(tmp) as out:  # write errors surface at the call (see io.h5_create)
+                out.attrs.update(layout_attrs(layout))
                 out.attrs["size"] = h if h == w else np.array([h, w], dtype=np.int64)
                 out.attrs["sigma"] = float(sigma)
                 out.attrs["padding"] = float(padding)

@@ -2,14 +2,28 @@
 
 Flip maps are derived from the names (left_* <-> right_*), so a new layout only lists
 names and limbs and cannot get its flip pairs wrong.
+
+Besides the built-in layouts (LAYOUTS), a config may define its own wherever a layout name is
+taken (`pose.layout`, `pose.pickle_layout`): a mapping {name, joints: [...], limbs: [[a, b], ...]}
+whose limbs name two joints by index or by name (see `define_layout`). The keypoint store
+carries such a layout's joints and limbs (`layout_attrs`), so later stages rebuild it from the
+file (`layout_from_attrs`) without the config.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+
+from .io import InputError
+
+
+class LayoutError(InputError, ValueError):
+    """An unknown layout name or a bad layout definition (user input: one line, CLI exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -80,11 +94,18 @@ BODY25 = Layout(
 LAYOUTS = {layout.name: layout for layout in (COCO17, BODY25)}
 
 
-def get_layout(name: str) -> Layout:
+def get_layout(spec) -> Layout:
+    """A built-in layout by name, or a layout defined by a mapping {name, joints, limbs} (a config's
+    own layout; see define_layout). A Layout is returned as it is."""
+    if isinstance(spec, Layout):
+        return spec
+    if isinstance(spec, dict):
+        return define_layout(spec)
     try:
-        return LAYOUTS[name]
-    except KeyError:
-        raise ValueError(f"unknown keypoint layout {name!r}; known: {sorted(LAYOUTS)}") from None
+        return LAYOUTS[spec]
+    except (KeyError, TypeError):
+        raise LayoutError(f"unknown keypoint layout {spec!r}; known: {sorted(LAYOUTS)}, or define "
+                         "one as {name, joints, limbs}") from None
 
 
 def convert(keypoints: np.ndarray, src: Layout, dst: Layout) -> np.ndarray:
@@ -280,3 +301,170 @@ def joint_mapping(src: Layout, dst: Layout) -> list[tuple[int, int]]:
         pos.setdefault(canonical_name(n), i)
     return [(j, pos[canonical_name(n)]) for j, n in enumerate(dst.joints)
             if canonical_name(n) in pos]
+
+
+# --------------------------------------------------------------------------------------------
+# Depth-camera skeletons and COCO-WholeBody.
+#
+# Points shared with the layouts above keep their names ("left_shoulder", "left_wrist", ...).
+# "neck" is the centre between the shoulders in every layout (OpenPose's neck, OpenNI's neck,
+# Kinect v1's shoulder centre, Kinect v2's spine_shoulder); "mid_hip" is the centre between the
+# hips (OpenPose's mid hip, Kinect's hip centre / spine base). A depth camera's "hand" joint is
+# the middle of the hand, not the wrist, so it keeps its own name (left_hand).
+
+# OpenNI / NiTE 15 joints, as in KARD: 0 head, 1 neck, 2-4 right shoulder/elbow/hand, 5-7 left,
+# 8 torso, 9-11 right hip/knee/foot, 12-14 left.
+OPENNI15 = Layout(
+    "openni15",
+    ("head", "neck", "right_shoulder", "right_elbow", "right_hand", "left_shoulder",
+     "left_elbow", "left_hand", "spine_mid", "right_hip", "right_knee", "right_foot",
+     "left_hip", "left_knee", "left_foot"),
+    ((0, 1), (1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10),
+     (10, 11), (8, 12), (12, 13), (13, 14)),
+)
+
+# Kinect v1 SDK (NUI_SKELETON_POSITION_*): hip centre, spine, shoulder centre, head, then per arm
+# (left first) shoulder, elbow, wrist, hand, then per leg hip, knee, ankle, foot.
+KINECT_V1_20 = Layout(
+    "kinect_v1_20",
+    ("mid_hip", "spine_mid", "neck", "head",
+     "left_shoulder", "left_elbow", "left_wrist", "left_hand",
+     "right_shoulder", "right_elbow", "right_wrist", "right_hand",
+     "left_hip", "left_knee", "left_ankle", "left_foot",
+     "right_hip", "right_knee", "right_ankle", "right_foot"),
+    ((0, 1), (1, 2), (2, 3), (2, 4), (4, 5), (5, 6), (6, 7), (2, 8), (8, 9), (9, 10),
+     (10, 11), (0, 12), (12, 13), (13, 14), (14, 15), (0, 16), (16, 17), (17, 18), (18, 19)),
+)
+
+# Kinect v2 SDK (JointType), the order of NTU RGB+D's 25 joints: 0 spine base, 1 spine mid,
+# 2 neck (above the shoulders: "upper_neck" here), 3 head, 4-7 left shoulder/elbow/wrist/hand,
+# 8-11 right, 12-15 left hip/knee/ankle/foot, 16-19 right, 20 spine shoulder, 21 left hand tip,
+# 22 left thumb, 23 right hand tip, 24 right thumb. Limbs: the ST-GCN / pyskl NTU graph.
+KINECT_V2_25 = Layout(
+    "kinect_v2_25",
+    ("mid_hip", "spine_mid", "upper_neck", "head",
+     "left_shoulder", "left_elbow", "left_wrist", "left_hand",
+     "right_shoulder", "right_elbow", "right_wrist", "right_hand",
+     "left_hip", "left_knee", "left_ankle", "left_foot",
+     "right_hip", "right_knee", "right_ankle", "right_foot",
+     "neck", "left_hand_tip", "left_thumb", "right_hand_tip", "right_thumb"),
+    tuple((a - 1, b - 1) for a, b in (
+        (1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7), (9, 21), (10, 9),
+        (11, 10), (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1), (18, 17), (19, 18),
+        (20, 19), (22, 8), (23, 8), (24, 12), (25, 12))),
+)
+
+# COCO-WholeBody (mmpose's whole-body models): 17 COCO body points, 6 foot points (left big toe,
+# small toe, heel, then right), the 68 iBUG face points (OpenPose's face without the pupils),
+# 21 left-hand and 21 right-hand points in OpenPose's hand order.
+COCO_WHOLEBODY133 = Layout(
+    "coco_wholebody133",
+    COCO17.joints
+    + ("left_big_toe", "left_small_toe", "left_heel", "right_big_toe", "right_small_toe",
+       "right_heel")
+    + FACE70[:68] + _sided("left", HAND21) + _sided("right", HAND21),
+    tuple(
+        list(COCO17.limbs)
+        + [(15, 17), (15, 18), (15, 19), (16, 20), (16, 21), (16, 22)]   # ankle -> foot points
+        + _offset(FACE70_CONTOURS, 23)
+        + [(9, 91), (10, 112)]                                            # wrist -> hand root
+        + _offset(HAND21_CHAINS, 91) + _offset(HAND21_CHAINS, 112)
+    ),
+)
+
+LAYOUTS.update({layout.name: layout for layout in (OPENNI15, KINECT_V1_20, KINECT_V2_25,
+                                                   COCO_WHOLEBODY133)})
+
+
+# --------------------------------------------------------------------------------------------
+# Layouts defined in a config, and layouts carried by a keypoint store.
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def define_layout(spec: dict, where: str = "pose layout") -> Layout:
+    """A Layout from a mapping {name, joints: [names], limbs: [[a, b], ...]} (a, b: joint indices
+    or joint names). Raises ValueError (one line naming `where`) for unknown or repeated joints,
+    a left_/right_ joint without its partner (flips are derived from the names), a limb whose
+    mirror image is not a limb, or a name that a built-in layout already has with other joints."""
+    if not isinstance(spec, dict) or set(spec) - {"name", "joints", "limbs"} \
+            or not {"name", "joints", "limbs"} <= set(spec):
+        raise LayoutError(f"{where}: a layout definition is a mapping with keys name, joints, limbs")
+    name, joints, limbs = spec["name"], spec["joints"], spec["limbs"]
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise LayoutError(f"{where}: layout name {name!r}: use letters, digits, _ . -")
+    if not isinstance(joints, (list, tuple)) or not joints \
+            or not all(isinstance(j, str) and j.strip() for j in joints):
+        raise LayoutError(f"{where}: layout {name!r}: joints must be a non-empty list of names")
+    joints = tuple(joints)
+    repeated = sorted({j for j in joints if joints.count(j) > 1})
+    if repeated:
+        raise LayoutError(f"{where}: layout {name!r}: joint {repeated[0]!r} is listed twice")
+    pos = {j: i for i, j in enumerate(joints)}
+    for j in joints:
+        for a, b in (("left_", "right_"), ("right_", "left_")):
+            if j.startswith(a) and b + j[len(a):] not in pos:
+                raise LayoutError(f"{where}: layout {name!r}: joint {j!r} has no partner "
+                                 f"{b + j[len(a):]!r} (needed to mirror the skeleton)")
+    if not isinstance(limbs, (list, tuple)):
+        raise LayoutError(f"{where}: layout {name!r}: limbs must be a list of [a, b] pairs")
+    edges = []
+    for k, limb in enumerate(limbs):
+        if not isinstance(limb, (list, tuple)) or len(limb) != 2:
+            raise LayoutError(f"{where}: layout {name!r}: limb {k} {limb!r} is not a pair [a, b]")
+        ends = []
+        for end in limb:
+            if isinstance(end, str) and end in pos:
+                ends.append(pos[end])
+            elif isinstance(end, (int, np.integer)) and not isinstance(end, bool) \
+                    and 0 <= end < len(joints):
+                ends.append(int(end))
+            else:
+                raise LayoutError(f"{where}: layout {name!r}: limb {k} {list(limb)!r}: {end!r} is "
+                                 f"not one of its {len(joints)} joints (index or name)")
+        if ends[0] == ends[1] or frozenset(ends) in {frozenset(e) for e in edges}:
+            raise LayoutError(f"{where}: layout {name!r}: limb {k} {list(limb)!r} joins a joint to "
+                             "itself or repeats a limb")
+        edges.append(tuple(ends))
+    layout = Layout(name, joints, tuple(edges))
+    try:
+        layout.limb_flip_index
+    except KeyError:
+        flip = layout.flip_index
+        for a, b in edges:
+            if frozenset((int(flip[a]), int(flip[b]))) not in {frozenset(e) for e in edges}:
+                raise LayoutError(f"{where}: layout {name!r}: limb {joints[a]}-{joints[b]} has no "
+                                 f"mirror limb {joints[flip[a]]}-{joints[flip[b]]}") from None
+    builtin = LAYOUTS.get(name)
+    if builtin is not None and (builtin.joints, builtin.limbs) != (layout.joints, layout.limbs):
+        raise LayoutError(f"{where}: layout name {name!r} is a built-in layout; give yours "
+                         "another name")
+    return layout
+
+
+def layout_attrs(layout: Layout) -> dict:
+    """Attributes that let a store's reader rebuild its layout: the name, plus joints and limbs
+    (JSON) for a layout that is not built in."""
+    out = {"layout": layout.name}
+    if LAYOUTS.get(layout.name) != layout:
+        out["layout_joints"] = json.dumps(list(layout.joints))
+        out["layout_limbs"] = json.dumps([list(e) for e in layout.limbs])
+    return out
+
+
+def layout_from_attrs(attrs, source="store") -> Layout:
+    """The layout of an HDF5 store from its attributes (see layout_attrs)."""
+    def text(value):
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    if "layout" not in attrs:
+        raise LayoutError(f"{source}: missing attribute 'layout'")
+    name = text(attrs["layout"])
+    if "layout_joints" not in attrs:
+        return get_layout(name)
+    try:
+        spec = {"name": name, "joints": json.loads(text(attrs["layout_joints"])),
+                "limbs": json.loads(text(attrs.get("layout_limbs", "[]")))}
+    except json.JSONDecodeError as e:
+        raise LayoutError(f"{source}: layout attributes are not valid JSON ({e})") from None
+    return define_layout(spec, source)

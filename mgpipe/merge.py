@@ -1,6 +1,6 @@
 """Initialise the fused RGB+pose network from two pretrained single-stream networks.
 
-design/model.md section 4: backbone and head weights are copied into ``rgb_path``/``rgb_head``
+As in the method's merge step, backbone and head weights are copied into ``rgb_path``/``rgb_head``
 and ``pose_path``/``pose_head``. The first-block conv1 and downsample conv of a stage that
 receives lateral features are wider on the input side: they get the pretrained weights in the
 original input channels (which come first in the concatenation) and zeros in the lateral
@@ -100,29 +100,33 @@ def merge_into(fused: RGBPoseConv3D, rgb: SingleStream, pose: SingleStream) -> D
     return {"copied": n_copied, "widened": n_widened, "fresh": n_total - len(touched)}
 
 
-def merge_checkpoints(rgb_ckpt, pose_ckpt, config: dict, variant: str, heatmaps_h5, out) -> dict:
+def merge_checkpoints(rgb_ckpt, pose_ckpt, config: dict, variant: str, out) -> dict:
     """The merge stage: two pretrained checkpoint files -> the fused variant's initial weights."""
     import logging
 
     from . import zoo
     from .io import InputError
     from .runtime import seed_everything
-    from .train import save_atomic
+    from .checkpoints import save as save_checkpoint
 
     rgb, rgb_meta = zoo.load_checkpoint(rgb_ckpt)
     pose, pose_meta = zoo.load_checkpoint(pose_ckpt)
     if rgb_meta["num_classes"] != pose_meta["num_classes"]:
         raise InputError(f"{rgb_ckpt} has {rgb_meta['num_classes']} classes but {pose_ckpt} "
                          f"has {pose_meta['num_classes']}")
+    if pose_meta["arch"].get("kind") != "pose" or rgb_meta["arch"].get("kind") != "rgb":
+        raise InputError(f"{rgb_ckpt} + {pose_ckpt}: merge takes an RGB and a joint checkpoint, got "
+                         f"{rgb_meta['name']} and {pose_meta['name']}")
     name = f"fused_{variant}"
-    arch = zoo.architecture(config, name, heatmaps_h5)
+    # The pose pathway's input width is the pretrained joint model's (its checkpoint says it).
+    arch = zoo.architecture(config, name, channels=(pose_meta["arch"]["in_channels"], 0))
     seed_everything(config["seed"])  # laterals and fusion keep a fresh init: make it reproducible
     fused = zoo.build(arch, rgb_meta["num_classes"])
     try:
         report = merge_into(fused, rgb, pose)
     except ValueError as e:
         raise InputError(f"{rgb_ckpt} + {pose_ckpt}: cannot merge ({e})") from None
-    save_atomic({"model": fused.state_dict(), "arch": arch, "num_classes": rgb_meta["num_classes"],
+    save_checkpoint({"model": fused.state_dict(), "arch": arch, "num_classes": rgb_meta["num_classes"],
                  "name": name, "epoch": 0, "val_top1": None,
                  "merged_from": [str(rgb_ckpt), str(pose_ckpt)]}, out)
     logging.getLogger(__name__).info("merged %s + %s -> %s: %s", rgb_ckpt, pose_ckpt, out, report)

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .io import InputError, atomic_path
-from .layouts import BODY25_HANDS_FACE, convert, get_layout
+from .io import InputError, atomic_h5
+from .layouts import BODY25_HANDS_FACE, convert, get_layout, layout_attrs
 from .pose_backends import IMAGE_BACKENDS
 from .skeleton_io import KEYPOINT_STORE_VERSION as FORMAT_VERSION, openpose_person
 
@@ -38,20 +38,61 @@ def openpose_frame_path(skeletons_dir, video_id: str, frame: int) -> Path:
     return Path(skeletons_dir) / video_id / f"{video_id}_{frame:012d}_keypoints.json"
 
 
+# Beyond this many pixels a coordinate is no position in any video frame (8K is 7680 wide).
+_MAX_COORDINATE = 65536.0
+_OPENPOSE_PARTS = ("pose_keypoints_2d", "hand_left_keypoints_2d", "hand_right_keypoints_2d",
+                   "face_keypoints_2d")
+
+
 def read_openpose_frame(path: Path) -> np.ndarray:
     """People of one OpenPose JSON frame as BODY_25 + hands + face [P, 137, 3]; [0, 137, 3] when
-    nobody. Parts a file lacks (no hands or face) are zeros, i.e. missing joints."""
+    nobody. Parts a file lacks (no hands or face) are zeros, i.e. missing joints.
+
+    Values must be numbers or null. A joint with a null, NaN or infinite value, a coordinate
+    beyond +-65536 px or a score outside [0, 1] is missing (zeros): no detector writes such a
+    joint, and one of them would otherwise stretch the clip's box over the whole heatmap."""
     try:
-        people = json.loads(path.read_text())["people"]
+        frame = json.loads(path.read_text())
     except FileNotFoundError:
         raise
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: not an OpenPose keypoint file ({type(e).__name__}: {e})") from None
+    if not isinstance(frame, dict) or "people" not in frame:
+        what = "an object without 'people'" if isinstance(frame, dict) else f"a JSON {type(frame).__name__}"
+        raise InputError(f"{path}: not an OpenPose keypoint file (it holds {what}, expected an "
+                         "object with a 'people' list)")
+    people = frame["people"]
     if not isinstance(people, list) or not all(isinstance(p, dict) for p in people):
         raise InputError(f"{path}: 'people' is not a list of person objects")
-    out = [openpose_person(person, source=str(path)) for person in people]
+    for i, person in enumerate(people):
+        for key in _OPENPOSE_PARTS:
+            values = person.get(key)
+            if values is None:
+                continue
+            if not isinstance(values, list):
+                raise InputError(f"{path}: person {i}: {key} is a {type(values).__name__}, "
+                                 "expected a list of numbers")
+            bad = next((v for v in values if v is not None and (
+                isinstance(v, bool) or not isinstance(v, (int, float)))), None)
+            if bad is not None:
+                raise InputError(f"{path}: person {i}: {key} holds {bad!r}, expected numbers")
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):  # 1e39 -> inf, handled just below
+            out = [openpose_person(person, source=str(path)) for person in people]
+    except OverflowError:  # an integer literal beyond any float
+        raise InputError(f"{path}: a keypoint value is too large to be a number of pixels") from None
     n = BODY25_HANDS_FACE.num_joints
-    return np.stack(out) if out else np.zeros((0, n, 3), np.float32)
+    if not out:
+        return np.zeros((0, n, 3), np.float32)
+    kp = np.stack(out)
+    with np.errstate(invalid="ignore"):
+        unusable = (~np.isfinite(kp).all(-1) | (np.abs(kp[..., :2]) > _MAX_COORDINATE).any(-1)
+                    | (kp[..., 2] < 0) | (kp[..., 2] > 1))
+    if unusable.any():
+        log.warning("%s: %d joint(s) with null, NaN, infinite or out-of-range values read as "
+                    "missing", path, int(unusable.sum()))
+        kp[unusable] = 0
+    return kp
 
 
 def _centre(person: np.ndarray):
@@ -156,16 +197,18 @@ def _pickle_source(manifest, path, layout, low_score, pickle_layout, progress):
     from .skeleton_io import load_pickle_annotations
 
     src = get_layout(pickle_layout)
-    annotations = load_pickle_annotations(path, src.name)
+    annotations = load_pickle_annotations(path, src)
     dst = get_layout(layout)
     for row in tqdm(list(manifest.itertuples()), desc="pose", unit="clip",
                     disable=not progress):
         kp, size = clip_from_annotations(annotations, row, path)
+        # (before choosing people: a NaN score would hide a whole person of a frame)
+        kp, lost = drop_non_finite(kp)
         # Each frame's people: the annotation's persons that have any joint in that frame.
         frames = [kp[kp[:, t, :, 2].max(axis=1) > 0, t] if len(kp) else kp[:, t]
                   for t in range(kp.shape[1])]
         clip, counts = summarise_clip(frames, src, dst, low_score)
-        yield {row.clip_id: clip}, counts, {row.clip_id: size}
+        yield {row.clip_id: clip}, counts + lost, {row.clip_id: size}
 
 
 def _image_source(manifest, frames_h5, backend, layout, low_score, threads, python, options, progress):
@@ -184,13 +227,23 @@ PROVIDED = ("openpose", "pickle")
 
 def build_keypoint_store(manifest: pd.DataFrame, skeletons, out_h5, *, backend="openpose",
                          frames_h5=None, layout="coco17", low_score=0.3, threads=1, python=None,
-                         options=None, pickle_layout="coco17", progress=True) -> dict:
+                         options=None, pickle_layout="coco17", outlier_margin=0.25,
+                         progress=True) -> dict:
     """Keypoints of every manifest clip from `backend` into the store at out_h5 (atomically).
 
     skeletons: the OpenPose folder (openpose) or the pickle file (pickle); frames_h5: the frame
-    store the image backends (mediapipe, mmpose) look at. Returns the counts that are logged.
+    store the image backends (mediapipe, mmpose) look at. layout, pickle_layout: a built-in
+    layout's name or a layout definition {name, joints, limbs} (see mgpipe.layouts); the store
+    records a defined layout's joints and limbs, so later stages need no config to read it.
+    Joints that cannot be positions in the picture count as missing (their score becomes 0):
+    NaN or infinite values, and joints more than `outlier_margin` (a fraction of the frame's
+    width or height) outside the frame. The frame size is the video's or the pickle's img_shape;
+    without either (pose-only mode), a robust estimate from the clip's own keypoints (see
+    drop_outliers). One such joint would otherwise stretch the clip's compact box over the whole
+    heatmap. Both kinds are counted in the log and the clips that lost joints are listed.
+    Returns the counts that are logged.
     """
-    get_layout(layout)  # fail early on an unknown name
+    stored_layout = get_layout(layout)  # fail early on an unknown name or a bad definition
     size = {r.clip_id: (r.width, r.height) for r in manifest.itertuples()}
     if backend == "openpose":
         source = _openpose_source(manifest, skeletons, layout, low_score, threads, progress)
@@ -206,13 +259,21 @@ def build_keypoint_store(manifest: pd.DataFrame, skeletons, out_h5, *, backend="
                          f"{', '.join(PROVIDED + IMAGE_BACKENDS)}")
 
     t0, totals = time.time(), Counter()
-    with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as h5:
-        h5.attrs.update(format_version=FORMAT_VERSION, layout=layout, source=backend)
+    cleaned: list[str] = []
+    with atomic_h5(out_h5) as h5:
+        h5.attrs.update(format_version=FORMAT_VERSION, source=backend, **layout_attrs(stored_layout))
         for clips, counts, sizes in source:
             totals.update(counts)
+            if counts.get("non_finite_joints") and len(clips) == 1:  # cleaned by the source
+                cleaned.extend(clips)
             for cid, kp in clips.items():
                 w, h = sizes.get(cid, size[cid])
-                if pd.isna(w) or pd.isna(h):  # pose-only mode with no image size anywhere
+                known = not (pd.isna(w) or pd.isna(h))
+                kp, lost = drop_outliers(kp, (w, h) if known else None, outlier_margin)
+                totals.update(lost)
+                if sum(lost.values()) and cid not in cleaned[-1:]:
+                    cleaned.append(cid)
+                if not known:  # pose-only mode with no image size anywhere
                     w, h = _extent(kp)
                     totals["size_from_keypoints"] += 1
                 g = h5.create_group(f"clips/{cid}")
@@ -220,11 +281,55 @@ def build_keypoint_store(manifest: pd.DataFrame, skeletons, out_h5, *, backend="
                 g.attrs.update(width=int(w), height=int(h))
         stats = dict(sorted(totals.items()), clips=len(manifest), seconds=round(time.time() - t0, 2))
         log.info("pose: %s", stats)
+        if cleaned:
+            log.warning("pose: %d clip(s) lost joints that were not finite or far outside the frame: %s%s",
+                        len(cleaned), ", ".join(cleaned[:50]), " ..." if len(cleaned) > 50 else "")
         if stats.get("frames") and stats.get("empty_frames", 0) == stats["frames"]:
             # Every frame empty is a wrong input (paths, layout, model), not data to train on.
             raise InputError(f"pose backend {backend}: nobody found in any of the {stats['frames']} "
                              "frames; check the keypoint source or the pose model")
     return stats
+
+
+def drop_non_finite(kp: np.ndarray) -> tuple[np.ndarray, Counter]:
+    """A copy of keypoints [..., 3] with every joint holding a NaN or infinite value set to
+    missing (zeros), and their count."""
+    kp = np.array(kp, dtype=np.float32, copy=True)
+    counts = Counter()
+    with np.errstate(invalid="ignore", over="ignore"):
+        bad = ~np.isfinite(kp).all(-1)
+    if bad.any():
+        counts["non_finite_joints"] = int(bad.sum())
+        kp[bad] = 0
+    return kp, counts
+
+
+def drop_outliers(kp: np.ndarray, size, margin: float) -> tuple[np.ndarray, Counter]:
+    """Keypoints [M, T, V, 3] with unusable joints set to missing (all zeros), and their counts.
+
+    non_finite_joints: NaN or infinite x, y or score. out_of_frame_joints: a present joint
+    (score > 0) more than `margin` x the frame size outside the frame (width, height) `size`.
+    Without a size, the frame is estimated from the clip itself: the 1st..99th percentile range
+    of its joints in x and y, so that a few wild joints cannot move the estimate, and joints
+    beyond one such range past either end are dropped (they lie where no joint of this person
+    comes near)."""
+    kp, counts = drop_non_finite(kp)
+    present = kp[..., 2] > 0
+    if not present.any():
+        return kp, counts
+    xy = kp[..., :2]
+    if size is not None:
+        lo = -margin * np.asarray(size, np.float64)
+        hi = (1 + margin) * np.asarray(size, np.float64)
+    else:
+        q_lo, q_hi = np.percentile(xy[present], [1, 99], axis=0)
+        span = np.maximum(q_hi - q_lo, 1.0)
+        lo, hi = q_lo - span, q_hi + span
+    outside = present & ((xy < lo) | (xy > hi)).any(-1)
+    if outside.any():
+        counts["out_of_frame_joints"] = int(outside.sum())
+        kp[outside] = 0
+    return kp, counts
 
 
 def _extent(kp: np.ndarray) -> tuple[int, int]:

@@ -1,7 +1,7 @@
 """`mgpipe predict`: a trained model on a new video, and `--spot`: micro-gestures along a long one.
 
 The video goes through the same stage code as training data (decode, pose with the configured
-backend, heatmaps, the test-time sampler), in a scratch folder, so a prediction sees exactly
+backend, the test-time sampler that renders the heatmaps), in a scratch folder, so a prediction sees exactly
 what the model saw in training. With --spot, overlapping windows slide over the video; each is
 classified, and runs of windows that agree on a confident class become timeline segments.
 """
@@ -86,7 +86,6 @@ def video_probabilities(video, checkpoint, config: dict, *, skeletons=None, wind
     """Class probabilities [W, K] of each window (one window = the whole video by default),
     the windows, and the model's name."""
     from .decode import build_frame_store
-    from .heatmaps import build_heatmap_store
     from .pose import build_keypoint_store
 
     video = Path(video)
@@ -118,16 +117,13 @@ def video_probabilities(video, checkpoint, config: dict, *, skeletons=None, wind
                              frames_h5=frames_h5 if need_frames else None, layout=pose["layout"],
                              low_score=pose["low_score"], threads=threads, python=pose["python"],
                              options=pose["options"], pickle_layout=pose["pickle_layout"],
-                             progress=progress)
-        hm = config["heatmaps"]
-        build_heatmap_store(tmp / "keypoints.h5", tmp / "heatmaps.h5", size=hm["size"],
-                            sigma=hm["sigma"], padding=hm["padding"], threads=threads,
-                            progress=progress, log=log.info)
+                             outlier_margin=pose["outlier_margin"], progress=progress)
         data = ClipDataset(manifest, "test", modalities,
                            frames_h5=frames_h5 if "rgb" in modalities else None,
-                           heatmaps_h5=tmp / "heatmaps.h5", train=False, seed=config["seed"],
+                           keypoints_h5=tmp / "keypoints.h5", train=False, seed=config["seed"],
                            views=config["test"]["views"], flip=config["test"]["flip"],
-                           mean=config["rgb"]["mean"], std=config["rgb"]["std"])
+                           mean=config["rgb"]["mean"], std=config["rgb"]["std"],
+                           sigma=config["heatmaps"]["sigma"], padding=config["heatmaps"]["padding"])
         probs = _model_probs(model, name, data, config, progress)
     return probs, win, name
 

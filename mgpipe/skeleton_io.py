@@ -25,7 +25,8 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from .io import InputError, atomic_path
+from .io import InputError, atomic_h5, atomic_path
+from .datasets import id_problem
 from .layouts import BODY25_HANDS_FACE, get_layout
 
 KEYPOINT_STORE_VERSION = 1  # format of the HDF5 keypoint store (see mgpipe.pose)
@@ -33,22 +34,39 @@ KEYPOINT_STORE_VERSION = 1  # format of the HDF5 keypoint store (see mgpipe.pose
 UNASSIGNED = "unassigned"
 PICKLE_PROTOCOL = 4
 
-# (module, name) pairs a skeleton pickle may reference (numpy 1.x and 2.x spellings).
-_ALLOWED_GLOBALS = {
+# The exact (module, name) pairs a skeleton pickle may reference: numpy arrays, scalars and
+# dtypes (numpy 1.x and 2.x spellings) and a few plain containers. Nothing is matched by prefix:
+# pickle resolves a dotted name by walking attributes, so "numpy.dtypes" + "__builtins__.get"
+# reaches eval; a name containing a dot is refused whatever its module.
+_NUMPY_DTYPE_CLASSES = (
+    "BoolDType", "ByteDType", "BytesDType", "CLongDoubleDType", "Complex128DType", "Complex64DType",
+    "DateTime64DType", "Float16DType", "Float32DType", "Float64DType", "Int16DType", "Int32DType",
+    "Int64DType", "Int8DType", "IntDType", "LongDType", "LongDoubleDType", "LongLongDType",
+    "ObjectDType", "ShortDType", "StrDType", "StringDType", "TimeDelta64DType", "UByteDType",
+    "UInt16DType", "UInt32DType", "UInt64DType", "UInt8DType", "UIntDType", "ULongDType",
+    "ULongLongDType", "UShortDType", "VoidDType",
+)
+_ALLOWED_GLOBALS = frozenset({
     ("numpy", "ndarray"), ("numpy", "dtype"),
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
     ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
     ("_codecs", "encode"), ("collections", "OrderedDict"),
     ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "slice"),
-}
+    *(("numpy.dtypes", name) for name in _NUMPY_DTYPE_CLASSES),
+})
+
+
+class _Refused(pickle.UnpicklingError):
+    pass
 
 
 class _SafeUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
-        if (module, name) in _ALLOWED_GLOBALS or module == "numpy.dtypes":
+        if "." not in name and (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        raise _Refused(f"refused: it references {module}.{name}, which a skeleton pickle "
+                       "never holds (loading it could run code)")
 
 
 def _load_pickle(path: Path):
@@ -60,11 +78,32 @@ def _load_pickle(path: Path):
         raise InputError(f"{path}: cannot read skeleton pickle ({e})") from None
     try:
         return _SafeUnpickler(io.BytesIO(data)).load()
+    except _Refused as e:
+        raise InputError(f"{path}: {e}") from None
     except Exception as e:  # any unpickling failure is bad input, whatever its type
-        raise InputError(f"{path}: not a readable skeleton pickle ({type(e).__name__}: {e})") from None
+        raise InputError(f"{path}: not a readable skeleton pickle ({type(e).__name__}: {str(e)[:200]})") from None
 
 
-def _shape_hw(ann: dict, path: Path, where: str) -> tuple[int, int]:
+def _dataset_pickle(path: Path) -> tuple[dict, list]:
+    """(split map, annotation list) of a pyskl / MMAction2 pickle, checked for their types."""
+    data = _load_pickle(path)
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: skeleton pickle holds a {type(data).__name__}, expected a dict "
+                         "with keys 'split' and 'annotations'")
+    for key in ("split", "annotations"):
+        if key not in data:
+            raise InputError(f"{path}: skeleton pickle lacks key {key!r}")
+    splits, annotations = data["split"], data["annotations"]
+    if not isinstance(splits, dict) or not all(isinstance(v, (list, tuple)) for v in splits.values()):
+        raise InputError(f"{path}: 'split' must map split names to lists of frame_dir")
+    if not isinstance(annotations, (list, tuple)):
+        raise InputError(f"{path}: 'annotations' is a {type(annotations).__name__}, expected a list")
+    return splits, annotations
+
+
+def _shape_hw(ann: dict, path: Path, where: str) -> tuple[int | None, int | None]:
+    """(height, width) of an annotation's frames; (None, None) when the pickle does not say (the
+    pose stage then estimates the frame from the keypoints)."""
     for key in ("img_shape", "original_shape"):
         if key in ann:
             try:
@@ -74,7 +113,7 @@ def _shape_hw(ann: dict, path: Path, where: str) -> tuple[int, int]:
             if h <= 0 or w <= 0:
                 raise InputError(f"{path}: {where}: {key} {ann[key]!r} is not a positive size")
             return h, w
-    raise InputError(f"{path}: {where}: missing key 'img_shape' (and 'original_shape')")
+    return None, None
 
 
 def _annotation_keypoints(ann: dict, path: Path, where: str) -> np.ndarray:
@@ -108,18 +147,7 @@ def import_pickle(path, out_h5, *, layout: str = "coco17", splits=None) -> pd.Da
     """
     path = Path(path)
     lay = get_layout(layout)
-    data = _load_pickle(path)
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: skeleton pickle holds a {type(data).__name__}, expected a dict "
-                         "with keys 'split' and 'annotations'")
-    for key in ("split", "annotations"):
-        if key not in data:
-            raise InputError(f"{path}: skeleton pickle lacks key {key!r}")
-    split_map, annotations = data["split"], data["annotations"]
-    if not isinstance(split_map, dict):
-        raise InputError(f"{path}: 'split' is a {type(split_map).__name__}, expected a dict")
-    if not isinstance(annotations, (list, tuple)):
-        raise InputError(f"{path}: 'annotations' is a {type(annotations).__name__}, expected a list")
+    split_map, annotations = _dataset_pickle(path)
     if splits is not None:
         unknown = sorted(set(splits) - set(split_map))
         if unknown:
@@ -136,9 +164,11 @@ def import_pickle(path, out_h5, *, layout: str = "coco17", splits=None) -> pd.Da
             split_of[cid] = str(name)
 
     rows = []
-    with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as h5:
+    with atomic_h5(out_h5) as h5:
         h5.attrs.update(format_version=KEYPOINT_STORE_VERSION, layout=lay.name, source=f"pickle:{path.name}")
         for cid, ann in iter_annotations(annotations, path, lay):
+            if ann["width"] is None:
+                raise InputError(f"{path}: annotation {cid!r}: missing key 'img_shape' (and 'original_shape')")
             g = h5.create_group(f"clips/{cid}")
             g.create_dataset("keypoints", data=ann["keypoint"])
             g.attrs.update(width=ann["width"], height=ann["height"])
@@ -161,8 +191,9 @@ def iter_annotations(annotations, path: Path, lay):
                 raise InputError(f"{path}: {where}: missing key {key!r}")
         cid = str(ann["frame_dir"])
         where = f"annotation {i} ({cid!r})"
-        if not cid or "/" in cid or cid in (".", ".."):
-            raise InputError(f"{path}: {where}: frame_dir cannot be used as a clip id")
+        if id_problem(cid):
+            raise InputError(f"{path}: {where}: frame_dir cannot be used as a clip id "
+                             f"({id_problem(cid)})")
         if cid in seen:
             raise InputError(f"{path}: {where}: frame_dir appears twice")
         seen.add(cid)
@@ -181,7 +212,19 @@ def iter_annotations(annotations, path: Path, lay):
         yield cid, {"keypoint": kp, "label": label, "width": w, "height": h}
 
 
-def load_pickle_annotations(path, layout: str) -> dict:
+def read_pickle_dataset(path, layout) -> tuple[dict, dict, dict]:
+    """A skeleton pickle read as a whole dataset (dataset.kind pyskl): (splits {name: [frame_dir]},
+    annotations {frame_dir: checked annotation, as iter_annotations yields}, index {frame_dir:
+    position in the pickle's annotation list}). Keypoints are checked against `layout` here,
+    so a wrong pose.pickle_layout stops the clip stage, before anything else runs."""
+    path = Path(path)
+    splits, annotations = _dataset_pickle(path)
+    checked = dict(iter_annotations(annotations, path, get_layout(layout)))
+    index = {cid: i for i, cid in enumerate(checked)}
+    return {str(k): [str(c) for c in v] for k, v in splits.items()}, checked, index
+
+
+def load_pickle_annotations(path, layout) -> dict:
     """{frame_dir: {keypoint [M, T, V, 3], label, width, height}} of a skeleton pickle (the pose
     stage's `pickle` backend reads clips out of it)."""
     path = Path(path)

@@ -7,6 +7,7 @@ the declared outputs (best checkpoint, per-epoch CSV, curve PNG) are written at 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import math
@@ -20,18 +21,26 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import zoo
-from .config import digest
-from .data import ClipDataset
-from .io import atomic_path
+from . import checkpoints, zoo
+from .data import ClipDataset, augmentation, keypoint_channels
+from .fingerprint import training_fingerprint
+from .io import InputError, atomic_path
 from .runtime import pick_device, seed_everything, set_threads
 
 log = logging.getLogger(__name__)
 
+LOG_INTERVAL = 50  # steps between progress-bar updates (each one reads a value from the device)
+
 
 def lr_at(epoch: float, optim: dict) -> float:
-    """Linear warm-up, then step decay at optim['lr_steps'] (epochs)."""
-    lr = optim["lr"] * optim["lr_gamma"] ** sum(epoch >= s for s in optim["lr_steps"])
+    """Linear warm-up, then step decay at optim['lr_steps'] (epochs), or with schedule 'cosine'
+    a half cosine from lr after the warm-up down to 0 at the last epoch (lr_steps unused)."""
+    if optim.get("schedule", "step") == "cosine":
+        warm, total = optim["warmup_epochs"], optim["epochs"]
+        done = min(max((epoch - warm) / max(total - warm, 1e-9), 0.0), 1.0)
+        lr = optim["lr"] * 0.5 * (1.0 + math.cos(math.pi * done))
+    else:
+        lr = optim["lr"] * optim["lr_gamma"] ** sum(epoch >= s for s in optim["lr_steps"])
     if epoch < optim["warmup_epochs"]:
         lr *= (epoch + 1e-3) / optim["warmup_epochs"]
     return lr
@@ -50,11 +59,6 @@ def make_loader(dataset, batch_size, *, shuffle_seed=None, workers=0, drop_last=
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
         drop_last=drop_last, pin_memory=torch.cuda.is_available(),
         persistent_workers=False)
-
-
-def save_atomic(obj, path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
 
 
 def combine(probs: dict, weights: dict | None = None) -> torch.Tensor:
@@ -89,11 +93,21 @@ def top1(probs: torch.Tensor, labels) -> float:
     return float((probs.argmax(1).numpy() == np.asarray(labels)).mean())
 
 
-def run(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, heatmaps_h5,
-        out_dir, state_dir, init=None, threads=1, progress=True) -> dict:
-    # ---- setup -------------------------------------------------------------------------
-    out_dir, state_dir = Path(out_dir), Path(state_dir)
+def run(name: str, config: dict, *, state_dir, **job) -> dict:
+    """Train model `name`; see _train for the arguments. Holds the state folder's lock."""
+    state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
+    # Only the first process of a data-parallel job owns the state folder.
+    if int(os.environ.get("RANK", "0")) != 0:
+        return _train(name, config, state_dir=state_dir, **job)
+    with _state_lock(state_dir):
+        return _train(name, config, state_dir=state_dir, **job)
+
+
+def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, keypoints_h5,
+           out_dir, state_dir: Path, init=None, threads=1, progress=True) -> dict:
+    # ---- setup -------------------------------------------------------------------------
+    out_dir = Path(out_dir)
     tcfg, optim = config["train"], zoo.optim_settings(config, name)
     set_threads(threads)
     device = pick_device(tcfg["device"])
@@ -108,18 +122,32 @@ def run(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, heatma
 
     manifest = pd.read_csv(manifest_csv, dtype={"video_id": str, "clip_id": str})
     num_classes = len(pd.read_csv(classes_csv))
-    arch = zoo.architecture(config, name, heatmaps_h5)
-    data_kw = dict(frames_h5=frames_h5, heatmaps_h5=heatmaps_h5, seed=seed,
+    arch = zoo.architecture(config, name, channels=keypoint_channels(keypoints_h5) if keypoints_h5 else (0, 0))
+    data_kw = dict(frames_h5=frames_h5, keypoints_h5=keypoints_h5, seed=seed,
+                   sigma=config["heatmaps"]["sigma"], padding=config["heatmaps"]["padding"],
                    mean=config["rgb"]["mean"], std=config["rgb"]["std"])
     train_set = ClipDataset(manifest, "train", zoo.modalities(config, name, True), train=True,
-                            flip=tcfg["flip"], crop_area=tcfg["crop_area"], **data_kw)
-    val_set = ClipDataset(manifest, "val", zoo.modalities(config, name, False), train=False,
-                          views=tcfg["val_views"], flip=False, **data_kw)
-    val_loader = make_loader(val_set, optim["batch_size"], workers=tcfg["workers"])
+                            **augmentation(config, name), **data_kw)
+    # Without a validation split the fixed schedule runs to its end and the last epoch is kept:
+    # selecting on the test split would report an optimistic score.
+    has_val = bool((manifest.split == "val").any())
+    val_set = val_loader = None
+    if has_val:
+        val_set = ClipDataset(manifest, "val", zoo.modalities(config, name, False), train=False,
+                              views=tcfg["val_views"], flip=False, **data_kw)
+        val_loader = make_loader(val_set, optim["batch_size"], workers=tcfg["workers"])
+    else:
+        log.info("%s: no validation split: training %d epochs and keeping the last", name, optim["epochs"])
 
     model = zoo.build(arch, num_classes)
     if init is not None:
-        model.load_state_dict(torch.load(init, map_location="cpu", weights_only=False)["model"])
+        init_model, _ = zoo.load_checkpoint(init)
+        try:
+            model.load_state_dict(init_model.state_dict())
+        except RuntimeError as e:
+            raise InputError(f"{init}: initial weights do not fit model {name} "
+                             f"({str(e).strip().splitlines()[0][:200]})") from None
+        del init_model
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last_3d)
@@ -132,25 +160,43 @@ def run(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, heatma
     optimizer = torch.optim.SGD(model.parameters(), lr=optim["lr"], momentum=optim["momentum"],
                                 weight_decay=optim["weight_decay"])
 
-    # A changed setting (or initial weights) must not resume from state trained under the old one.
-    fingerprint = digest({"arch": arch, "optim": optim, "train": tcfg, "seed": seed, "name": name,
-                          "data": [len(train_set), len(val_set)],
-                          "init": None if init is None else Path(init).stat().st_size})
+    # State written by any other job (other settings, code, manifest rows, store contents or
+    # initial weights) must never be resumed: it would hand back the old model.
+    # (threads and loader workers change the speed, not the samples or the result)
+    result_settings = {k: v for k, v in tcfg.items() if k not in ("threads", "workers")}
+    fingerprint = training_fingerprint(
+        {"arch": arch, "optim": optim, "train": result_settings, "seed": seed, "name": name,
+         "augment": augmentation(config, name), "heatmaps": config["heatmaps"]},
+        rows=manifest[manifest.split.isin(["train", "val"])],
+        files={"classes": classes_csv, "frames": frames_h5, "keypoints": keypoints_h5, "init": init})
     history, best, start = [], -1.0, 0
-    state_file = state_dir / "last.pt"
+    state_file, best_file = state_dir / "last.pt", state_dir / "best.pt"
+    state = None
     if state_file.exists():
-        state = torch.load(state_file, map_location="cpu", weights_only=False)
-        if state.get("fingerprint") == fingerprint:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            torch.set_rng_state(state["torch_rng"])
-            history, best, start = state["history"], state["best"], state["epoch"] + 1
-            log.info("%s: resuming after epoch %d from %s", name, start, state_file)
-        else:
-            log.info("%s: %s was written under other settings; starting afresh", name, state_file)
+        try:
+            state = checkpoints.load_file(state_file, "training state")
+        except InputError as e:  # unreadable or refused: never resumed, kept aside for a look
+            log.warning("%s", e)
+            state = {}
+    # A finished state is never resumed either: its job already wrote its outputs, so being run
+    # again means the outputs were removed or a rerun was forced (snakemake -R / -f).
+    finished = bool(state) and state.get("epoch", -1) + 1 >= optim["epochs"]
+    if state and state.get("fingerprint") == fingerprint and not finished:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        history, best, start = state["history"], state["best"], state["epoch"] + 1
+        log.info("%s: resuming after epoch %d from %s", name, start, state_file)
+    else:
+        if state_file.exists() or best_file.exists():
+            _set_aside(state_dir, (state_file, best_file),
+                       "a finished job" if finished and state.get("fingerprint") == fingerprint
+                       else "another training job (other settings, code or inputs)")
+        log.info("%s: training from epoch 1 (state %s)", name, fingerprint)
 
     # ---- the loop ----------------------------------------------------------------------
     steps = max(1, len(train_set) // (optim["batch_size"] * world))
+    stream_names = zoo.streams(name)
     for epoch in range(start, optim["epochs"]):
         t0 = time.time()
         model.train()
@@ -158,47 +204,54 @@ def run(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, heatma
         loader = make_loader(train_set, optim["batch_size"], shuffle_seed=seed * 1000 + epoch,
                              workers=tcfg["workers"], rank=rank, world=world,
                              drop_last=len(train_set) > optim["batch_size"] * world)
-        sums = {"loss": 0.0}
-        correct = {s: 0 for s in zoo.streams(name)}
-        seen = 0
+        # Running sums stay on the device; the host reads them once per log interval, so the
+        # GPU never waits for the CPU inside a step.
+        sums = torch.zeros(0, device=device)
+        correct = torch.zeros(len(stream_names), device=device)
+        part_names, seen = None, 0
         bar = tqdm(loader, desc=f"{name} epoch {epoch + 1}/{optim['epochs']}", disable=not (progress and main),
                    leave=False)
         for it, batch in enumerate(bar):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(epoch + it / steps, optim)
-            labels = batch["label"].to(device)
+            labels = batch["label"].to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 logits, out = zoo.forward(step_model, name, batch, device, channels_last)
                 if zoo.is_fused(name):
                     parts = model.loss(out, labels)
                 else:
                     parts = {"loss": F.cross_entropy(logits[name].float(), labels)}
-            loss = parts["loss"]
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{name}: loss is {loss.item()} at epoch {epoch + 1}, "
-                                         f"step {it}; lower the learning rate")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            parts["loss"].backward()
             if optim["clip_grad"]:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), optim["clip_grad"])
             optimizer.step()
             n = len(labels)
             seen += n
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
-            for s, z in logits.items():
-                correct[s] += int((z.argmax(1) == labels).sum())
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
+            if part_names is None:
+                part_names = list(parts)
+                sums = torch.zeros(len(part_names), device=device)
+            sums += torch.stack([parts[k].detach().float() for k in part_names]) * n
+            correct += torch.stack([(logits[s].argmax(1) == labels).sum() for s in stream_names]).float()
+            if (it + 1) % LOG_INTERVAL == 0 and progress and main:
+                bar.set_postfix(loss=f"{float(sums[0]) / seen:.3f}", refresh=False)
 
-        sums, correct, seen = _reduce(sums, correct, seen, world, device)
-        # Every process validates the whole split (no collectives inside), so all agree on "best".
-        probs = predict(model, name, val_loader, device, amp=amp, channels_last=channels_last)
+        totals = _reduce(torch.cat([sums, correct, torch.tensor([float(seen)], device=device)]), world)
+        loss_sums, correct_sums, seen = totals[:len(sums)], totals[len(sums):-1], int(totals[-1])
+        if not all(math.isfinite(v) for v in loss_sums):
+            raise TrainingDiverged(f"{name}: the training loss became {loss_sums[0] / max(seen, 1)} in "
+                                   f"epoch {epoch + 1}; lower the learning rate ({optim['lr']})")
         row = {"epoch": epoch + 1, "lr": round(lr_at(epoch, optim), 8),
-               **{f"train_{k}": round(v / max(seen, 1), 6) for k, v in sums.items()},
-               **{f"train_top1_{s}": round(c / max(seen, 1), 6) for s, c in correct.items()},
-               **{f"val_top1_{s}": round(top1(p, val_set.labels), 6) for s, p in probs.items()}}
-        score = top1(combine(probs), val_set.labels)
-        row["val_top1"] = round(score, 6)
+               **{f"train_{k}": round(v / max(seen, 1), 6) for k, v in zip(part_names or [], loss_sums)},
+               **{f"train_top1_{s}": round(c / max(seen, 1), 6) for s, c in zip(stream_names, correct_sums)}}
+        if has_val:
+            # Every process validates the whole split (no collectives inside), so all agree on "best".
+            probs = predict(model, name, val_loader, device, amp=amp, channels_last=channels_last)
+            row.update({f"val_top1_{s}": round(top1(p, val_set.labels), 6) for s, p in probs.items()})
+            score = top1(combine(probs), val_set.labels)
+            row["val_top1"] = round(score, 6)
+        else:
+            score = float(epoch)  # the last epoch is the best one
         row["seconds"] = round(time.time() - t0, 1)
         history.append(row)
         if main:
@@ -206,12 +259,14 @@ def run(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, heatma
         if score > best:
             best = score
             if main:
-                save_atomic({"model": model.state_dict(), "arch": arch, "num_classes": num_classes,
-                             "name": name, "epoch": epoch + 1, "val_top1": score}, state_dir / "best.pt")
+                checkpoints.save({"model": model.state_dict(), "arch": arch, "num_classes": num_classes,
+                                  "name": name, "epoch": epoch + 1, "val_top1": score if has_val else None,
+                                  "selected": "best validation top-1" if has_val else "last epoch (no validation split)",
+                                  "fingerprint": fingerprint}, best_file)
         if main:
-            save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "torch_rng": torch.get_rng_state(), "epoch": epoch, "best": best,
-                         "history": history, "fingerprint": fingerprint}, state_file)
+            checkpoints.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                              "torch_rng": torch.get_rng_state(), "epoch": epoch, "best": best,
+                              "history": history, "fingerprint": fingerprint}, state_file)
         if world > 1:
             torch.distributed.barrier()
 
@@ -220,13 +275,47 @@ def run(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, heatma
         torch.distributed.destroy_process_group()
     if not main:
         return {}
+    best_ckpt = checkpoints.load(best_file)
+    if best_ckpt.get("fingerprint") != fingerprint:  # cannot happen unless someone copied files in
+        raise InputError(f"{best_file}: was written by another training job; delete {state_dir} and rerun")
     out_dir.mkdir(parents=True, exist_ok=True)
-    best_ckpt = torch.load(state_dir / "best.pt", map_location="cpu", weights_only=False)
-    save_atomic(best_ckpt, out_dir / "model.pt")
+    checkpoints.save(best_ckpt, out_dir / "model.pt")
     write_history(history, out_dir / "log.csv")
     plot_history(history, out_dir / "curve.png", name)
-    log.info("%s: best val top-1 %.4f at epoch %d", name, best_ckpt["val_top1"], best_ckpt["epoch"])
+    log.info("%s: kept epoch %d (%s), val top-1 %s", name, best_ckpt["epoch"], best_ckpt["selected"],
+             best_ckpt["val_top1"])
     return {"best_val_top1": best_ckpt["val_top1"], "best_epoch": best_ckpt["epoch"]}
+
+
+class TrainingDiverged(InputError):
+    """The loss became NaN or infinite: a setting (usually the learning rate) is too high."""
+
+
+@contextlib.contextmanager
+def _state_lock(state_dir: Path):
+    """An exclusive lock on the state folder: two jobs writing one state would corrupt it. The OS
+    releases it when the process ends, even when the process is killed."""
+    import fcntl
+
+    with open(state_dir / "lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise InputError(f"{state_dir}: another training job is using this state folder") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _set_aside(state_dir: Path, files, whose: str) -> None:
+    """Move state that must not be resumed into state_dir/stale/ (kept for a look, never resumed)."""
+    stale = state_dir / "stale"
+    stale.mkdir(exist_ok=True)
+    for f in files:
+        if f.exists():
+            os.replace(f, stale / f.name)
+    log.info("set aside the state of %s in %s", whose, stale)
 
 
 def _init_distributed(device) -> tuple[int, int]:
@@ -243,17 +332,12 @@ def _init_distributed(device) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def _reduce(sums: dict, correct: dict, seen: int, world: int, device):
-    """Epoch totals over all processes (each saw its own share of the training set)."""
-    if world <= 1:
-        return sums, correct, seen
-    keys_s, keys_c = sorted(sums), sorted(correct)
-    t = torch.tensor([sums[k] for k in keys_s] + [correct[k] for k in keys_c] + [seen],
-                     dtype=torch.float64, device=device)
-    torch.distributed.all_reduce(t)
-    v = t.tolist()
-    return (dict(zip(keys_s, v[:len(keys_s)])),
-            {k: int(x) for k, x in zip(keys_c, v[len(keys_s):-1])}, int(v[-1]))
+def _reduce(totals: torch.Tensor, world: int) -> list[float]:
+    """Epoch totals summed over all processes (each saw its own share), read to the host once."""
+    totals = totals.double()
+    if world > 1:
+        torch.distributed.all_reduce(totals)
+    return totals.tolist()
 
 
 def write_history(history: list[dict], path) -> None:

@@ -104,8 +104,16 @@ def forward(model, name: str, batch: dict, device, channels_last=False) -> dict:
     return {name: out["logits"]}, out
 
 
-def load_checkpoint(path, map_location="cpu"):
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    model = build(ckpt["arch"], ckpt["num_classes"])
-    model.load_state_dict(ckpt["model"])
+def load_checkpoint(path):
+    """(model, checkpoint dict) of a model file; a hostile or foreign file is refused (InputError)."""
+    from . import checkpoints
+    from .io import InputError
+
+    ckpt = checkpoints.load(path)
+    try:
+        model = build(ckpt["arch"], ckpt["num_classes"])
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"{path}: checkpoint does not fit its own architecture ({first[:200]})") from None
     return model, ckpt

@@ -27,8 +27,8 @@ def small_dataset(tmp_path):
     for s, vid in enumerate(["a", "b", "c", "d"], start=1):
         write_video(videos / f"{vid}.mp4", frames=30)
         for k, (start, end) in enumerate([(0, 9), (12, 25)]):
-            rows.append({"video_id": vid, "label_id": [3, 99][k], "start_time": "", "start_frame": start,
-                         "end_time": "", "end_frame": end, "class": ["nose", "none"][k],
+            rows.append({"video_id": vid, "label_id": k + 1, "start_time": "", "start_frame": start,
+                         "end_time": "", "end_frame": end, "class": [3, 99][k],
                          "subject_id": s, "subject_gender": "f", "subject_nationality": "x",
                          "win_or_lose": "win"})
     pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
@@ -42,15 +42,16 @@ def demo_stores(tmp_path_factory):
     """Tiny demo data run through stages 1-4 with the library functions (no Snakemake)."""
     from mgpipe.clips import build_manifest, write_csv
     from mgpipe.decode import build_frame_store
-    from mgpipe.demo_data import generate
+    from mgpipe.demo_data import CLASSES, generate
     from mgpipe.heatmaps import build_heatmap_store
     from mgpipe.pose import build_keypoint_store
 
     root = tmp_path_factory.mktemp("stores")
     demo = root / "demo"
     generate(demo, seed=0, num_subjects=4, segments_per_class=1, width=160, height=120, progress=False)
+    # the demo's own 7 classes, as `mgpipe clips` gives them for dataset.kind demo
     manifest, classes = build_manifest(demo / "labels.csv", demo / "split.csv", demo / "videos",
-                                       skeletons_dir=demo / "skeletons")
+                                       skeletons_dir=demo / "skeletons", classes=dict(CLASSES))
     write_csv(manifest, root / "clips.csv")
     write_csv(classes, root / "classes.csv")
     build_frame_store(manifest, root / "frames.h5", max_side=160, progress=False)

@@ -11,7 +11,7 @@ def test_bench_table_has_every_model_and_mode(demo_stores):
     table = bench.run(models=("joint", "rgb", "fused_full"), modes=("fp32", "bf16"), size="config",
                       base_config=cfg, batch={"joint": 2, "rgb": 2, "fused_full": 2}, steps=1, warmup=1,
                       device="cpu", manifest=manifest, frames_h5=demo_stores / "frames.h5",
-                      heatmaps_h5=demo_stores / "heatmaps.h5", workers=0)
+                      keypoints_h5=demo_stores / "keypoints.h5", workers=0)
     assert list(table.model) == ["joint", "joint", "rgb", "rgb", "fused_full", "fused_full"]
     assert (table["network clips/s"] > 0).all() and (table["full step clips/s"] > 0).all()
     assert (table[table["mode"] == "fp32"]["vs fp32"] == 1.0).all()

@@ -9,7 +9,10 @@ def test_manifest_from_imigue_layout(small_dataset):
     d = small_dataset
     manifest, classes = build_manifest(d / "labels.csv", d / "split.csv", d / "videos")
     assert len(manifest) == 8
-    assert classes.label_id.tolist() == [3, 99]                # sorted ids -> 0..K-1 like iMiGUE
+    # iMiGUE always has its 32 outputs: class k -> k-1, 99 -> 31, named by the public list
+    assert classes.label_id.tolist() == list(range(1, 32)) + [99]
+    assert sorted(set(manifest.label)) == [2, 31]
+    assert dict(zip(manifest.label_id, manifest.class_name)) == {3: "touch hat", 99: "illustrative"}
     assert set(manifest.split) == {"train", "val", "test"}
     row = manifest.iloc[0]
     assert (row.width, row.height, row.num_frames) == (64, 48, 10)
@@ -106,3 +109,102 @@ def test_pose_only_manifest_reads_no_video(small_dataset):
     assert len(manifest) == 8 and manifest.width.isna().all() and (manifest.video == "").all()
     with pytest.raises(InputError, match="a videos folder is needed unless mode is pose"):
         build_manifest(d / "labels.csv", d / "split.csv", None, skeletons_dir=skeletons)
+
+
+# --- ids, class outputs and splits (issue 8) -------------------------------------------------------
+
+def _generic(d, rows, name="generic.csv"):
+    """A kind-csv table over the fixture's 30-frame videos a-d (subjects 1-4)."""
+    pd.DataFrame(rows, columns=["video", "start", "end", "label", "subject", "split", "class"]
+                 ).to_csv(d / name, index=False)
+    return d / name
+
+
+GOOD_ROWS = [("a", 0, 9, 7, 1, "train", ""), ("b", 0, 9, 8, 2, "train", ""),
+             ("c", 0, 9, 7, 3, "val", ""), ("d", 0, 9, 8, 4, "test", "")]
+
+
+@pytest.mark.parametrize("row, pattern", [
+    (("a/b", 0, 9, 7, 1, "train", ""), r"row 3, column video: video 'a/b' contains a path separator"),
+    (("..", 0, 9, 7, 1, "train", ""), r"row 3, column video: video '\.\.' cannot be used as an id"),
+    (("a\\b", 0, 9, 7, 1, "train", ""), r"row 3, column video: video 'a\\\\b' contains a path separator"),
+    (("a\x1bb", 0, 9, 7, 1, "train", ""), r"row 3, column video: video 'a\\x1bb' contains a control"),
+    (("a", "nan", 9, 7, 1, "train", ""), r"row 3, column start: 'nan' is not an integer"),
+    (("a", -3, 9, 7, 1, "train", ""), r"row 3, column start: negative start frame"),
+    (("a", 12, 4, 7, 1, "train", ""), r"row 3, column end: end < start"),
+    (("a", 0, "ten", 7, 1, "train", ""), r"row 3, column end: 'ten' is not an integer"),
+    (("a", 0, 9, "seven", 1, "train", ""), r"row 3, column label: 'seven' is not an integer"),
+    (("a", 0, 9, 7, "NaN", "train", ""), r"row 3, column subject: 'NaN' is not an integer"),
+    (("a", 0, 9, 7, 1, "holdout", ""), r"row 3, column split: unknown split 'holdout'"),
+])
+def test_hostile_label_rows_stop_the_clip_stage_in_one_line(small_dataset, row, pattern):
+    d = small_dataset
+    table = _generic(d, [GOOD_ROWS[0], row] + GOOD_ROWS[1:], "hostile.csv")
+    with pytest.raises(InputError, match=r"hostile\.csv: " + pattern) as e:
+        build_manifest(table, None, d / "videos", kind="csv")
+    assert "\n" not in str(e.value)
+
+
+def test_a_video_pattern_cannot_leave_the_videos_folder(small_dataset):
+    d = small_dataset
+    rows = [("a", 0, 9, 7, 1, "train", ""), ("../videos/b", 0, 9, 8, 2, "test", "")]
+    with pytest.raises(InputError, match=r"generic\.csv: row 3, column video: video "
+                                         r"'\.\./videos/b' contains a path separator"):
+        build_manifest(_generic(d, rows), None, d / "videos", kind="csv", val_fraction=0)
+
+
+def test_unnamed_ids_are_logged_and_never_borrow_a_name(small_dataset, caplog):
+    d = small_dataset
+    # id 7 is named "5" in the table; id 5 has no name: it must not become a second "5"
+    rows = [("a", 0, 9, 7, 1, "train", "5"), ("b", 0, 9, 5, 2, "train", ""),
+            ("c", 0, 9, 9, 3, "train", ""), ("d", 0, 9, 7, 4, "test", "5")]
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        manifest, classes = build_manifest(_generic(d, rows), None, d / "videos", kind="csv",
+                                           val_fraction=0)
+    assert classes.label_id.tolist() == [5, 7, 9]               # sorted ids
+    assert classes.name.tolist() == ["class 5", "5", "9"]
+    assert "[5, 9] have no class name" in caplog.text
+    assert dict(zip(manifest.label_id, manifest.class_name)) == {7: "5", 5: "class 5", 9: "9"}
+    # configured order is kept as given
+    _, ordered = build_manifest(_generic(d, rows), None, d / "videos", kind="csv", val_fraction=0,
+                                classes=[9, 7, 5])
+    assert ordered.label_id.tolist() == [9, 7, 5] and ordered.name.tolist() == ["9", "5", "class 5"]
+
+
+def test_one_id_with_two_names_or_one_name_for_two_ids_is_an_error(small_dataset):
+    d = small_dataset
+    rows = [("a", 0, 9, 7, 1, "train", "nod"), ("b", 0, 9, 7, 2, "train", "shrug"),
+            ("d", 0, 9, 8, 4, "test", "")]
+    with pytest.raises(InputError, match=r"generic\.csv: row 3: label id 7 is named 'shrug', but "
+                                         r"'nod' at row 2"):
+        build_manifest(_generic(d, rows), None, d / "videos", kind="csv", val_fraction=0)
+    rows = [("a", 0, 9, 7, 1, "train", "nod"), ("d", 0, 9, 8, 4, "test", "nod")]
+    with pytest.raises(InputError, match=r"generic\.csv: row 3: class name 'nod' is given to label "
+                                         r"ids \[7, 8\]"):
+        build_manifest(_generic(d, rows), None, d / "videos", kind="csv", val_fraction=0)
+    rows = [("a", 0, 9, 7, 1, "train", ""), ("d", 0, 9, 8, 4, "test", "")]
+    with pytest.raises(InputError, match="class_names has 1 names for 2 outputs"):
+        build_manifest(_generic(d, rows), None, d / "videos", kind="csv", val_fraction=0,
+                       class_names=["nod"])
+    _, classes = build_manifest(_generic(d, rows), None, d / "videos", kind="csv", val_fraction=0,
+                                class_names=["nod", "shrug"])
+    assert classes.name.tolist() == ["nod", "shrug"]
+
+
+def test_val_fraction_zero_gives_a_manifest_without_val(small_dataset, caplog):
+    d = small_dataset
+    pd.DataFrame({"subject_id": [1, 2, 3, 4], "split": ["train", "train", "train", "test"]}).to_csv(
+        d / "split.csv", index=False)
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        manifest, _ = build_manifest(d / "labels.csv", d / "split.csv", d / "videos", val_fraction=0)
+    assert set(manifest.split) == {"train", "test"} and len(manifest) == 8
+    assert "no val split" in caplog.text
+    # one training subject and a val share asked for: nobody to hold out, said in one line
+    pd.DataFrame({"subject_id": [1, 2, 3, 4], "split": ["train", "test", "test", "test"]}).to_csv(
+        d / "split.csv", index=False)
+    with pytest.raises(InputError, match="no clips in the val split: only one training subject"):
+        build_manifest(d / "labels.csv", d / "split.csv", d / "videos", val_fraction=0.2)

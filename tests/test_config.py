@@ -71,3 +71,21 @@ def test_several_config_files_merge_like_snakemake(tmp_path):
 def test_pose_only_mode_refuses_a_pose_model_backend():
     with pytest.raises(config.ConfigError, match="pose-only mode reads provided keypoints"):
         config.validate({"mode": "pose", "pose": {"backend": "mmpose"}})
+
+
+@pytest.mark.parametrize("text, key", [
+    ("rgb:\n  optim: {lr: .nan}\n", "rgb.optim.lr"),
+    ("heatmaps:\n  sigma: .inf\n", "heatmaps.sigma"),
+    ("train:\n  crop_area: [0.5, .nan]\n", "train.crop_area.1"),
+    ("ensemble:\n  members: {joint: .inf}\n", "ensemble.members.joint"),
+    ("pose_model:\n  optim: {momentum: .NaN}\n", "pose_model.optim.momentum"),
+])
+def test_nan_and_infinity_are_refused_for_every_number(tmp_path, text, key):
+    """YAML's .nan/.inf pass JSON schema's `number`; a NaN learning rate would otherwise only
+    show up as a diverged loss hours later."""
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        config.load(["config.yaml", p])
+    msg = str(err.value)
+    assert f"config key {key}" in msg and "not a finite number" in msg and "\n" not in msg

@@ -30,11 +30,12 @@ def write(path, text):
 
 @pytest.fixture
 def imigue(tmp_path):
+    """The real layout: class = class id, label_id = segment number in its video, seconds."""
     labels = write(tmp_path / "imigue_labels.csv", IMIGUE_HEADER +
-                   "0001,3,00:00:01.200,30,00:00:02.000,50,touch hat,1,male,ESP,win\n"
-                   "0001,99,00:00:04.000,100,00:00:05.000,125,illustrative,1,male,ESP,win\n"
-                   "0002,31,00:00:00.000,0,00:00:00.400,10,shake shoulder,2,female,USA,lose\n"
-                   "0003,3,00:00:10.000,250,00:00:11.000,275,touch hat,3,female,FRA,win\n")
+                   "0001,1,1.2,30,2.0,50,3,1,male,ESP,win\n"
+                   "0001,2,4.0,100,5.0,125,99,1,male,ESP,win\n"
+                   "0002,1,0.0,0,0.4,10,31,2,female,USA,lose\n"
+                   "0003,1,10.0,250,11.0,275,3,3,female,FRA,win\n")
     split = write(tmp_path / "split.csv", "subject_id,split\n1,train\n2,train\n3,test\n")
     return labels, split
 
@@ -82,7 +83,7 @@ def test_imigue_label_table_round_trip(imigue):
     assert t.label_id.tolist() == [3, 99, 31, 3]
     assert t["class"].tolist() == ["touch hat", "illustrative", "shake shoulder", "touch hat"]
     assert t.start_frame.tolist() == [30, 100, 0, 250] and t.end_frame.tolist() == [50, 125, 10, 275]
-    assert t.start_time.tolist() == [1.2, 4.0, 0.0, 10.0]               # clock strings -> seconds
+    assert t.start_time.tolist() == [1.2, 4.0, 0.0, 10.0]               # kept beside the frames
     assert (t.split == "").all()
     assert ls.split.to_dict("list") == {"subject_id": [1, 2, 3], "split": ["train", "train", "test"]}
     assert ls.row_splits().tolist() == ["train", "train", "train", "test"]

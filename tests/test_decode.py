@@ -34,3 +34,31 @@ def test_resize_keeps_scale(small_dataset):
     with h5py.File(out) as h5:
         ds = h5["clips"][manifest.clip_id[0]]
         assert (ds.attrs["width"], ds.attrs["height"]) == (32, 24) and ds.attrs["scale"] == 0.5
+
+
+def test_damaged_video_is_refused_sound_short_one_kept(tmp_path):
+    """Cut in its data, a video stops early with decoder errors: refused, naming the file. A
+    sound video that merely ends before the clip does is decoded (the caller warns)."""
+    import pytest
+
+    from mgpipe.decode import decode_video
+    from mgpipe.io import InputError
+
+    rng = np.random.default_rng(0)
+    whole = tmp_path / "whole.mp4"
+    with av.open(str(whole), "w", options={"movflags": "faststart"}) as out:  # index first
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(30):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (48, 64, 3), np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=rf"^{cut}: damaged video: decoding failed after \d+ frame\(s\) of the 30 "):
+        decode_video((cut, [("c", 0, 29)], 0, 90))
+    _, clips, _ = decode_video((whole, [("w", 20, 40)], 0, 90))
+    assert len(clips["w"]) == 10

@@ -51,10 +51,15 @@ def test_files_columns_and_labels(small):
     classes = pd.read_csv(out / "classes.csv")
     assert list(classes.columns) == ["label_id", "name"]
     assert dict(zip(classes.label_id, classes.name)) == dd.CLASSES
-    assert set(labels.label_id) == set(dd.CLASSES)
-    assert (labels["class"] == labels.label_id.map(dd.CLASSES)).all()
+    # the real iMiGUE layout: class = class id, label_id = running segment number per video,
+    # times in decimal seconds beside the frames
+    assert set(labels["class"]) == set(dd.CLASSES)
+    for _, rows in labels.groupby("video_id"):
+        assert rows.label_id.tolist() == list(range(1, len(rows) + 1))
+        assert rows.start_frame.is_monotonic_increasing
     assert len(labels) == counts["segments"] == 3 * len(dd.CLASSES)
-    assert labels.start_time.str.fullmatch(r"\d\d:\d\d:\d\d\.\d\d\d").all()
+    assert labels.start_time.map(lambda v: f"{v:.4f}").eq(
+        labels.start_frame.map(lambda f: f"{f / 25:.4f}")).all()
     total = 0
     for vid, rows in labels.groupby("video_id"):
         video = out / "videos" / f"{vid}.mp4"
@@ -68,9 +73,9 @@ def test_files_columns_and_labels(small):
         assert (rows.start_frame.iloc[1:].to_numpy() > rows.end_frame.iloc[:-1].to_numpy()).all()
         assert rows.subject_id.nunique() == 1
         # each subject makes every class once (segments_per_class=1)
-        assert sorted(rows.label_id) == sorted(dd.CLASSES)
+        assert sorted(rows["class"]) == sorted(dd.CLASSES)
         r = rows.iloc[0]
-        assert r.start_time == dd.frame_time(int(r.start_frame), 25)
+        assert f"{r.start_time:.4f}" == dd.frame_time(int(r.start_frame), 25)
     assert total == counts["frames"]
     assert counts["videos"] == 3
 

@@ -189,6 +189,26 @@ def test_vectorised_matches_loop(sigma, size):
             assert a.any() and np.abs(a - b).max() <= 1e-6
 
 
+def test_channels_first_is_the_transpose(monkeypatch):
+    """channels_first writes [C, T, H, W] directly, equal to the transposed [T, C, H, W]
+    (also when frames are split into blocks)."""
+    import mgpipe.heatmaps as hm
+    rng = np.random.default_rng(5)
+    kp = random_clip(rng, 2, 7)
+    box = compact_box(kp, 640, 480)
+    for blocks in (None, 50):
+        if blocks:
+            monkeypatch.setattr(hm, "_CANDIDATES_PER_BLOCK", blocks)
+        j = render_joints(kp, box, (24, 28), 0.9)
+        jc = render_joints(kp, box, (24, 28), 0.9, channels_first=True)
+        assert jc.shape == (17, 7, 24, 28) and jc.flags.c_contiguous and j.any()
+        np.testing.assert_array_equal(jc, j.transpose(1, 0, 2, 3))
+        lm = render_limbs(kp, box, (24, 28), 0.9, COCO17.limbs)
+        lc = render_limbs(kp, box, (24, 28), 0.9, COCO17.limbs, channels_first=True)
+        assert lc.shape == (18, 7, 24, 28) and lc.flags.c_contiguous and lm.any()
+        np.testing.assert_array_equal(lc, lm.transpose(1, 0, 2, 3))
+
+
 def test_vectorised_frame_blocks(monkeypatch):
     import mgpipe.heatmaps as hm
     rng = np.random.default_rng(1)

@@ -67,7 +67,11 @@ def test_aliases_point_at_real_names():
         assert alias in everywhere  # an alias is used by some layout
 
 
-@pytest.mark.parametrize("layout", [l for l in ALL if l is not COCO17], ids=[i for i in ids if i != "coco17"])
+# (depth-camera skeletons have no eyes, ears or nose: they are tested by name further down)
+WITH_COCO = [l for l in ALL if l is not COCO17 and set(COCO17.joints) <= set(l.joints)]
+
+
+@pytest.mark.parametrize("layout", WITH_COCO, ids=[l.name for l in WITH_COCO])
 def test_coco17_round_trip_is_exact(layout):
     rng = np.random.default_rng(0)
     kp = rng.normal(size=(2, 5, 17, 3)).astype(np.float32) * 100
@@ -193,3 +197,73 @@ def test_flip_of_mirrored_whole_body(layout):
 def test_convert_rejects_wrong_joint_count():
     with pytest.raises(ValueError, match="17"):
         convert(np.zeros((3, 25, 3), np.float32), COCO17, BODY25)
+
+
+# --- depth-camera and whole-body layouts, layouts defined in a config ------------------------------
+
+def test_depth_and_wholebody_layouts():
+    from mgpipe.layouts import COCO_WHOLEBODY133, KINECT_V1_20, KINECT_V2_25, OPENNI15
+
+    assert OPENNI15.joints[:5] == ("head", "neck", "right_shoulder", "right_elbow", "right_hand")
+    assert OPENNI15.joints[8] == "spine_mid" and OPENNI15.joints[14] == "left_foot"
+    assert (KINECT_V1_20.num_joints, KINECT_V2_25.num_joints) == (20, 25)
+    assert KINECT_V2_25.joints[20] == "neck" and KINECT_V2_25.joints[24] == "right_thumb"
+    assert KINECT_V1_20.joints[2] == "neck" and KINECT_V1_20.joints[0] == "mid_hip"
+    assert COCO_WHOLEBODY133.num_joints == 17 + 6 + 68 + 21 + 21
+    assert COCO_WHOLEBODY133.joints[17:23] == BODY25.joints[19:25]   # OpenPose's foot points
+    assert COCO_WHOLEBODY133.joints[91] == "left_hand_wrist" and COCO_WHOLEBODY133.joints[112] == "right_hand_wrist"
+    # the same point has the same name: whole-body -> OpenPose whole-body keeps body, feet, face
+    # (but the pupils), hands
+    rng = np.random.default_rng(2)
+    kp = rng.normal(size=(133, 3)).astype(np.float32)
+    out = convert(kp, COCO_WHOLEBODY133, BODY25_HANDS_FACE)
+    filled = {BODY25_HANDS_FACE.joints[j] for j in np.flatnonzero(np.abs(out).sum(1))}
+    assert filled == set(COCO_WHOLEBODY133.joints)
+    mg = convert(kp, COCO_WHOLEBODY133, MICROGESTURE36)
+    assert np.abs(mg).sum(1).all()             # every micro-gesture point has a whole-body source
+    # a Kinect v2 skeleton -> COCO-17 keeps the arms and legs
+    k2 = rng.normal(size=(25, 3)).astype(np.float32)
+    coco = convert(k2, KINECT_V2_25, COCO17)
+    assert coco[COCO17.joints.index("left_wrist")].tolist() == k2[6].tolist()
+    assert not coco[COCO17.joints.index("nose")].any()
+
+
+KARD_DEF = {"name": "kard15", "joints": list(get_layout("openni15").joints),
+            "limbs": [["head", "neck"], [1, 2], ["right_shoulder", "right_elbow"], [1, 5],
+                      ["left_shoulder", "left_elbow"]]}
+
+
+def test_defined_layout_works_like_a_builtin():
+    from mgpipe.layouts import layout_attrs, layout_from_attrs
+
+    lay = get_layout(KARD_DEF)
+    assert lay.name == "kard15" and lay.num_joints == 15
+    assert lay.limbs == ((0, 1), (1, 2), (2, 3), (1, 5), (5, 6))
+    assert lay.flip_index[2] == 5 and lay.limb_flip_index.tolist() == [0, 3, 4, 1, 2]
+    attrs = layout_attrs(lay)
+    assert set(attrs) == {"layout", "layout_joints", "layout_limbs"}
+    assert layout_from_attrs(attrs) == lay
+    assert layout_attrs(COCO17) == {"layout": "coco17"} and layout_from_attrs({"layout": "coco17"}) is COCO17
+    kp = np.random.default_rng(3).normal(size=(2, 15, 3)).astype(np.float32)
+    np.testing.assert_array_equal(convert(kp, lay, get_layout("openni15")), kp)
+
+
+@pytest.mark.parametrize("change, pattern", [
+    ({"joints": ["a", "a"]}, "joint 'a' is listed twice"),
+    ({"joints": ["left_eye", "nose"], "limbs": []}, "joint 'left_eye' has no partner 'right_eye'"),
+    ({"limbs": [["head", "tail"]]}, r"limb 0 \['head', 'tail'\]: 'tail' is not one of its 15 joints"),
+    ({"limbs": [[0, 15]]}, r"limb 0 \[0, 15\]: 15 is not one of its 15 joints"),
+    ({"limbs": [[0, 0]]}, "joins a joint to itself"),
+    ({"limbs": [[0, 1], [1, 0]]}, "repeats a limb"),
+    ({"limbs": [["neck", "right_shoulder"]]}, "limb neck-right_shoulder has no mirror limb neck-left_shoulder"),
+    ({"name": "coco17"}, "'coco17' is a built-in layout"),
+    ({"name": "my layout"}, "layout name 'my layout'"),
+    ({"limbs": [[0]]}, r"limb 0 \[0\] is not a pair"),
+])
+def test_bad_layout_definitions_are_one_line_input_errors(change, pattern):
+    from mgpipe.io import InputError
+
+    with pytest.raises(InputError, match=pattern):
+        get_layout({**KARD_DEF, **change})
+    with pytest.raises(InputError, match="unknown keypoint layout 'openni16'"):
+        get_layout("openni16")

@@ -193,8 +193,8 @@ def test_distributed_banks_agree(tmp_path):
 
     mp.spawn(_dist_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2,
              join=True)
-    b0 = torch.load(tmp_path / "bank0.pt")
-    b1 = torch.load(tmp_path / "bank1.pt")
+    b0 = torch.load(tmp_path / "bank0.pt", weights_only=True)
+    b1 = torch.load(tmp_path / "bank1.pt", weights_only=True)
     assert torch.equal(b0, b1)
     # equal to one process seeing both batches
     both = [torch.cat(t) for t in zip(_batch(0), _batch(1))]

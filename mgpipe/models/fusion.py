@@ -1,4 +1,4 @@
-"""Cross-modal fusion module placed at the exchange points (design/model.md section 5).
+"""Cross-modal fusion module placed at the exchange points (docs/method.md §5).
 
 Our reading of the seed's module:
 

@@ -1,4 +1,4 @@
-"""Prototypical refinement loss, FR-Head style (design/model.md section 6).
+"""Prototypical refinement loss, FR-Head style (docs/method.md §6).
 
 Per stream: z = proj(pooled features). From the detached argmax of the logits, each sample is a
 TP (predicted its label), or else an FN of its label class and an FP of its predicted class.

@@ -1,6 +1,6 @@
 """SlowOnly ResNet3d pathway (one modality) built from Bottleneck3d blocks.
 
-See design/model.md sections 1-3. One class serves both the pose pathway (heatmap volumes,
+See docs/method.md §1-3. One class serves both the pose pathway (heatmap volumes,
 stride-1 stem) and the RGB pathway (frames, stride-2 stem). ``lateral_in`` widens the first
 block of selected stages so that the two-pathway network can concatenate lateral features
 (own features first, lateral features second) before that block.

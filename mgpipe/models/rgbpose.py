@@ -1,4 +1,4 @@
-"""Two-pathway RGB + pose network with bidirectional laterals (design/model.md sections 3, 5, 6).
+"""Two-pathway RGB + pose network with bidirectional laterals (docs/method.md §3, 5, 6).
 
 Forward order:
     rgb stem, layer1, layer2 | pose stem, layer1

@@ -313,14 +313,27 @@ def _numpy_in_checkpoints():
     # colours) under "meta", so that default refuses them. The numpy array and dtype
     # constructors are allowed for the duration of the load, nothing else: arbitrary pickled
     # objects stay refused, and the error names them.
+    # torch < 2.6 defaults to weights_only=False, and mmengine passes nothing: force the
+    # restricted unpickler whatever the torch version, so a checkpoint can never run code.
     import torch
 
+    real_load = torch.load
+
+    def restricted_load(*args, **kwargs):
+        kwargs["weights_only"] = True
+        return real_load(*args, **kwargs)
+
     allow = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
-    if allow is None:
-        yield
-        return
-    with allow(_numpy_globals()):
-        yield
+    torch.load = restricted_load
+    try:
+        if allow is None:
+            torch.serialization.add_safe_globals(_numpy_globals())  # torch 2.4
+            yield
+        else:
+            with allow(_numpy_globals()):
+                yield
+    finally:
+        torch.load = real_load
 
 
 def _unpickling_refused(e: Exception) -> str:

@@ -34,13 +34,17 @@ if DEMO:
         sys.exit("mgpipe: config key pose.backend: the demo data provides OpenPose JSON; use "
                  "openpose (or export a pickle with `mgpipe export-pickle`)")
 else:
+    PYSKL = DS["kind"] == "pyskl"   # the skeleton pickle is the whole dataset: no label table, no videos
+    if PYSKL and (not POSE_ONLY or POSE["backend"] != "pickle"):
+        sys.exit("mgpipe: config key dataset.kind: pyskl provides keypoints and no videos; use "
+                 "mode: pose and pose.backend: pickle")
     DATA = {
-        "labels": DS["label_table"],
-        "split": DS["split"],
+        "labels": None if PYSKL else DS["label_table"],
+        "split": None if PYSKL else DS["split"],
         "videos": DS["videos"] if NEED_VIDEOS else None,
         "skeletons": DS["skeletons"] if NEED_SKELETONS else None,
     }
-    required = {"labels": "dataset.label_table"}
+    required = {} if PYSKL else {"labels": "dataset.label_table"}
     if NEED_VIDEOS:
         required["videos"] = "dataset.videos"
     if NEED_SKELETONS:
@@ -67,7 +71,6 @@ if POSE_ONLY:
     ENSEMBLE["members"] = {m: w for m, w in ENSEMBLE["members"].items() if m in ("joint", "limb") and m in MODELS}
     if not ENSEMBLE["members"]:
         sys.exit("mgpipe: config key ensemble.members: pose-only mode needs joint and/or limb members")
-TRAIN_RULE = {"rgb": "pretrain_rgb", "joint": "pretrain_pose", "limb": "pretrain_limb"}
 
 FINAL_OUTPUTS = [
     f"{R}/ensemble/metrics.json",
@@ -86,10 +89,20 @@ def model_sections(model):
     if model == "rgb":
         return ("seed", "train", "rgb")
     if model == "joint":
-        return ("seed", "train", "pose_model")
+        return ("seed", "train", "pose_model", "heatmaps")
     if model == "limb":
-        return ("seed", "train", "pose_model", "limb")
-    return ("seed", "train", "rgb", "pose_model", "fused")
+        return ("seed", "train", "pose_model", "limb", "heatmaps")
+    return ("seed", "train", "rgb", "pose_model", "fused", "heatmaps")
+
+
+def model_config(model, *extra):
+    """A model's config sections as sorted JSON. The RGB model reads only the box padding of the
+    heatmap settings (its frames are cropped to the clip's compact box), so the Gaussian width
+    does not retrain it."""
+    sections = {k: config[k] for k in model_sections(model) + extra}
+    if model == "rgb":
+        sections["heatmaps"] = {"padding": config["heatmaps"]["padding"]}
+    return mgconfig.canonical(sections)
 
 
 def code(stage):
@@ -119,7 +132,7 @@ def pose_inputs(wildcards):
 
 def train_data(model):
     """Stores a model reads: the frame store only where an RGB pathway is trained."""
-    data = dict(manifest=f"{R}/clips.csv", classes=f"{R}/classes.csv", heatmaps=f"{R}/heatmaps.h5")
+    data = dict(manifest=f"{R}/clips.csv", classes=f"{R}/classes.csv", keypoints=f"{R}/keypoints.h5")
     if model not in ("joint", "limb"):
         data["frames"] = f"{R}/frames.h5"
     return data

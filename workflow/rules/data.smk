@@ -37,10 +37,13 @@ rule clips:
         classes=f"{R}/classes.csv",
     params:
         sources=" ".join(optional_arg(f"--{k}", v) for k, v in DATA.items()),
-        # Of the pose settings only the backend matters here (which keypoint files to check).
+        # Of the pose settings only the backend and the pickle's layout matter here (which
+        # keypoint files to check, how to read a pickle).
         # (a function: the video pattern's {video_id} is not a wildcard)
         cfg=lambda wildcards: mgconfig.canonical({"seed": config["seed"], "mode": config["mode"],
-                                                  "dataset": DS, "pose": {"backend": POSE["backend"]}}),
+                                                  "dataset": DS, "pose": {
+                                                      "backend": POSE["backend"],
+                                                      "pickle_layout": POSE["pickle_layout"]}}),
         code=code("clips"),
     log:
         f"{R}/logs/clips.log",

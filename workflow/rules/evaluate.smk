@@ -8,7 +8,7 @@ rule test:
     output:
         scores=f"{R}/scores/{{model}}.csv",
     params:
-        cfg=lambda wildcards: stage_config(*model_sections(wildcards.model), "test"),
+        cfg=lambda wildcards: model_config(wildcards.model, "test"),
         code=code("test"),
         frames=frames_arg,
     wildcard_constraints:
@@ -26,7 +26,7 @@ rule test:
         "../envs/mgpipe.yaml"
     shell:
         "mgpipe test {input.model} --config-json {params.cfg:q} --manifest {input.manifest} "
-        "{params.frames} --heatmaps {input.heatmaps} --out {output.scores} "
+        "{params.frames} --keypoints {input.keypoints} --out {output.scores} "
         "--threads {threads} 2> {log}"
 
 

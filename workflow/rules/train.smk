@@ -9,7 +9,7 @@ rule pretrain_rgb:
         **train_outputs("rgb"),
     params:
         model="rgb",
-        cfg=stage_config(*model_sections("rgb")),
+        cfg=model_config("rgb"),
         code=code("train"),
         launcher=LAUNCHER,
         frames=frames_arg,
@@ -29,7 +29,7 @@ rule pretrain_rgb:
         "../envs/mgpipe.yaml"
     shell:
         "{params.launcher} mgpipe train {params.model} --config-json {params.cfg:q} --manifest {input.manifest} "
-        "--classes {input.classes} {params.frames} --heatmaps {input.heatmaps} "
+        "--classes {input.classes} {params.frames} --keypoints {input.keypoints} "
         "{params.init} --out-dir {params.out_dir} --state-dir {params.state} "
         "--threads {threads} 2> {log}"
 
@@ -41,7 +41,7 @@ use rule pretrain_rgb as pretrain_pose with:
         **train_outputs("joint"),
     params:
         model="joint",
-        cfg=stage_config(*model_sections("joint")),
+        cfg=model_config("joint"),
         code=code("train"),
         launcher=LAUNCHER,
         frames=frames_arg,
@@ -61,7 +61,7 @@ use rule pretrain_rgb as pretrain_limb with:
         **train_outputs("limb"),
     params:
         model="limb",
-        cfg=stage_config(*model_sections("limb")),
+        cfg=model_config("limb"),
         code=code("train"),
         launcher=LAUNCHER,
         frames=frames_arg,
@@ -78,7 +78,6 @@ rule merge:
     input:
         rgb=f"{R}/models/rgb/model.pt",
         pose=f"{R}/models/joint/model.pt",
-        heatmaps=f"{R}/heatmaps.h5",
     output:
         merged=f"{R}/merged/fused_{{variant}}.pt",
     params:
@@ -92,7 +91,7 @@ rule merge:
         "../envs/mgpipe.yaml"
     shell:
         "mgpipe merge --rgb {input.rgb} --pose {input.pose} --variant {wildcards.variant} "
-        "--heatmaps {input.heatmaps} --out {output.merged} --config-json {params.cfg:q} 2> {log}"
+        "--out {output.merged} --config-json {params.cfg:q} 2> {log}"
 
 
 use rule pretrain_rgb as train_fused with:
@@ -103,7 +102,7 @@ use rule pretrain_rgb as train_fused with:
         **train_outputs("fused_{variant}"),
     params:
         model="fused_{variant}",
-        cfg=stage_config(*model_sections("fused")),
+        cfg=model_config("fused"),
         code=code("train"),
         launcher=LAUNCHER,
         frames=frames_arg,
