@@ -259,20 +259,20 @@ def build_keypoint_store(manifest: pd.DataFrame, skeletons, out_h5, *, backend="
                          f"{', '.join(PROVIDED + IMAGE_BACKENDS)}")
 
     t0, totals = time.time(), Counter()
-    cleaned: list[str] = []
+    cleaned: dict[str, None] = {}  # clips that lost joints, in store order
     with atomic_h5(out_h5) as h5:
         h5.attrs.update(format_version=FORMAT_VERSION, source=backend, **layout_attrs(stored_layout))
         for clips, counts, sizes in source:
             totals.update(counts)
             if counts.get("non_finite_joints") and len(clips) == 1:  # cleaned by the source
-                cleaned.extend(clips)
+                cleaned.update(dict.fromkeys(clips))
             for cid, kp in clips.items():
                 w, h = sizes.get(cid, size[cid])
                 known = not (pd.isna(w) or pd.isna(h))
                 kp, lost = drop_outliers(kp, (w, h) if known else None, outlier_margin)
                 totals.update(lost)
-                if sum(lost.values()) and cid not in cleaned[-1:]:
-                    cleaned.append(cid)
+                if sum(lost.values()):
+                    cleaned[cid] = None
                 if not known:  # pose-only mode with no image size anywhere
                     w, h = _extent(kp)
                     totals["size_from_keypoints"] += 1
@@ -283,7 +283,7 @@ def build_keypoint_store(manifest: pd.DataFrame, skeletons, out_h5, *, backend="
         log.info("pose: %s", stats)
         if cleaned:
             log.warning("pose: %d clip(s) lost joints that were not finite or far outside the frame: %s%s",
-                        len(cleaned), ", ".join(cleaned[:50]), " ..." if len(cleaned) > 50 else "")
+                        len(cleaned), ", ".join(list(cleaned)[:50]), " ..." if len(cleaned) > 50 else "")
         if stats.get("frames") and stats.get("empty_frames", 0) == stats["frames"]:
             # Every frame empty is a wrong input (paths, layout, model), not data to train on.
             raise InputError(f"pose backend {backend}: nobody found in any of the {stats['frames']} "
