@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mgpipe.heatmaps import (  # noqa: E402
     compact_box, render_joints, render_joints_loop, render_limbs, render_limbs_loop,
 )
+from mgpipe.bench import sample_ms  # noqa: E402
 from mgpipe.data import ClipDataset  # noqa: E402
 from mgpipe.layouts import COCO17  # noqa: E402
 
@@ -132,14 +133,7 @@ def per_sample(clips, frames: int, size: int, sigma: float, repeat: int) -> dict
             data = ClipDataset(manifest, "train", {kind: (frames, size)}, keypoints_h5=store,
                                train=True, sigma=sigma, flip=True, crop_area=(0.8, 1.0),
                                zoom=(0.9, 1.1), shift=0.05)
-            best = float("inf")
-            for epoch in range(repeat):
-                data.set_epoch(epoch)
-                t0 = time.perf_counter()
-                for i in range(len(data)):
-                    data[i]
-                best = min(best, time.perf_counter() - t0)
-            out[kind] = 1e3 * best / len(data)
+            out[kind] = sample_ms(data, repeat)
     return out
 
 

@@ -1,14 +1,19 @@
-"""`mgpipe bench`: training throughput of the networks alone and of the full training step.
+"""`mgpipe bench`: training throughput of the networks alone and of the full training step, and
+the cost of the data path beside it.
 
 (a) each network on random tensors already on the device, (b) the same training step fed by the
 real DataLoader reading the HDF5 stores, in fp32, bf16 autocast, bf16 + channels_last_3d and
-(optionally) torch.compile, all in one run so the ratios compare like with like.
+(optionally) torch.compile, all in one run so the ratios compare like with like; (c) with stores,
+the milliseconds one training sample costs on one thread (joint, limb and RGB samples as the
+loader builds them) and the heatmap build rate, so a user sees which side limits.
 """
 
 from __future__ import annotations
 
 import itertools
+import tempfile
 import time
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -118,3 +123,52 @@ def run(*, models=("joint", "rgb", "fused_full"), modes=("fp32", "bf16", "bf16+c
     table["vs fp32"] = [round(r["network clips/s"] / base.get(r["model"], float("nan")), 2)
                         for _, r in table.iterrows()]
     return table
+
+
+def sample_ms(data, repeat: int = 1) -> float:
+    """Milliseconds per sample of a dataset over whole passes (one per epoch, the best of
+    `repeat`), in this process: what one loader worker spends on a sample."""
+    best = float("inf")
+    for epoch in range(repeat):
+        data.set_epoch(epoch)
+        t0 = time.perf_counter()
+        for i in range(len(data)):
+            data[i]
+        best = min(best, time.perf_counter() - t0)
+    return 1e3 * best / len(data)
+
+
+def data_path(manifest, *, frames_h5, keypoints_h5, size: str = "paper", base_config=None,
+              samples: int = 64) -> pd.DataFrame:
+    """ms per training sample on one thread (store read, frame draw, augmentation, rendering or
+    JPEG decoding, as the loader workers do) for joint, limb and RGB samples at the pathways'
+    training sizes, and the heatmap store build rate (joints + limbs, compression included)."""
+    from .heatmaps import build_heatmap_store
+
+    cfg = _config(size, base_config)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    rows = []
+    try:
+        train = manifest[manifest.split == "train"].head(samples)
+        pose = cfg["pose_model"]["input"]
+        kinds = {"joint": (pose["frames"], pose["size"]), "limb": (pose["frames"], pose["size"]),
+                 "rgb": (cfg["rgb"]["frames"], cfg["rgb"]["size"])}
+        for kind, (frames, side) in kinds.items():
+            if kind == "rgb" and frames_h5 is None:
+                continue
+            data = ClipDataset(train, "train", {kind: (frames, side)}, frames_h5=frames_h5,
+                               keypoints_h5=keypoints_h5, train=True, seed=0, crop_area=(0.56, 1.0))
+            data[0]  # open the stores
+            ms = sample_ms(data)
+            rows.append({"data path": f"{kind} sample ({frames} x {side} px)", "ms/sample": round(ms, 3),
+                         "per second, one thread": round(1e3 / ms, 1)})
+        with tempfile.TemporaryDirectory() as tmp:
+            stats = build_heatmap_store(keypoints_h5, Path(tmp) / "heatmaps.h5", size=pose["size"],
+                                        threads=1, progress=False, log=lambda *a: None)
+        rows.append({"data path": f"heatmap store build ({pose['size']} px, joints + limbs)",
+                     "ms/sample": round(1e3 * stats["seconds"] / max(stats["clips"], 1), 3),
+                     "per second, one thread": round(stats["clips"] / max(stats["seconds"], 1e-9), 1)})
+    finally:
+        torch.set_num_threads(threads)
+    return pd.DataFrame(rows)

@@ -186,10 +186,19 @@ def cmd_bench(args):
                 manifest=manifest, frames_h5=root / "frames.h5" if args.stores else None,
                 keypoints_h5=root / "keypoints.h5" if args.stores else None, workers=args.workers)
     print(table.to_string(index=False))
+    if args.stores:
+        from .bench import data_path
+
+        path_table = data_path(manifest, frames_h5=root / "frames.h5", keypoints_h5=root / "keypoints.h5",
+                               size="paper" if args.size == "paper" else "config", base_config=base)
+        print()
+        print(path_table.to_string(index=False))
     if args.out:
         from .clips import write_csv
 
         write_csv(table, args.out)
+        if args.stores:
+            write_csv(path_table, Path(args.out).with_name(Path(args.out).stem + "_data_path.csv"))
 
 
 def _add_config(p):

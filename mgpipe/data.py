@@ -116,17 +116,26 @@ class _Stores:
 
     def __init__(self, paths: dict):
         self.paths = paths
-        self._pid, self._files = None, {}
+        self._pid, self._files, self._nodes = None, {}, {}
 
     def __getitem__(self, name) -> h5py.File:
         if self._pid != os.getpid():
-            self._pid, self._files = os.getpid(), {}
+            self._pid, self._files, self._nodes = os.getpid(), {}, {}
         if name not in self._files:
             self._files[name] = h5py.File(self.paths[name], "r")
         return self._files[name]
 
+    def node(self, name, path: str):
+        """The object at `path` of store `name`, looked up once per process (h5py's path
+        lookups cost more than reading a clip's keypoints)."""
+        store = self[name]
+        key = (name, path)
+        if key not in self._nodes:
+            self._nodes[key] = store[path]
+        return self._nodes[key]
+
     def __getstate__(self):
-        return {"paths": self.paths, "_pid": None, "_files": {}}
+        return {"paths": self.paths, "_pid": None, "_files": {}, "_nodes": {}}
 
 
 class ClipDataset(torch.utils.data.Dataset):
@@ -163,6 +172,8 @@ class ClipDataset(torch.utils.data.Dataset):
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1, 1)
         self.labels = self.clips.label.to_numpy()
+        self.clip_ids = self.clips.clip_id.astype(str).tolist()
+        self._boxes = {}  # clip id -> compact box: the clip's keypoints never change
         self.layout = None
         if any(m in modalities for m in POSE):
             if keypoints_h5 is None:
@@ -201,29 +212,32 @@ class ClipDataset(torch.utils.data.Dataset):
         """(keypoints [M, T, V, 3], compact box) of one clip."""
         path = self.stores.paths["keypoints"]
         try:
-            g = self.stores["keypoints"]["clips"][clip_id]
-            kp = g["keypoints"][()]
-            width, height = float(g.attrs["width"]), float(g.attrs["height"])
+            kp = self.stores.node("keypoints", f"clips/{clip_id}/keypoints")[()]
+            box = self._boxes.get(clip_id)
+            if box is None:
+                g = self.stores["keypoints"]["clips"][clip_id]
+                width, height = float(g.attrs["width"]), float(g.attrs["height"])
         except KeyError:
             raise InputError(f"{path}: clip {clip_id!r} has no keypoints with width/height") from None
-        V = self.layout.num_joints if self.layout is not None else kp.shape[2]
-        if kp.ndim != 4 or kp.shape[1] == 0 or kp.shape[2:] != (V, 3):
-            raise InputError(f"{path}: clip {clip_id!r} keypoints have shape {kp.shape}, "
-                             f"expected [M, T>0, {V}, 3]")
-        box = compact_box(kp, width, height, self.padding)
+        if box is None:
+            V = self.layout.num_joints if self.layout is not None else kp.shape[2]
+            if kp.ndim != 4 or kp.shape[1] == 0 or kp.shape[2:] != (V, 3):
+                raise InputError(f"{path}: clip {clip_id!r} keypoints have shape {kp.shape}, "
+                                 f"expected [M, T>0, {V}, 3]")
+            box = self._boxes[clip_id] = compact_box(kp, width, height, self.padding)
         return kp, box
 
     def __getitem__(self, index):
         clip_index, view = divmod(index, self.views)
-        row = self.clips.iloc[clip_index]
+        clip_id = self.clip_ids[clip_index]
         rng, crop, zoom, shift, mirror = self._draw_view(clip_index, view)
-        sample = {"label": int(row.label), "index": clip_index}
+        sample = {"label": int(self.labels[clip_index]), "index": clip_index}
         kp = box = None
         if self.stores.paths["keypoints"] is not None:
-            kp, box = self._keypoints(row.clip_id)
+            kp, box = self._keypoints(clip_id)
         for name, (length, size) in self.modalities.items():
             if name == "rgb":
-                sample["rgb"] = self._rgb(row.clip_id, box, length, size, crop, zoom, shift, mirror, rng)
+                sample["rgb"] = self._rgb(clip_id, box, length, size, crop, zoom, shift, mirror, rng)
             else:
                 region = view_box(box, crop, zoom, shift)
                 idx = sample_indices(kp.shape[1], length, rng)

@@ -35,7 +35,11 @@ from PIL import Image, ImageDraw
 from .io import atomic_path, write_text
 from .layouts import BODY25
 
-# class id -> class name (iMiGUE keeps 99 for the non-gesture class).
+# class id -> class name (iMiGUE keeps 99 for the non-gesture class). The classes come in
+# near pairs, as real micro-gestures do: nose / mouth / chin are hand spots a few pixels apart
+# whose hand shapes differ (a fingertip, a flat palm, a fist under the chin), the ear sits just
+# below where the head is scratched, and folded hands rest where rubbing hands move. Keypoints
+# alone (no fingers) confuse the spots; a few RGB frames cannot see the motion.
 CLASSES: dict[int, str] = {
     1: "scratching head",
     2: "touching nose",
@@ -43,9 +47,15 @@ CLASSES: dict[int, str] = {
     4: "crossing arms",
     5: "shrugging",
     6: "rubbing hands",
+    7: "covering mouth",
+    8: "touching ear",
+    9: "folding hands",
     99: "non-gesture",
 }
-ONE_HAND = (1, 2, 3)
+# Segments of each class per video, as a multiple of `segments_per_class`: as uneven as
+# iMiGUE's counts, where the non-gesture class is the largest and some gestures are rare.
+CLASS_SHARE: dict[int, float] = {1: 1.5, 2: 1.0, 3: 1.0, 4: 1.0, 5: 0.5, 6: 1.0, 7: 1.0, 8: 0.5,
+                                 9: 0.5, 99: 2.0}
 LABEL_COLUMNS = [
     "video_id", "label_id", "start_time", "start_frame", "end_time", "end_frame", "class",
     "subject_id", "subject_gender", "subject_nationality", "win_or_lose",
@@ -90,6 +100,9 @@ class Appearance:
     pattern_offset: float  # fraction of one step
     chair: tuple[int, int, int]
     chair_box: tuple[float, float, float, float]  # x0, y0, x1, y1 as fractions of width/height
+    # A press-conference microphone in front of the body (it hides what moves behind it):
+    # (x, top y, head radius) as fractions of width/height/height, or None.
+    microphone: tuple[float, float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +115,7 @@ class Body:
     shoulder_f: float  # shoulder/hip width factor
     head_f: float  # head size factor
     speed: float  # motion tempo (1 = nominal; 1.4 = 40 % faster)
+    right_handed: float  # probability that a one-hand gesture uses the right hand
     breath_hz: float
     breath_phase: float
     sway_hz: float
@@ -137,7 +151,7 @@ def make_subject(rng: np.random.Generator, width: int, height: int) -> tuple[App
             break
     shade = rng.uniform(0.75, 0.9) if rng.random() < 0.5 else rng.uniform(1.1, 1.25)
     bg2 = tuple(int(np.clip(c * shade, 0, 255)) for c in bg)
-    scale = rng.uniform(0.75, 1.05)
+    scale = rng.uniform(0.6, 1.05)  # camera distance
     unit = scale * height
     cx = width * (0.5 + rng.uniform(-0.12, 0.12))
     hip_y = height * rng.uniform(0.93, 0.985)
@@ -155,6 +169,9 @@ def make_subject(rng: np.random.Generator, width: int, height: int) -> tuple[App
         pattern_offset=float(rng.random()),
         chair=_hsv(rng.random(), rng.uniform(0.1, 0.4), rng.uniform(0.12, 0.3)),
         chair_box=((cx - chair_w / 2) / width, chair_top / height, (cx + chair_w / 2) / width, 1.0),
+        microphone=((float((cx + rng.uniform(-0.2, 0.2) * unit) / width),
+                     float((hip_y - rng.uniform(0.28, 0.4) * unit) / height), float(0.03 * unit / height))
+                    if rng.random() < 0.6 else None),
     )
     body = Body(
         unit=float(unit),
@@ -163,6 +180,7 @@ def make_subject(rng: np.random.Generator, width: int, height: int) -> tuple[App
         shoulder_f=float(rng.uniform(0.92, 1.08)),
         head_f=float(rng.uniform(0.92, 1.08)),
         speed=float(rng.uniform(0.7, 1.4)),
+        right_handed=float(0.85 if rng.random() < 0.8 else 0.15),
         breath_hz=float(rng.uniform(0.2, 0.35)),
         breath_phase=float(rng.uniform(0, 2 * np.pi)),
         sway_hz=float(rng.uniform(0.05, 0.15)),
@@ -219,6 +237,7 @@ class Controls:
     lean: float = 0.0  # extra whole-body rotation, radians
     shift: float = 0.0  # lateral body shift, body units
     front: str = "right"  # arm drawn last
+    hands: dict = field(default_factory=dict)  # side -> hand shape ("point", "palm", "folded"; else a fist)
 
 
 # Gesture poses of the RIGHT arm (image left); the left arm uses the mirror image.
@@ -229,15 +248,19 @@ _CROSS_A = ((-0.13, -0.23), (0.08, -0.28), "body")
 _CROSS_B = ((-0.13, -0.25), (0.08, -0.31), "body")
 _SHRUG = ((-0.21, -0.25), (-0.37, -0.19), "body")
 _RUB = ((-0.21, -0.22), (-0.065, -0.31), "body")
+_MOUTH = ((-0.2, -0.35), (-0.06, 0.115), "head")  # the wrist 0.03 below touching the nose
+_EAR = ((-0.28, -0.53), (-0.105, 0.01), "head")  # just below and outside the scratching hand
+_FOLD = ((-0.2, -0.2), (-0.05, -0.285), "body")  # where the hands rub, a little lower and closer
 
 
-def segment_params(rng: np.random.Generator, label: int) -> dict:
-    """Per-segment random variation (hand, timing, amplitude, phase, target jitter)."""
+def segment_params(rng: np.random.Generator, label: int, right_handed: float = 0.5) -> dict:
+    """Per-segment random variation (hand, timing, amplitude, phase, target jitter); a one-hand
+    gesture uses the right hand with probability `right_handed` (the subject's handedness)."""
     return {
-        "hand": "right" if rng.random() < 0.5 else "left",
+        "hand": "right" if rng.random() < right_handed else "left",
         "attack": float(rng.uniform(0.15, 0.27)),
         "release": float(rng.uniform(0.15, 0.27)),
-        "amp": float(rng.uniform(0.8, 1.25)),
+        "amp": float(rng.uniform(0.6, 1.1)),  # micro-gestures are small
         "freq": float(rng.uniform(0.8, 1.2)),
         "phase": float(rng.uniform(0, 2 * np.pi)),
         "jitter": [float(v) for v in rng.uniform(-0.012, 0.012, 8)],
@@ -279,6 +302,7 @@ def gesture_controls(label: int, u: float, t: float, p: dict) -> Controls:
                      0.006 * a * hold * math.cos(3.0 * w), elbow_frac=0.2)
         setattr(c, active, arm)
         c.pitch = 0.1 * e
+        c.hands[active] = "point"
     elif label == 3:  # hand on chin: the chin rests on the hand, slow thinking nod
         arm = _shift(_target(_CHIN, jit, e), 0.0, 0.005 * a * hold * math.sin(1.2 * w), elbow_frac=0.2)
         setattr(c, active, arm)
@@ -301,6 +325,20 @@ def gesture_controls(label: int, u: float, t: float, p: dict) -> Controls:
         s = 0.022 * a * hold * math.sin(3.0 * w)
         c.right = _shift(_target(_RUB, jit, e, 0), 0.004 * a * hold * math.cos(3.0 * w), s, 0.3)
         c.left = _shift(_target(_RUB, jit, e, 1), 0.004 * a * hold * math.cos(3.0 * w), -s, 0.3)
+    elif label == 7:  # covering mouth: a flat palm over the mouth, held still
+        arm = _shift(_target(_MOUTH, jit, e), 0.003 * a * hold * math.sin(1.5 * w), 0.0, elbow_frac=0.2)
+        setattr(c, active, arm)
+        c.pitch = 0.15 * e
+        c.hands[active] = "palm"
+    elif label == 8:  # touching ear: fingertips at the ear lobe, a small tug
+        arm = _shift(_target(_EAR, jit, e), 0.0, 0.005 * a * hold * math.sin(2.0 * w), elbow_frac=0.2)
+        setattr(c, active, arm)
+        c.roll = math.radians(2.0) * e * (1 if active == "right" else -1)
+        c.hands[active] = "point"
+    elif label == 9:  # folding hands: fingers interlaced in front of the belly, still
+        c.right = _target(_FOLD, jit, e, 0)
+        c.left = _target(_FOLD, jit, e, 1)
+        c.hands = {"right": "folded", "left": "folded"}
     elif label == 99:  # non-gesture: nod, posture shift, hand adjustment on the lap, look aside
         v = p["variant"]
         if v == 0:
@@ -419,6 +457,7 @@ def body_pose(body: Body, controls: Controls, t: float) -> Pose:
         mouth=to_px(mouth),
         unit=body.unit,
         front=controls.front,
+        extra={"hands": dict(controls.hands)},
     )
 
 
@@ -480,14 +519,30 @@ def _limb(d: ImageDraw.ImageDraw, a, b, width: float, colour):
         d.ellipse([p[0] - r, p[1] - r, p[0] + r, p[1] + r], fill=colour)
 
 
-def _hand(d: ImageDraw.ImageDraw, elbow, wrist, unit, skin):
+def _hand(d: ImageDraw.ImageDraw, elbow, wrist, unit, skin, shape: str = "fist"):
+    """One hand beyond the wrist, along the forearm: a fist, a pointing finger, a flat palm
+    or interlaced fingers. The shape is what keypoints without fingers cannot see."""
     v = np.asarray(wrist) - np.asarray(elbow)
     n = float(np.linalg.norm(v))
     v = v / n if n > 1e-6 else np.array([0.0, 1.0])
-    centre = np.asarray(wrist) + 0.035 * unit * v
+    w = np.asarray(wrist)
     ang = math.atan2(v[1], v[0])
-    poly = _ellipse_poly(centre, 0.05 * unit, 0.03 * unit, ang, n=16)
-    d.polygon(poly, fill=skin, outline=_darker(skin, 0.72))
+    dark = _darker(skin, 0.72)
+    if shape == "point":
+        d.polygon(_ellipse_poly(w + 0.025 * unit * v, 0.035 * unit, 0.026 * unit, ang, n=16),
+                  fill=skin, outline=dark)
+        _limb(d, w + 0.04 * unit * v, w + 0.085 * unit * v, 0.014 * unit, skin)
+    elif shape == "palm":
+        d.polygon(_ellipse_poly(w + 0.05 * unit * v, 0.068 * unit, 0.043 * unit, ang, n=20),
+                  fill=skin, outline=dark)
+    else:
+        centre = w + 0.035 * unit * v
+        d.polygon(_ellipse_poly(centre, 0.05 * unit, 0.03 * unit, ang, n=16), fill=skin, outline=dark)
+        if shape == "folded":
+            across = np.array([-v[1], v[0]]) * 0.022 * unit
+            for k in (-1, 0, 1):
+                c = centre + k * 0.014 * unit * v
+                d.line([tuple(c - across), tuple(c + across)], fill=dark, width=max(1, int(0.006 * unit)))
 
 
 def render_frame(pose: Pose, appearance: Appearance, width: int, height: int) -> Image.Image:
@@ -552,8 +607,14 @@ def render_frame(pose: Pose, appearance: Appearance, width: int, height: int) ->
         _limb(d, sh, mid, 0.07 * u, shirt)
         _limb(d, mid, el, 0.06 * u, skin)
         _limb(d, sh, mid, 0.07 * u, shirt)
+    hands = pose.extra.get("hands", {})
     for s in order:
-        _hand(d, jt[J[f"{s}_elbow"]], jt[J[f"{s}_wrist"]], u, skin)
+        _hand(d, jt[J[f"{s}_elbow"]], jt[J[f"{s}_wrist"]], u, skin, hands.get(s, "fist"))
+    if appearance.microphone is not None:  # in front of everything
+        mx, my, mr = appearance.microphone
+        mx, my, mr = mx * width, my * height, mr * height
+        d.rectangle([mx - 0.25 * mr, my, mx + 0.25 * mr, height], fill=(40, 40, 44))
+        d.ellipse([mx - mr, my - 1.4 * mr, mx + mr, my + 0.6 * mr], fill=(25, 25, 28))
     return img
 
 
@@ -611,9 +672,14 @@ def frame_time(frame: int, fps: int) -> str:
     return f"{frame / fps:.4f}"
 
 
+def class_counts(segments_per_class: int) -> dict[int, int]:
+    """Segments of each class in one video (CLASS_SHARE; every class at least once)."""
+    return {lab: max(1, int(round(segments_per_class * CLASS_SHARE[lab]))) for lab in CLASSES}
+
+
 def plan_video(rng: np.random.Generator, body: Body, segments_per_class: int) -> tuple[list[dict], int]:
     """Seeded order and timing of the labelled segments: (segments, total frames)."""
-    labels = [lab for lab in CLASSES for _ in range(segments_per_class)]
+    labels = [lab for lab, n in class_counts(segments_per_class).items() for _ in range(n)]
     order = rng.permutation(len(labels))
     frame = int(rng.integers(6, 21))
     segments = []
@@ -621,7 +687,7 @@ def plan_video(rng: np.random.Generator, body: Body, segments_per_class: int) ->
         label = labels[int(i)]
         n = max(8, int(round(int(rng.integers(32, 65)) / body.speed)))
         segments.append({"label": label, "start": frame, "end": frame + n - 1,
-                         "params": segment_params(rng, label)})
+                         "params": segment_params(rng, label, body.right_handed)})
         frame += n + int(rng.integers(6, 21))
     return segments, frame
 

@@ -18,7 +18,7 @@ import torch
 
 from .evaluate import read_scores, stream_probs, streams_of
 from .io import InputError, atomic_path, write_json, write_text
-from .zoo import VARIANTS, is_fused
+from .zoo import VARIANTS, combine_streams, is_fused
 
 log = logging.getLogger(__name__)
 STREAM_WEIGHTS = {"1:1": (1, 1), "2:1": (2, 1), "1:2": (1, 2)}
@@ -49,7 +49,8 @@ def model_probs(scores: pd.DataFrame, name: str, weights=(1, 1)) -> torch.Tensor
     """A model's class probabilities: a fused network combines its rgb and pose streams."""
     if is_fused(name):
         wr, wp = weights
-        return (wr * stream_probs(scores, "rgb") + wp * stream_probs(scores, "pose")) / (wr + wp)
+        return combine_streams({"rgb": stream_probs(scores, "rgb"), "pose": stream_probs(scores, "pose")},
+                               {"rgb": wr, "pose": wp})
     (stream,) = streams_of(scores)
     return stream_probs(scores, stream)
 
@@ -137,7 +138,8 @@ def run(score_files: dict, classes_csv, out_dir, *, members: dict, search: bool 
     report["ensemble"] = {"weights": weights, "searched_on_val": search, **ens_metrics}
     report["ablation"] = [
         {"variant": n[6:], "fusion": VARIANTS[n[6:]][0], "prototype": VARIANTS[n[6:]][1],
-         **{k: v["top1"] for k, v in report["models"][n].items()}}
+         **{k: v["top1"] for k, v in report["models"][n].items()},
+         "mean_class_accuracy": report["models"][n]["rgb:pose 1:1"]["mean_class_accuracy"]}
         for n in fused_names if n[6:] in VARIANTS]
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -188,11 +190,26 @@ def _table(report: dict) -> list[list[str]]:
 
 
 def _ablation(report: dict) -> list[list[str]]:
-    rows = [["variant", "fusion", "prototype loss", "rgb", "pose", "rgb:pose 1:1"]]
+    rows = [["variant", "fusion", "prototype loss", "rgb", "pose", "rgb:pose 1:1", "mean class acc."]]
     for r in report["ablation"]:
         rows.append([r["variant"], "yes" if r["fusion"] else "no", "yes" if r["prototype"] else "no",
-                     f"{r['rgb']:.4f}", f"{r['pose']:.4f}", f"{r['rgb:pose 1:1']:.4f}"])
+                     f"{r['rgb']:.4f}", f"{r['pose']:.4f}", f"{r['rgb:pose 1:1']:.4f}",
+                     f"{r['mean_class_accuracy']:.4f}" if "mean_class_accuracy" in r else ""])
     return rows
+
+
+# (what the comparison shows, variant without it, variant with it)
+ABLATION_EFFECTS = (("the fusion module", "nofusion", "full"), ("the prototype loss", "noproto", "full"),
+                    ("both", "plain", "full"))
+
+
+def ablation_effects(report: dict) -> list[str]:
+    """One sentence per pair of trained variants that differ in one ingredient (or both): what
+    adding it changed in the fused network's test top-1 (rgb:pose 1:1)."""
+    top1 = {r["variant"]: r["rgb:pose 1:1"] for r in report["ablation"]}
+    return [f"Adding {what} ({without} -> {with_}): test top-1 {top1[without]:.4f} -> "
+            f"{top1[with_]:.4f} ({top1[with_] - top1[without]:+.4f})."
+            for what, without, with_ in ABLATION_EFFECTS if without in top1 and with_ in top1]
 
 
 def _md(rows):
@@ -206,7 +223,8 @@ def summary_markdown(report: dict) -> str:
              f"Model selection: {report.get('validation', 'best epoch by validation top-1')}.\n",
              "## Models and ensemble (test split)\n", _md(_table(report)), ""]
     if report["ablation"]:
-        parts += ["## Ablation of the fused network (test top-1)\n", _md(_ablation(report)), ""]
+        parts += ["## Ablation of the fused network (test top-1)\n", _md(_ablation(report)), "",
+                  *[f"- {line}" for line in ablation_effects(report)], ""]
     parts += ["## Per-class accuracy of the ensemble\n",
               _md([["class", "accuracy"]] + [[k, f"{v:.4f}"] for k, v in
                                             report["ensemble"]["per_class"].items()]),
@@ -221,8 +239,9 @@ def summary_html(report: dict) -> str:
                        for r in rows[1:])
         return f"<table><tr>{head}</tr>{body}</table>"
 
-    abl = f"<h2>Ablation of the fused network (test top-1)</h2>{table(_ablation(report))}" \
-        if report["ablation"] else ""
+    effects = "".join(f"<li>{html.escape(line)}</li>" for line in ablation_effects(report))
+    abl = (f"<h2>Ablation of the fused network (test top-1)</h2>{table(_ablation(report))}"
+           f"<ul>{effects}</ul>") if report["ablation"] else ""
     return ("<!doctype html><html><head><meta charset='utf-8'><title>mgpipe results</title>"
             "<style>body{font-family:sans-serif;margin:2em}td,th{padding:3px 10px;"
             "border-bottom:1px solid #ddd;text-align:left}</style></head><body>"

@@ -129,18 +129,13 @@ def video_probabilities(video, checkpoint, config: dict, *, skeletons=None, wind
 
 
 def _model_probs(model, name, data, config, progress) -> np.ndarray:
-    from .ensemble import STREAM_WEIGHTS
     from .train import make_loader, predict
 
     device = pick_device(config["train"]["device"])
     model.to(device)
     loader = make_loader(data, config["test"]["batch_size"], workers=0)
     streams = predict(model, name, loader, device, progress=progress, desc=name)
-    if zoo.is_fused(name):
-        w = STREAM_WEIGHTS["1:1"]
-        return ((w[0] * streams["rgb"] + w[1] * streams["pose"]) / sum(w)).numpy()
-    (probs,) = streams.values()
-    return probs.numpy()
+    return zoo.combine_streams(streams).numpy()  # a fused network's streams 1:1
 
 
 def top_k(probs: np.ndarray, classes: pd.DataFrame, k: int) -> pd.DataFrame:

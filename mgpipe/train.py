@@ -61,32 +61,27 @@ def make_loader(dataset, batch_size, *, shuffle_seed=None, workers=0, drop_last=
         persistent_workers=False)
 
 
-def combine(probs: dict, weights: dict | None = None) -> torch.Tensor:
-    """Weighted average of per-stream probabilities (1:1 unless weights say otherwise)."""
-    weights = weights or {k: 1.0 for k in probs}
-    total = sum(weights[k] for k in probs)
-    return sum(probs[k] * weights[k] for k in probs) / total
-
-
 @torch.no_grad()
 def predict(model, name, loader, device, *, amp=False, channels_last=False, progress=False,
             desc="eval") -> dict:
-    """Per-view softmax probabilities averaged over the views of each clip: {stream: [N, K]}."""
+    """Per-view softmax probabilities averaged over the views of each clip: {stream: [N, K]}.
+    A batch holds views of several clips (the dataset enumerates clip x view); the sums stay on
+    the device and are read once at the end, so no batch waits for the host."""
     model.eval()
     sums, counts = {}, None
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits, _ = zoo.forward(model, name, batch, device, channels_last)
-        idx = batch["index"]
+        idx = batch["index"].to(device, non_blocking=True)
         for stream, z in logits.items():
-            p = F.softmax(z.float(), dim=1).cpu().double()
+            p = F.softmax(z.float(), dim=1).double()
             if stream not in sums:
                 n = len(loader.dataset.clips)
-                sums[stream] = torch.zeros(n, p.shape[1], dtype=torch.float64)
-                counts = torch.zeros(n, dtype=torch.float64)
+                sums[stream] = torch.zeros(n, p.shape[1], dtype=torch.float64, device=device)
+                counts = torch.zeros(n, dtype=torch.float64, device=device)
             sums[stream].index_add_(0, idx, p)
-        counts.index_add_(0, idx, torch.ones(len(idx), dtype=torch.float64))
-    return {k: (v / counts[:, None]).float() for k, v in sums.items()}
+        counts.index_add_(0, idx, torch.ones(len(idx), dtype=torch.float64, device=device))
+    return {k: (v / counts[:, None]).float().cpu() for k, v in sums.items()}
 
 
 def top1(probs: torch.Tensor, labels) -> float:
@@ -248,7 +243,7 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
             # Every process validates the whole split (no collectives inside), so all agree on "best".
             probs = predict(model, name, val_loader, device, amp=amp, channels_last=channels_last)
             row.update({f"val_top1_{s}": round(top1(p, val_set.labels), 6) for s, p in probs.items()})
-            score = top1(combine(probs), val_set.labels)
+            score = top1(zoo.combine_streams(probs), val_set.labels)
             row["val_top1"] = round(score, 6)
         else:
             score = float(epoch)  # the last epoch is the best one

@@ -91,6 +91,15 @@ def streams(name: str) -> list[str]:
     return ["rgb", "pose"] if is_fused(name) else [name]
 
 
+def combine_streams(probs: dict, weights: dict | None = None):
+    """A model's class probabilities from its streams' {stream: [N, K]}: the weighted mean
+    (1:1 unless weights say otherwise); a single-stream model's one stream as it is. The one
+    place where stream probabilities are combined (training's selection, scores, prediction)."""
+    weights = weights or {k: 1.0 for k in probs}
+    total = sum(weights[k] for k in probs)
+    return sum(probs[k] * weights[k] for k in probs) / total
+
+
 def forward(model, name: str, batch: dict, device, channels_last=False) -> dict:
     """Run the model on a batch; return {stream: logits} plus the raw output."""
     def move(x):

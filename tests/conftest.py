@@ -49,7 +49,7 @@ def demo_stores(tmp_path_factory):
     root = tmp_path_factory.mktemp("stores")
     demo = root / "demo"
     generate(demo, seed=0, num_subjects=4, segments_per_class=1, width=160, height=120, progress=False)
-    # the demo's own 7 classes, as `mgpipe clips` gives them for dataset.kind demo
+    # the demo's own classes, as `mgpipe clips` gives them for dataset.kind demo
     manifest, classes = build_manifest(demo / "labels.csv", demo / "split.csv", demo / "videos",
                                        skeletons_dir=demo / "skeletons", classes=dict(CLASSES))
     write_csv(manifest, root / "clips.csv")

@@ -15,3 +15,14 @@ def test_bench_table_has_every_model_and_mode(demo_stores):
     assert list(table.model) == ["joint", "joint", "rgb", "rgb", "fused_full", "fused_full"]
     assert (table["network clips/s"] > 0).all() and (table["full step clips/s"] > 0).all()
     assert (table[table["mode"] == "fp32"]["vs fp32"] == 1.0).all()
+
+
+def test_bench_reports_the_data_path(demo_stores):
+    cfg = mgconfig.validate(yaml.safe_load(open("tests/data/tiny.yaml")))
+    manifest = pd.read_csv(demo_stores / "clips.csv", dtype={"clip_id": str, "video_id": str})
+    table = bench.data_path(manifest, frames_h5=demo_stores / "frames.h5",
+                            keypoints_h5=demo_stores / "keypoints.h5", size="config",
+                            base_config=cfg, samples=4)
+    kinds = [row.split()[0] for row in table["data path"]]
+    assert kinds == ["joint", "limb", "rgb", "heatmap"]
+    assert (table["ms/sample"] > 0).all() and (table["per second, one thread"] > 0).all()

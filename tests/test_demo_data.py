@@ -57,7 +57,7 @@ def test_files_columns_and_labels(small):
     for _, rows in labels.groupby("video_id"):
         assert rows.label_id.tolist() == list(range(1, len(rows) + 1))
         assert rows.start_frame.is_monotonic_increasing
-    assert len(labels) == counts["segments"] == 3 * len(dd.CLASSES)
+    assert len(labels) == counts["segments"] == 3 * sum(dd.class_counts(1).values())
     assert labels.start_time.map(lambda v: f"{v:.4f}").eq(
         labels.start_frame.map(lambda f: f"{f / 25:.4f}")).all()
     total = 0
@@ -72,8 +72,8 @@ def test_files_columns_and_labels(small):
         assert (rows.end_frame - rows.start_frame + 1 >= 8).all()
         assert (rows.start_frame.iloc[1:].to_numpy() > rows.end_frame.iloc[:-1].to_numpy()).all()
         assert rows.subject_id.nunique() == 1
-        # each subject makes every class once (segments_per_class=1)
-        assert sorted(rows["class"]) == sorted(dd.CLASSES)
+        # each subject makes every class, as unevenly as class_counts says
+        assert rows["class"].value_counts().to_dict() == dd.class_counts(1)
         r = rows.iloc[0]
         assert f"{r.start_time:.4f}" == dd.frame_time(int(r.start_frame), 25)
     assert total == counts["frames"]
@@ -199,6 +199,12 @@ def test_trajectories_and_classes_apart():
     mid = rest.joints[J["neck"], 0]
     assert wrists[4][0, 0] > mid and wrists[4][1, 0] < mid
     assert wrists[5][0, 0] < rest.joints[J["right_wrist"], 0] - 0.15 * body.unit
+    # the near pairs: the mouth lies between nose and chin, the ear just below the scratching
+    # hand, folded hands a little lower than rubbing ones
+    assert wrists[2][0, 1] < wrists[7][0, 1] < wrists[3][0, 1]
+    assert wrists[7][0, 1] - wrists[2][0, 1] < 0.2 * head_h
+    assert 0 < wrists[8][0, 1] - wrists[1][0, 1] < 0.5 * head_h
+    assert 0 < wrists[9][0, 1] - wrists[6][0, 1] < 0.05 * body.unit
     appearance, _ = dd.make_subject(np.random.default_rng(5), 320, 240)
     img = dd.render_frame(rest, appearance, 320, 240)
     assert img.size == (320, 240) and img.mode == "RGB"
@@ -212,3 +218,25 @@ def test_rejects_bad_arguments(tmp_path):
         dd.generate(tmp_path, width=161, progress=False)
     with pytest.raises(ValueError):
         dd.generate(tmp_path, seed=-1, progress=False)
+
+
+def test_class_counts_are_uneven_like_imigue():
+    counts = dd.class_counts(2)
+    assert set(counts) == set(dd.CLASSES)
+    assert max(counts, key=counts.get) == 99  # the non-gesture class is the largest
+    assert min(counts.values()) == 1 and counts[99] >= 4 * min(counts.values())
+
+
+def test_hand_shape_shows_in_pixels_not_in_keypoints():
+    """Touching the nose and covering the mouth put the wrist a few pixels apart; what tells
+    them apart in RGB is the hand: a fingertip or a flat palm over the mouth."""
+    appearance, body = dd.make_subject(np.random.default_rng(5), 320, 240)
+    p = dd.segment_params(np.random.default_rng(1), 2, right_handed=1.0)
+    poses = {lab: dd.body_pose(body, dd.gesture_controls(lab, 0.5, 0.4, p), 2.0) for lab in (2, 7)}
+    assert poses[2].extra["hands"] == {"right": "point"}
+    assert poses[7].extra["hands"] == {"right": "palm"}
+    same = dd.body_pose(body, dd.gesture_controls(2, 0.5, 0.4, p), 2.0)
+    same.extra["hands"] = {"right": "palm"}  # nose pose, mouth hand: only the shape changes
+    a = np.asarray(dd.render_frame(poses[2], appearance, 320, 240)).astype(int)
+    b = np.asarray(dd.render_frame(same, appearance, 320, 240)).astype(int)
+    assert (np.abs(a - b).sum(axis=2) > 30).sum() > 20

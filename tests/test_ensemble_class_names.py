@@ -42,3 +42,27 @@ def test_duplicate_class_names_are_refused(tmp_path):
         tmp_path / "classes.csv", index=False)
     with pytest.raises(InputError, match=r"classes\.csv: class name 'nod' appears twice"):
         run({}, tmp_path / "classes.csv", tmp_path / "out", members={})
+
+
+def test_summary_says_what_fusion_and_prototype_loss_add():
+    from mgpipe.ensemble import ablation_effects, summary_markdown
+
+    def variant(name, fusion, proto, top1):
+        return {"variant": name, "fusion": fusion, "prototype": proto, "rgb": 0.5, "pose": 0.8,
+                "rgb:pose 1:1": top1, "mean_class_accuracy": top1 - 0.1}
+
+    report = {"num_test_clips": 4, "models": {}, "validation": "best epoch by validation top-1",
+              "ensemble": {"weights": {"fused_full": 1.0}, "top1": 0.9, "top5": 1.0,
+                           "mean_class_accuracy": 0.8, "per_class": {"a": 1.0}},
+              "ablation": [variant("full", True, True, 0.92), variant("nofusion", False, True, 0.85),
+                           variant("noproto", True, False, 0.9), variant("plain", False, False, 0.8)]}
+    lines = ablation_effects(report)
+    assert lines == [
+        "Adding the fusion module (nofusion -> full): test top-1 0.8500 -> 0.9200 (+0.0700).",
+        "Adding the prototype loss (noproto -> full): test top-1 0.9000 -> 0.9200 (+0.0200).",
+        "Adding both (plain -> full): test top-1 0.8000 -> 0.9200 (+0.1200)."]
+    md = summary_markdown(report)
+    assert "| plain | no | no | 0.5000 | 0.8000 | 0.8000 | 0.7000 |" in md
+    assert all(f"- {line}" in md for line in lines)
+    report["ablation"] = report["ablation"][:1] + report["ablation"][3:]  # full and plain only
+    assert ablation_effects(report) == [lines[2]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 import time
 
 import h5py
@@ -401,3 +402,61 @@ def test_build_store_errors(tmp_path):
         build_heatmap_store(src, out, progress=False)
     with pytest.raises(InputError, match="not found"):
         build_heatmap_store(tmp_path / "nope.h5", out, progress=False)
+
+
+# ----------------------------------------------------------------------------- the peer's semantics
+def _peer():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_data_path.py"
+    spec = importlib.util.spec_from_file_location("bench_data_path", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("sigma", [0.6, 1.5])
+def test_agrees_with_the_peer_inside_both_cuts(sigma):
+    """PoseConv3D's published rendering (re-expressed in benchmarks/bench_data_path.py) and ours
+    agree within 1/255 wherever both draw (docs/method.md §7 says where the cuts differ)."""
+    peer = _peer()
+    rng = np.random.default_rng(3)
+    limbs = [(0, 1), (1, 2), (2, 3), (0, 4)]
+    kp = random_clip(rng, 1, 8, joints=5)
+    kp[..., 2] = np.where(kp[..., 2] > 0, 1.0, 0.0)
+    box = np.array([0, 0, 640, 480], np.float32)
+    grid = peer.to_grid(kp, box, 48)
+    ours_j = render_joints(kp, box, 48, sigma)
+    ours_l = render_limbs(kp, box, 48, sigma, limbs)
+    assert peer.agreement(ours_j, peer.peer_joints(grid, 48, 48, sigma), grid, sigma, "joint", limbs) <= 1 / 255
+    assert peer.agreement(ours_l, peer.peer_limbs(grid, 48, 48, sigma, limbs), grid, sigma, "limb", limbs) <= 1 / 255
+
+
+def test_short_limb_differs_from_the_peer_as_documented():
+    """A limb under one pixel: ours is the distance to the segment at the smaller score; the
+    peer draws its first joint with that joint's score."""
+    peer = _peer()
+    kp = np.zeros((1, 1, 2, 3), np.float32)
+    kp[0, 0] = [(20.0, 20.0, 0.9), (20.4, 20.0, 0.5)]
+    box = np.array([0, 0, 48, 48], np.float32)
+    ours = render_limbs(kp, box, 48, 1.0, [(0, 1)])[0, 0]
+    theirs = peer.peer_limbs(peer.to_grid(kp, box, 48), 48, 48, 1.0, [(0, 1)])[0, 0]
+    assert ours[20, 20] == pytest.approx(0.5) and theirs[20, 20] == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("persons", [1, 3])
+def test_quantised_rendering_equals_quantising_the_float_volume(persons):
+    """The store's uint8 volumes are rendered directly; they must be exactly quantise() of the
+    float rendering (max commutes with rounding)."""
+    from mgpipe.heatmaps import quantise
+
+    rng = np.random.default_rng(persons)
+    kp = random_clip(rng, persons, 10)
+    kp[0, 0, 0, 2] = 1.7  # a score above 1 is clipped like quantise() clips it
+    box = compact_box(kp, 640, 480)
+    for first in (False, True):
+        got = render_joints(kp, box, 40, 0.8, channels_first=first, quantised=True)
+        assert got.dtype == np.uint8
+        assert np.array_equal(got, quantise(render_joints(kp, box, 40, 0.8, channels_first=first)))
+        got = render_limbs(kp, box, 40, 0.8, COCO17.limbs, channels_first=first, quantised=True)
+        assert np.array_equal(got, quantise(render_limbs(kp, box, 40, 0.8, COCO17.limbs, channels_first=first)))

@@ -1,0 +1,231 @@
+"""Benchmark: mgpipe's data path against the peer's semantics, side by side in one run.
+
+The peer is pyskl's GeneratePoseTarget as published: for every frame, joint (or limb) and
+person a Python-level patch is drawn; a joint's Gaussian is cut at the square
+[int(mu - 3 sigma), int(mu + 3 sigma)] and scaled by the keypoint score, a limb's at the
+bounding box of the segment grown by 3 sigma and scaled by the smaller end score, a limb shorter
+than one pixel is drawn as its first joint, and persons combine by maximum. It is re-expressed
+here from that description (`peer_joints`, `peer_limbs`), not imported.
+
+What is timed, on real skeletons (a pyskl pickle, KARD by default), one thread:
+  * pose training samples: ClipDataset (store read, frame draw, keypoint-space crop, zoom,
+    shift and flip, rendering at the training size) against the same dataset whose rendering is
+    the peer's: same clips, frames, views and size, only the renderer differs;
+  * the heatmap store build: mgpipe's heatmaps stage (joints + limbs, compression and writing
+    included) against the peer rendering the same clips at the same size (rendering only);
+  * the values: largest |mgpipe - peer| over the pixels where both semantics draw (inside both
+    cuts), which must stay within 1/255.
+
+    python benchmarks/bench_data_path.py --pickle ../shared/data/kard2d.pkl [--layout openni15]
+        [--frames 32] [--size 56] [--sigma 0.6] [--clips 200] [--repeat 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mgpipe.bench import sample_ms  # noqa: E402
+from mgpipe.data import ClipDataset, mirror_keypoints, sample_indices, view_box  # noqa: E402
+from mgpipe.heatmaps import EPS, build_heatmap_store, compact_box  # noqa: E402
+from mgpipe.layouts import layout_from_attrs  # noqa: E402
+from mgpipe.skeleton_io import import_pickle  # noqa: E402
+
+
+# ----------------------------------------------------------------------------- the peer
+def _peer_point(arr, x, y, score, sigma):
+    """One joint of one person into arr [H, W] (in place, by maximum)."""
+    h, w = arr.shape
+    x0, x1 = max(int(x - 3 * sigma), 0), min(int(x + 3 * sigma) + 1, w)
+    y0, y1 = max(int(y - 3 * sigma), 0), min(int(y + 3 * sigma) + 1, h)
+    if x0 >= x1 or y0 >= y1:
+        return
+    xs = np.arange(x0, x1, dtype=np.float32)
+    ys = np.arange(y0, y1, dtype=np.float32)[:, None]
+    patch = np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / 2 / sigma ** 2) * score
+    np.maximum(arr[y0:y1, x0:x1], patch, out=arr[y0:y1, x0:x1])
+
+
+def _peer_segment(arr, a, b, score_a, score_b, sigma):
+    """One limb of one person into arr [H, W] (in place, by maximum): scaled by the smaller end
+    score, or, shorter than one pixel, the first joint's Gaussian at its own score."""
+    h, w = arr.shape
+    score = min(score_a, score_b)
+    if (a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2 < 1:
+        _peer_point(arr, a[0], a[1], score_a, sigma)
+        return
+    x0, x1 = max(int(min(a[0], b[0]) - 3 * sigma), 0), min(int(max(a[0], b[0]) + 3 * sigma) + 1, w)
+    y0, y1 = max(int(min(a[1], b[1]) - 3 * sigma), 0), min(int(max(a[1], b[1]) + 3 * sigma) + 1, h)
+    if x0 >= x1 or y0 >= y1:
+        return
+    xs = np.arange(x0, x1, dtype=np.float32)
+    ys = np.arange(y0, y1, dtype=np.float32)[:, None]
+    d2a = (xs - a[0]) ** 2 + (ys - a[1]) ** 2
+    d2b = (xs - b[0]) ** 2 + (ys - b[1]) ** 2
+    d2ab = (a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2
+    c = (d2a - d2b + d2ab) / 2 / d2ab
+    px, py = a[0] + c * (b[0] - a[0]), a[1] + c * (b[1] - a[1])
+    d2line = (xs - px) ** 2 + (ys - py) ** 2
+    d2 = np.where(c <= 0, d2a, np.where(c >= 1, d2b, d2line))
+    patch = np.exp(-d2 / 2 / sigma ** 2) * score
+    np.maximum(arr[y0:y1, x0:x1], patch, out=arr[y0:y1, x0:x1])
+
+
+def peer_joints(kp, h, w, sigma):
+    """kp [M, T, V, 3] in output pixels -> float32 [T, V, H, W]."""
+    m_, t_, v_, _ = kp.shape
+    out = np.zeros((t_, v_, h, w), np.float32)
+    for t in range(t_):
+        for v in range(v_):
+            for m in range(m_):
+                x, y, s = kp[m, t, v]
+                if s >= EPS:
+                    _peer_point(out[t, v], x, y, s, sigma)
+    return out
+
+
+def peer_limbs(kp, h, w, sigma, limbs):
+    """kp [M, T, V, 3] in output pixels -> float32 [T, L, H, W]."""
+    m_, t_, _, _ = kp.shape
+    out = np.zeros((t_, len(limbs), h, w), np.float32)
+    for t in range(t_):
+        for i, (ja, jb) in enumerate(limbs):
+            for m in range(m_):
+                sa, sb = kp[m, t, ja, 2], kp[m, t, jb, 2]
+                if min(sa, sb) >= EPS:
+                    _peer_segment(out[t, i], kp[m, t, ja, :2], kp[m, t, jb, :2], sa, sb, sigma)
+    return out
+
+
+def to_grid(kp, region, size):
+    """Frame-pixel keypoints [M, T, V, 3] -> output-grid pixels over region (x0, y0, x1, y1);
+    missing keypoints (score 0 or the (0, 0) marker) get score 0."""
+    x0, y0, x1, y1 = (float(v) for v in region)
+    out = np.array(kp, np.float32)
+    missing = (kp[..., 0] == 0) & (kp[..., 1] == 0) | ~np.isfinite(kp[..., :2]).all(-1)
+    out[..., 0] = (kp[..., 0] - x0) * (size / (x1 - x0))
+    out[..., 1] = (kp[..., 1] - y0) * (size / (y1 - y0))
+    out[..., 2][missing] = 0.0
+    return out
+
+
+class PeerDataset(ClipDataset):
+    """ClipDataset whose heatmaps are drawn by the peer: everything else is shared."""
+
+    def render(self, kind, keypoints, region, size, mirror):
+        if mirror:
+            keypoints = mirror_keypoints(keypoints, region, size, self.layout.flip_index)
+        grid = to_grid(keypoints, region, size)
+        if kind == "joint":
+            vol = peer_joints(grid, size, size, self.sigma)
+        else:
+            vol = peer_limbs(grid, size, size, self.sigma, self.layout.limbs)
+        return np.ascontiguousarray(vol.transpose(1, 0, 2, 3))  # the network's [C, T, H, W]
+
+
+# ----------------------------------------------------------------------------- timing
+def agreement(ours, peer, kp_grid, sigma, kind, limbs) -> float:
+    """max |ours - peer| where both draw: inside the disc / square of radius 3 sigma minus one
+    pixel around every joint (the peer's int() truncation adds a column just past 3 sigma), and
+    for limbs inside 3 sigma of the segment minus one pixel."""
+    t_, c_, h, w = ours.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    r = 3 * sigma - 1
+    worst = 0.0
+    for t in range(t_):
+        for c in range(c_):
+            if kind == "joint":
+                x, y, s = kp_grid[0, t, c]
+                if s < EPS:
+                    continue
+                mask = (np.abs(xx - x) <= r) & (np.abs(yy - y) <= r)
+            else:
+                ja, jb = limbs[c]
+                a, b = kp_grid[0, t, ja], kp_grid[0, t, jb]
+                if min(a[2], b[2]) < EPS or (a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2 < 1:
+                    continue
+                ab = b[:2] - a[:2]
+                cc = np.clip(((xx - a[0]) * ab[0] + (yy - a[1]) * ab[1]) / (ab @ ab), 0, 1)
+                d = np.hypot(xx - a[0] - cc * ab[0], yy - a[1] - cc * ab[1])
+                mask = d <= r
+            if mask.any():
+                worst = max(worst, float(np.abs(ours[t, c] - peer[t, c])[mask].max()))
+    return worst
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--pickle", required=True, help="a pyskl skeleton pickle (e.g. kard2d.pkl)")
+    p.add_argument("--layout", default="openni15", help="its keypoint layout")
+    p.add_argument("--frames", type=int, default=32)
+    p.add_argument("--size", type=int, default=56)
+    p.add_argument("--sigma", type=float, default=0.6)
+    p.add_argument("--clips", type=int, default=200, help="clips timed per measurement")
+    p.add_argument("--repeat", type=int, default=2, help="best of N passes")
+    a = p.parse_args(argv)
+    if not Path(a.pickle).is_file():
+        sys.exit(f"{a.pickle}: skeleton pickle not found")
+    torch.set_num_threads(1)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        kp_h5 = tmp / "keypoints.h5"
+        manifest = import_pickle(a.pickle, kp_h5, layout=a.layout).head(a.clips).assign(split="train")
+        print(f"{len(manifest)} real clips of {a.pickle}, {a.frames} frames at {a.size} px, sigma "
+              f"{a.sigma}, one thread; best of {a.repeat} passes")
+        aug = dict(train=True, sigma=a.sigma, flip=True, crop_area=(0.56, 1.0), zoom=(1.0, 1.0), shift=0.0)
+        print(f"\n{'training sample':<22}{'mgpipe ms':>10}{'peer ms':>10}{'ratio':>8}{'max |diff|':>12}")
+        for kind in ("joint", "limb"):
+            mods = {kind: (a.frames, a.size)}
+            ours = ClipDataset(manifest, "train", mods, keypoints_h5=kp_h5, **aug)
+            peer = PeerDataset(manifest, "train", mods, keypoints_h5=kp_h5, **aug)
+            t_ours, t_peer = sample_ms(ours, a.repeat), sample_ms(peer, a.repeat)
+            diff = 0.0
+            for i in range(0, len(ours), max(1, len(ours) // 20)):  # 20 samples, both renderers
+                rng, crop, zoom, shift, mirror = ours._draw_view(i, 0)
+                kp, box = ours._keypoints(manifest.clip_id.iloc[i])
+                region = view_box(box, crop, zoom, shift)
+                sel = kp[:, sample_indices(kp.shape[1], a.frames, rng)]
+                mine = ours.render(kind, sel, region, a.size, False).transpose(1, 0, 2, 3)
+                theirs = peer.render(kind, sel, region, a.size, False).transpose(1, 0, 2, 3)
+                diff = max(diff, agreement(mine, theirs, to_grid(sel, region, a.size), a.sigma,
+                                           kind, ours.layout.limbs))
+            results[kind] = {"ours_ms": t_ours, "peer_ms": t_peer, "ratio": t_peer / t_ours, "diff": diff}
+            print(f"{kind:<22}{t_ours:>10.2f}{t_peer:>10.2f}{t_peer / t_ours:>7.1f}x{diff:>12.1e}")
+
+        store = tmp / "heatmaps.h5"
+        t0 = time.perf_counter()
+        stats = build_heatmap_store(kp_h5, store, size=a.size, sigma=a.sigma, limbs=True, threads=1,
+                                    progress=False, log=lambda *args: None)
+        t_build = time.perf_counter() - t0
+        with h5py.File(kp_h5, "r") as f:
+            layout = layout_from_attrs(f.attrs, str(kp_h5))
+            t0 = time.perf_counter()
+            for cid in f["clips"]:  # every clip of the store, as the build renders them
+                g = f["clips"][cid]
+                kp = g["keypoints"][()]
+                box = compact_box(kp, float(g.attrs["width"]), float(g.attrs["height"]), 0.25)
+                grid = to_grid(kp, box, a.size)
+                peer_joints(grid, a.size, a.size, a.sigma)
+                peer_limbs(grid, a.size, a.size, a.sigma, layout.limbs)
+            t_peer = time.perf_counter() - t0
+        n = stats["clips"]
+        results["store"] = {"ours_s": t_build, "peer_s": t_peer, "ratio": t_peer / t_build,
+                            "ours_clips_per_s": n / t_build, "peer_clips_per_s": n / t_peer}
+        print(f"\n{'heatmap store build':<22}{'mgpipe s':>10}{'peer s':>10}{'ratio':>8}")
+        print(f"{f'{n} clips, j+l':<22}{t_build:>10.2f}{t_peer:>10.2f}{t_peer / t_build:>7.1f}x"
+              f"   ({n / t_build:.0f} vs {n / t_peer:.0f} clips/s; ours includes zstd and writing)")
+    return results
+
+
+if __name__ == "__main__":
+    main()
