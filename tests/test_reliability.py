@@ -594,13 +594,8 @@ def tiny_tmpfs(tmp_path):
     """A 64 KiB tmpfs (root only): a real full disk."""
     mount = tmp_path / "small"
     mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or proc.returncode}); "
-                    "the injected-OSError tests cover a full disk")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+    yield from _mounted(["-t", "tmpfs", "-o", "size=64k", "tmpfs"], mount,
+                        "cannot mount a tmpfs here", "the injected-OSError tests cover a full disk")
 
 
 @pytest.mark.parametrize("stage", ["decode", "pose", "heatmaps"])
@@ -620,6 +615,16 @@ def test_disk_full_real_tmpfs(stage, tiny_tmpfs, videos, demo_stores):
     assert list(tiny_tmpfs.iterdir()) == []  # nothing left filling the disk
 
 
+def _mounted(args, target, cannot: str, covered_by: str):
+    """Mount onto target for the test (skip, naming the test that covers it, where mounting is
+    not allowed), then unmount."""
+    proc = subprocess.run(["mount", *args, str(target)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"{cannot} ({proc.stderr.strip() or proc.returncode}); {covered_by}")
+    yield target
+    subprocess.run(["umount", str(target)], check=True)
+
+
 @pytest.fixture
 def read_only_folder(tmp_path):
     """A folder nobody may write to: chmod for a normal user; a read-only bind mount for root
@@ -631,13 +636,8 @@ def read_only_folder(tmp_path):
         yield folder
         folder.chmod(0o755)
         return
-    proc = subprocess.run(["mount", "--bind", "-o", "ro", str(folder), str(folder)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"root cannot make a read-only mount here ({proc.stderr.strip()}); "
-                    "test_read_only_injected covers it")
-    yield folder
-    subprocess.run(["umount", str(folder)], check=True)
+    yield from _mounted(["--bind", "-o", "ro", str(folder)], folder,
+                        "root cannot make a read-only mount here", "test_read_only_injected covers it")
 
 
 @pytest.mark.parametrize("where", ["folder", "subfolder"])
