@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mgpipe.config import validate  # noqa: E402
-from mgpipe.evaluate import read_scores, score_model, stream_probs  # noqa: E402
+from mgpipe.evaluate import score_model  # noqa: E402
+from mgpipe.formats.scores import read as read_scores, stream_probs  # noqa: E402
 from mgpipe.skeleton_io import import_pickle  # noqa: E402
 from mgpipe.train import run as train_run  # noqa: E402
 

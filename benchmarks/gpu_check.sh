@@ -42,11 +42,13 @@ fi
 # The store: demo data through clips, decode and pose with the library's own commands.
 t0=$(stamp)
 if [ ! -s "$WORK/keypoints.h5" ]; then
-    mg demo-data "$WORK/demo" --subjects "$SUBJECTS" --segments-per-class 1
+    # SUBJECTS subjects, one segment per class; the seed and frame size at their schema defaults
+    DEMO="{\"dataset\": {\"demo\": {\"num_subjects\": $SUBJECTS, \"segments_per_class\": 1}}}"
+    mg demo-data "$WORK/demo" --config-json "$DEMO"
     mg clips --labels "$WORK/demo/labels.csv" --split "$WORK/demo/split.csv" --videos "$WORK/demo/videos" \
         --skeletons "$WORK/demo/skeletons" --config config.yaml --out "$WORK/clips.csv" \
         --classes-out "$WORK/classes.csv"
-    mg decode --manifest "$WORK/clips.csv" --out "$WORK/frames.h5" --max-side 320 --threads 8
+    mg decode --manifest "$WORK/clips.csv" --config config.yaml --out "$WORK/frames.h5" --threads 8
     mg pose --manifest "$WORK/clips.csv" --skeletons "$WORK/demo/skeletons" --config config.yaml \
         --out "$WORK/keypoints.h5" --threads 8
 fi
@@ -81,7 +83,7 @@ EOF
         echo "train $model (1 epoch),$(elapsed "$t0" "$(stamp)")" >> "$EPOCHS"
     done
     mg merge --rgb "$WORK/models/rgb/model.pt" --pose "$WORK/models/joint/model.pt" "${CFG[@]}" \
-        --variant full --out "$WORK/models/fused_full_init.pt"
+        --model fused_full --out "$WORK/models/fused_full_init.pt"
     t0=$(stamp)
     mg train fused_full "${CFG[@]}" "${DATA[@]}" --frames "$WORK/frames.h5" \
         --init "$WORK/models/fused_full_init.pt" --out-dir "$WORK/models/fused_full"

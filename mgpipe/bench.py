@@ -17,11 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
-from . import zoo
-from .data import ClipDataset
-from .train import make_loader
+from . import specs
+from .samples import make_loader, model_samples
 
 PAPER = {
     "rgb": {"frames": 8, "size": 224, "network": {"base_channels": 64, "stage_blocks": [3, 4, 6, 3],
@@ -38,25 +36,28 @@ MODES = {  # name: (autocast bf16, channels_last_3d, compile)
 
 
 def _config(size: str, base: dict | None) -> dict:
-    """A config dict for zoo: the paper's pathways, or the ones of a given (demo) config."""
-    if size == "paper" or base is None:
-        cfg = {"rgb": {"network": PAPER["rgb"]["network"], "frames": 8, "size": 224},
-               "pose_model": {"network": PAPER["pose"]["network"],
-                              "input": {"frames": 32, "size": 56, "test_size": 56}}}
-    else:
-        cfg = {"rgb": dict(base["rgb"]), "pose_model": dict(base["pose_model"])}
-    cfg["fused"] = {"fusion": {"hidden": 256 if size == "paper" else 32},
-                    "prototype": {"streams": ["rgb", "pose"], "dim": 256 if size == "paper" else 32,
-                                  "momentum": 0.9, "alpha": 0.125, "tau": 0.125, "weight": 0.1,
-                                  "tp_only": False}}
+    """The config the specs and samples read: the paper's pathways on the schema's other
+    settings, or a given (demo) config as it is."""
+    import copy
+
+    from .config import defaults
+
+    if size != "paper" and base is not None:
+        return copy.deepcopy(base)
+    cfg = copy.deepcopy(base) if base is not None else defaults()
+    cfg["rgb"].update(network=PAPER["rgb"]["network"], frames=PAPER["rgb"]["frames"], size=PAPER["rgb"]["size"])
+    cfg["pose_model"].update(network=PAPER["pose"]["network"], input={
+        "frames": PAPER["pose"]["frames"], "size": PAPER["pose"]["size"], "test_size": PAPER["pose"]["size"]})
+    cfg["fused"]["fusion"]["hidden"] = 256
+    cfg["fused"]["prototype"]["dim"] = 256
     return cfg
 
 
-def _step(model, name, batch, device, amp, cl, optimizer, step_model):
+def _step(model, spec, batch, device, amp, cl, optimizer, step_model):
     labels = batch["label"].to(device, non_blocking=True)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        logits, out = zoo.forward(step_model, name, batch, device, cl)
-        loss = model.loss(out, labels)["loss"] if zoo.is_fused(name) else F.cross_entropy(logits[name].float(), labels)
+        _, out = spec.forward(step_model, batch, device, cl)
+        loss = model.loss(out, labels)["loss"]
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -91,27 +92,28 @@ def run(*, models=("joint", "rgb", "fused_full"), modes=("fp32", "bf16", "bf16+c
     for name, mode in itertools.product(models, modes):
         amp, cl, compiled = MODES[mode]
         torch.manual_seed(0)
-        model = zoo.build(zoo.architecture(cfg, name, channels=(joints, joints)), 32).to(device)
+        spec = specs.get(name)
+        model = specs.build(spec.network(cfg, (joints, joints)), 32).to(device)
         if cl:
             model.to(memory_format=torch.channels_last_3d)
         step_model = torch.compile(model) if compiled else model
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
         model.train()
         B = batch[name] if name in batch else batch.get("fused", 8)
-        mods = zoo.modalities(cfg, name, True)
+        mods = spec.modalities(cfg, True)
         fake = {"label": torch.randint(0, 32, (B,))}
         for m, (T, S) in mods.items():
             C = 3 if m == "rgb" else joints
             fake[m] = torch.randn(B, C, T, S, S).to(device)
-        secs = _time(lambda: _step(model, name, fake, device, amp, cl, optimizer, step_model), steps, warmup, device)
+        secs = _time(lambda: _step(model, spec, fake, device, amp, cl, optimizer, step_model), steps, warmup, device)
         row = {"model": name, "mode": mode, "batch": B, "network clips/s": round(B * steps / secs, 1)}
         if manifest is not None:
-            data = ClipDataset(manifest, "train", mods, frames_h5=frames_h5, keypoints_h5=keypoints_h5,
-                               train=True, seed=0)
+            data = model_samples(spec, cfg, manifest, "train", train=True, frames_h5=frames_h5,
+                                 keypoints_h5=keypoints_h5)
             loader = make_loader(data, B, shuffle_seed=0, workers=workers, drop_last=True)
             batches = itertools.cycle(loader) if len(loader) else None
             if batches is not None:
-                secs = _time(lambda: _step(model, name, next(batches), device, amp, cl, optimizer, step_model),
+                secs = _time(lambda: _step(model, spec, next(batches), device, amp, cl, optimizer, step_model),
                              steps, warmup, device)
                 row["full step clips/s"] = round(B * steps / secs, 1)
                 row["full/network"] = round(row["full step clips/s"] / row["network clips/s"], 2)
@@ -157,14 +159,15 @@ def data_path(manifest, *, frames_h5, keypoints_h5, size: str = "paper", base_co
         for kind, (frames, side) in kinds.items():
             if kind == "rgb" and frames_h5 is None:
                 continue
-            data = ClipDataset(train, "train", {kind: (frames, side)}, frames_h5=frames_h5,
-                               keypoints_h5=keypoints_h5, train=True, seed=0, crop_area=(0.56, 1.0))
+            data = model_samples(specs.get(kind), cfg, train, "train", train=True, frames_h5=frames_h5,
+                                 keypoints_h5=keypoints_h5)
             data[0]  # open the stores
             ms = sample_ms(data)
             rows.append({"data path": f"{kind} sample ({frames} x {side} px)", "ms/sample": round(ms, 3),
                          "per second, one thread": round(1e3 / ms, 1)})
         with tempfile.TemporaryDirectory() as tmp:
             stats = build_heatmap_store(keypoints_h5, Path(tmp) / "heatmaps.h5", size=pose["size"],
+                                        sigma=cfg["heatmaps"]["sigma"], padding=cfg["heatmaps"]["padding"],
                                         threads=1, progress=False, log=lambda *a: None)
         rows.append({"data path": f"heatmap store build ({pose['size']} px, joints + limbs)",
                      "ms/sample": round(1e3 * stats["seconds"] / max(stats["clips"], 1), 3),

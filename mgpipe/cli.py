@@ -40,9 +40,8 @@ def cmd_photo_video(args):
 def cmd_demo_data(args):
     from .demo_data import generate
 
-    stats = generate(args.out, seed=args.seed, num_subjects=args.subjects,
-                     segments_per_class=args.segments_per_class, width=args.width,
-                     height=args.height, fps=args.fps, progress=not args.quiet)
+    config = _config(args)
+    stats = generate(args.out, seed=config["seed"], **config["dataset"]["demo"], progress=not args.quiet)
     log.info("demo data in %s: %s", args.out, stats)
 
 
@@ -74,8 +73,9 @@ def cmd_decode(args):
     from .clips import read_manifest
     from .decode import build_frame_store
 
-    build_frame_store(read_manifest(args.manifest), args.out, max_side=args.max_side,
-                      quality=args.quality, threads=args.threads, progress=not args.quiet)
+    decode = _config(args)["decode"]
+    build_frame_store(read_manifest(args.manifest), args.out, max_side=decode["max_side"],
+                      quality=decode["jpeg_quality"], threads=args.threads, progress=not args.quiet)
 
 
 def cmd_pose(args):
@@ -103,8 +103,9 @@ def cmd_export_pickle(args):
 def cmd_heatmaps(args):
     from .heatmaps import build_heatmap_store
 
-    stats = build_heatmap_store(args.keypoints, args.out, size=args.size, sigma=args.sigma,
-                                padding=args.padding, threads=args.threads,
+    heatmaps = _config(args)["heatmaps"]
+    stats = build_heatmap_store(args.keypoints, args.out, size=heatmaps["size"], sigma=heatmaps["sigma"],
+                                padding=heatmaps["padding"], threads=args.threads,
                                 progress=not args.quiet, log=log.info)
     log.info("heatmaps: %s", stats)
 
@@ -121,7 +122,7 @@ def cmd_train(args):
 def cmd_merge(args):
     from .merge import merge_checkpoints
 
-    merge_checkpoints(args.rgb, args.pose, _config(args), args.variant, args.out)
+    merge_checkpoints(args.rgb, args.pose, _config(args), args.model, args.out)
 
 
 def cmd_test(args):
@@ -215,14 +216,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo-data", help="generate the synthetic iMiGUE-shaped demo dataset")
+    p = sub.add_parser("demo-data", help="generate the synthetic iMiGUE-shaped demo dataset "
+                                         "(settings: seed, dataset.demo)")
     p.add_argument("out")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--subjects", type=int, default=16)
-    p.add_argument("--segments-per-class", type=int, default=2)
-    p.add_argument("--width", type=int, default=320)
-    p.add_argument("--height", type=int, default=240)
-    p.add_argument("--fps", type=int, default=25)
+    _add_config(p)
     p.set_defaults(func=cmd_demo_data)
 
     p = sub.add_parser("clips", help="clip manifest from a label table (dataset.kind format) and a split")
@@ -236,11 +233,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--classes-out", required=True)
     p.set_defaults(func=cmd_clips)
 
-    p = sub.add_parser("decode", help="videos -> HDF5 store of JPEG frames per clip")
+    p = sub.add_parser("decode", help="videos -> HDF5 store of JPEG frames per clip (settings: decode)")
     p.add_argument("--manifest", required=True)
+    _add_config(p)
     p.add_argument("--out", required=True)
-    p.add_argument("--max-side", type=int, default=340)
-    p.add_argument("--quality", type=int, default=90)
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_decode)
 
@@ -286,12 +282,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_export_pickle)
 
-    p = sub.add_parser("heatmaps", help="keypoints -> joint and limb heatmap volumes (HDF5)")
+    p = sub.add_parser("heatmaps", help="keypoints -> joint and limb heatmap volumes (HDF5) "
+                                        "(settings: heatmaps)")
     p.add_argument("--keypoints", required=True)
+    _add_config(p)
     p.add_argument("--out", required=True)
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--sigma", type=float, default=0.6)
-    p.add_argument("--padding", type=float, default=0.25)
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_heatmaps)
 
@@ -312,7 +307,8 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("merge", help="pretrained rgb + pose checkpoints -> fused initial weights")
     p.add_argument("--rgb", required=True)
     p.add_argument("--pose", required=True)
-    p.add_argument("--variant", default="full")
+    p.add_argument("--model", default="fused_full",
+                   help="the model the weights are for: one that starts from merged weights")
     p.add_argument("--out", required=True)
     _add_config(p)
     p.set_defaults(func=cmd_merge)

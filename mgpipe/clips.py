@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .io import InputError, atomic_path
-from .pose_backends import IMAGE_BACKENDS
+from .pose_backends import reads_frames
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def _row_split(labels, split_file, label_table, val_fraction, seed) -> pd.Series
 
 def _output_classes(table, classes, class_names, kind, source):
     """(ids in output order, names) by the rule in the module docstring."""
-    from .datasets import FORMAT_CLASS_IDS, FORMAT_CLASS_NAMES
+    from .label_tables import FORMAT_CLASS_IDS, FORMAT_CLASS_NAMES
 
     if classes:
         class_ids = [int(c) for c in classes]
@@ -198,7 +198,7 @@ def build_manifest(label_table, split_file, videos_dir, *, kind="imigue", time_u
     pickle_layout: a layout name or definition (mgpipe.layouts). The manifest has no val split
     when the labels name no val subjects and val_fraction is 0.
     """
-    from .datasets import read_labels, read_pyskl
+    from .label_tables import read_labels, read_pyskl
 
     cache = {"pickle_layout": pickle_layout}
     if kind == "pyskl":
@@ -220,7 +220,7 @@ def build_manifest(label_table, split_file, videos_dir, *, kind="imigue", time_u
     labels.table = labels.table.reset_index(drop=True)
     table = labels.table
     row_word = "annotation" if kind == "pyskl" else "row"
-    use_videos = mode == "full" or pose_backend in IMAGE_BACKENDS
+    use_videos = mode == "full" or reads_frames(pose_backend)
     if use_videos and videos_dir is None:
         raise InputError(f"{label_table}: a videos folder is needed unless mode is pose")
     split_of = _row_split(labels, split_file, label_table, val_fraction, seed)

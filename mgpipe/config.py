@@ -12,6 +12,7 @@ import yaml
 from jsonschema import Draft202012Validator, validators
 
 from .io import InputError
+from .pose_backends import reads_frames
 
 
 def schema_path() -> Path:
@@ -68,10 +69,19 @@ def validate(config: dict, source: str = "config") -> dict:
     if {"rgb", "pose_model"} <= given and config.get("mode", "full") == "full":
         # (a stage given only one pathway's settings, or pose-only mode, has no fused network)
         _check_fused_shapes(config, source)
-    if "pose" in given and config.get("mode") == "pose" and config["pose"]["backend"] in ("mediapipe", "mmpose"):
+    if "pose" in given and config.get("mode") == "pose" and reads_frames(config["pose"]["backend"]):
         raise ConfigError(f"{source}: config key mode: pose-only mode reads provided keypoints; "
                           f"pose.backend {config['pose']['backend']} needs videos (use openpose or pickle)")
     return config
+
+
+def defaults() -> dict:
+    """The complete config with every setting at its schema default (a fresh copy each call).
+
+    For code that calls a stage's library function outside the workflow (tests, benchmarks):
+    those functions take every setting as a required argument, so that the schema stays the one
+    place where a default is written down."""
+    return validate({}, "schema defaults")
 
 
 def _check_finite(value, source: str, key: str = "") -> None:
@@ -143,16 +153,16 @@ def digest(value) -> str:
 # through its new output, everything downstream, and nothing upstream.
 STAGE_MODULES = {
     "demo_data": ["demo_data.py", "layouts.py"],
-    "clips": ["clips.py", "datasets.py", "skeleton_io.py", "layouts.py"],
+    "clips": ["clips.py", "label_tables.py", "skeleton_io.py", "layouts.py"],
     "decode": ["decode.py"],
     "pose": ["pose.py", "pose_runner.py", "pose_backends", "layouts.py", "skeleton_io.py"],
     "heatmaps": ["heatmaps.py", "layouts.py"],
-    "train": ["train.py", "data.py", "heatmaps.py", "layouts.py", "zoo.py", "models", "checkpoints.py",
-              "fingerprint.py"],
-    "merge": ["merge.py", "zoo.py", "models", "checkpoints.py"],
-    "test": ["evaluate.py", "train.py", "data.py", "heatmaps.py", "layouts.py", "zoo.py", "models",
+    "train": ["train.py", "samples.py", "heatmaps.py", "layouts.py", "specs.py", "inference.py", "models",
+              "checkpoints.py", "fingerprint.py"],
+    "merge": ["merge.py", "specs.py", "inference.py", "models", "checkpoints.py"],
+    "test": ["evaluate.py", "inference.py", "samples.py", "heatmaps.py", "layouts.py", "specs.py", "models",
              "checkpoints.py"],
-    "ensemble": ["ensemble.py", "evaluate.py"],
+    "ensemble": ["ensemble.py", "formats", "specs.py"],
 }
 
 

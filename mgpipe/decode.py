@@ -94,8 +94,13 @@ def decode_video(job):
     return str(path), out, size
 
 
-def build_frame_store(manifest: pd.DataFrame, out_h5, *, max_side=340, quality=90, threads=1,
+def build_frame_store(manifest: pd.DataFrame, out_h5, *, max_side: int, quality: int, threads=1,
                       progress=True) -> dict:
+    """Frames of every manifest clip into a JPEG frame store at out_h5 (atomically).
+
+    max_side, quality: the config's decode.max_side and decode.jpeg_quality (required: the
+    schema holds their defaults).
+    """
     jobs = []
     for video, group in manifest.groupby("video", sort=True):
         clips = [(r.clip_id, int(r.start_frame), int(r.end_frame)) for r in group.itertuples()]

@@ -802,10 +802,11 @@ def _csv_text(columns: list[str], rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def generate(out_dir, *, seed: int = 0, num_subjects: int = 16, segments_per_class: int = 2,
-             width: int = 320, height: int = 240, fps: int = 25, progress: bool = True,
-             processes: int | None = None) -> dict:
-    """Write the demo data set into out_dir and return counts (see the module docstring)."""
+def generate(out_dir, *, seed: int, num_subjects: int, segments_per_class: int, width: int,
+             height: int, fps: int, progress: bool = True, processes: int | None = None) -> dict:
+    """Write the demo data set into out_dir and return counts (see the module docstring).
+
+    seed is the config's seed, the other settings those of dataset.demo."""
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if num_subjects < 1 or segments_per_class < 1:

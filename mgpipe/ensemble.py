@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .evaluate import read_scores, stream_probs, streams_of
+from .formats.scores import read as read_scores, stream_probs, streams_of
 from .io import InputError, atomic_path, write_json, write_text
-from .zoo import VARIANTS, combine_streams, is_fused
+from .specs import REGISTRY, combine_streams
 
 log = logging.getLogger(__name__)
 STREAM_WEIGHTS = {"1:1": (1, 1), "2:1": (2, 1), "1:2": (1, 2)}
@@ -45,14 +45,18 @@ def confusion(probs: torch.Tensor, labels, num_classes: int) -> np.ndarray:
     return m
 
 
-def model_probs(scores: pd.DataFrame, name: str, weights=(1, 1)) -> torch.Tensor:
-    """A model's class probabilities: a fused network combines its rgb and pose streams."""
-    if is_fused(name):
-        wr, wp = weights
-        return combine_streams({"rgb": stream_probs(scores, "rgb"), "pose": stream_probs(scores, "pose")},
-                               {"rgb": wr, "pose": wp})
-    (stream,) = streams_of(scores)
-    return stream_probs(scores, stream)
+def model_probs(scores: pd.DataFrame, weights=None) -> torch.Tensor:
+    """A model's class probabilities from its score file: its streams combined, 1:1 unless
+    `weights` (one per stream, in the file's stream order) say otherwise."""
+    streams = streams_of(scores)
+    weights = dict(zip(streams, weights)) if weights else None
+    return combine_streams({s: stream_probs(scores, s) for s in streams}, weights)
+
+
+def _variant_flags(name: str) -> dict | None:
+    """{"variant", "fusion", "prototype"} of a registered fused variant, else None."""
+    spec = REGISTRY.get(name)
+    return spec.ablation if spec else None
 
 
 def search_weights(members: dict, scores: dict, split="val", grid=(0.0, 0.5, 1.0, 1.5, 2.0)) -> dict:
@@ -62,7 +66,7 @@ def search_weights(members: dict, scores: dict, split="val", grid=(0.0, 0.5, 1.0
     probs = {}
     for n in names:
         s = scores[n][scores[n].split == split]
-        probs[n] = model_probs(s, n)
+        probs[n] = model_probs(s)
         labels = s.label.to_numpy()
     best, best_w = -1.0, None
     for w in itertools.product(grid, repeat=len(names)):
@@ -101,9 +105,9 @@ def run(score_files: dict, classes_csv, out_dir, *, members: dict, search: bool 
                                                f"class name {twice!r} appears twice"))
     K = len(classes)
     scores = {name: read_scores(p) for name, p in score_files.items()}
-    fused_names = [n for n in scores if is_fused(n)]
-    members = {("fused_" + (variants_order or [n[6:] for n in fused_names])[0]) if m == "fused" else m: w
-               for m, w in members.items()}
+    fused_names = [n for n in scores if _variant_flags(n)]
+    first_fused = f"fused_{variants_order[0]}" if variants_order else (fused_names or [None])[0]
+    members = {first_fused if m == "fused" else m: w for m, w in members.items()}
     missing = sorted(set(members) - set(scores))
     if missing:
         raise InputError(f"ensemble member(s) {missing} have no score file (models: {sorted(scores)})")
@@ -111,13 +115,11 @@ def run(score_files: dict, classes_csv, out_dir, *, members: dict, search: bool 
     test, labels = _aligned(scores, "test")
     report = {"num_test_clips": int(len(labels)), "classes": classes.name.tolist(), "models": {}}
     for name, s in test.items():
-        if is_fused(name):
-            rows = {stream: metrics(stream_probs(s, stream), labels, K) for stream in ("rgb", "pose")}
-            rows.update({f"rgb:pose {k}": metrics(model_probs(s, name, w), labels, K)
+        streams = streams_of(s)
+        rows = {stream: metrics(stream_probs(s, stream), labels, K) for stream in streams}
+        if len(streams) == 2:
+            rows.update({f"{':'.join(streams)} {k}": metrics(model_probs(s, w), labels, K)
                          for k, w in STREAM_WEIGHTS.items()})
-        else:
-            (stream,) = streams_of(s)
-            rows = {stream: metrics(stream_probs(s, stream), labels, K)}
         for r in rows.values():
             r.pop("per_class")
         report["models"][name] = rows
@@ -132,15 +134,15 @@ def run(score_files: dict, classes_csv, out_dir, *, members: dict, search: bool 
     total = sum(weights.values())
     if total <= 0:
         raise InputError("ensemble weights sum to zero")
-    ens = sum(w * model_probs(test[n], n) for n, w in weights.items() if w) / total
+    ens = sum(w * model_probs(test[n]) for n, w in weights.items() if w) / total
     ens_metrics = metrics(ens, labels, K)
     ens_metrics["per_class"] = {classes.name[k]: v for k, v in ens_metrics["per_class"].items()}
     report["ensemble"] = {"weights": weights, "searched_on_val": search, **ens_metrics}
     report["ablation"] = [
-        {"variant": n[6:], "fusion": VARIANTS[n[6:]][0], "prototype": VARIANTS[n[6:]][1],
+        {**_variant_flags(n),
          **{k: v["top1"] for k, v in report["models"][n].items()},
          "mean_class_accuracy": report["models"][n]["rgb:pose 1:1"]["mean_class_accuracy"]}
-        for n in fused_names if n[6:] in VARIANTS]
+        for n in fused_names]
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "metrics.json", report)

@@ -121,7 +121,7 @@ def _frame_blocks(cost: np.ndarray, budget: int) -> list[tuple[int, int]]:
 
 
 # ----------------------------------------------------------------------------- box
-def compact_box(keypoints, width, height, padding: float = 0.25, min_size: float = 10.0) -> np.ndarray:
+def compact_box(keypoints, width, height, padding: float, min_size: float = 10.0) -> np.ndarray:
     """Union box of the clip's valid keypoints, grown around its centre by (1 + padding) in
     half-size (PoseCompact), then made square (longer side wins). The box may leave the frame.
     No valid keypoint, or a union box narrower or shorter than min_size px -> (0, 0, W, H)."""
@@ -459,10 +459,12 @@ def _read_clips(f, path, layout):
         yield cid, kp, width, height
 
 
-def build_heatmap_store(keypoints_h5, out_h5, *, size=64, sigma=0.6, limbs=True, padding=0.25,
+def build_heatmap_store(keypoints_h5, out_h5, *, size: int, sigma: float, padding: float, limbs=True,
                         threads=1, progress=True, log=None) -> dict:
     """Render every clip of a keypoint store into a uint8 heatmap store, written atomically.
 
+    size, sigma, padding: the config's heatmaps settings, all required (the schema holds their
+    defaults); limbs False skips the limb volumes.
     Output: root attrs layout, size, sigma, padding, num_joints, num_limbs (0 when limbs is
     False), format_version; datasets joint/<id> uint8 [T, V, H, W], limb/<id> uint8
     [T, L, H, W] (only when limbs), each zstd (level ZSTD_LEVEL) compressed as one chunk, and box/<id> float32 [4].

@@ -100,28 +100,34 @@ def merge_into(fused: RGBPoseConv3D, rgb: SingleStream, pose: SingleStream) -> D
     return {"copied": n_copied, "widened": n_widened, "fresh": n_total - len(touched)}
 
 
-def merge_checkpoints(rgb_ckpt, pose_ckpt, config: dict, variant: str, out) -> dict:
-    """The merge stage: two pretrained checkpoint files -> the fused variant's initial weights."""
+def merge_checkpoints(rgb_ckpt, pose_ckpt, config: dict, model: str, out) -> dict:
+    """The merge stage: two pretrained checkpoint files -> the initial weights of `model`, a
+    registered model that starts from merged weights (fused_<variant>)."""
     import logging
 
-    from . import zoo
+    from . import specs
+    from .inference import load_model
     from .io import InputError
     from .runtime import seed_everything
     from .checkpoints import save as save_checkpoint
 
-    rgb, rgb_meta = zoo.load_checkpoint(rgb_ckpt)
-    pose, pose_meta = zoo.load_checkpoint(pose_ckpt)
+    rgb, rgb_meta, _ = load_model(rgb_ckpt)
+    pose, pose_meta, _ = load_model(pose_ckpt)
     if rgb_meta["num_classes"] != pose_meta["num_classes"]:
         raise InputError(f"{rgb_ckpt} has {rgb_meta['num_classes']} classes but {pose_ckpt} "
                          f"has {pose_meta['num_classes']}")
     if pose_meta["arch"].get("kind") != "pose" or rgb_meta["arch"].get("kind") != "rgb":
         raise InputError(f"{rgb_ckpt} + {pose_ckpt}: merge takes an RGB and a joint checkpoint, got "
                          f"{rgb_meta['name']} and {pose_meta['name']}")
-    name = f"fused_{variant}"
+    spec = specs.REGISTRY.get(model)
+    if spec is None or spec.init != "merge":
+        known = [n for n, s in specs.REGISTRY.items() if s.init == "merge"]
+        raise InputError(f"{model}: not a model that starts from merged weights; known: {', '.join(known)}")
+    name = spec.name
     # The pose pathway's input width is the pretrained joint model's (its checkpoint says it).
-    arch = zoo.architecture(config, name, channels=(pose_meta["arch"]["in_channels"], 0))
+    arch = spec.network(config, (pose_meta["arch"]["in_channels"], 0))
     seed_everything(config["seed"])  # laterals and fusion keep a fresh init: make it reproducible
-    fused = zoo.build(arch, rgb_meta["num_classes"])
+    fused = specs.build(arch, rgb_meta["num_classes"])
     try:
         report = merge_into(fused, rgb, pose)
     except ValueError as e:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from .io import InputError, atomic_h5
 from .layouts import BODY25_HANDS_FACE, convert, get_layout, layout_attrs
-from .pose_backends import IMAGE_BACKENDS
+from .pose_backends import IMAGE_BACKENDS, reads_frames
 from .skeleton_io import KEYPOINT_STORE_VERSION as FORMAT_VERSION, openpose_person
 
 log = logging.getLogger(__name__)
@@ -225,12 +225,13 @@ def _image_source(manifest, frames_h5, backend, layout, low_score, threads, pyth
 PROVIDED = ("openpose", "pickle")
 
 
-def build_keypoint_store(manifest: pd.DataFrame, skeletons, out_h5, *, backend="openpose",
-                         frames_h5=None, layout="coco17", low_score=0.3, threads=1, python=None,
-                         options=None, pickle_layout="coco17", outlier_margin=0.25,
-                         progress=True) -> dict:
+def build_keypoint_store(manifest: pd.DataFrame, skeletons, out_h5, *, backend, layout, low_score,
+                         python, options, pickle_layout, outlier_margin, frames_h5=None,
+                         threads=1, progress=True) -> dict:
     """Keypoints of every manifest clip from `backend` into the store at out_h5 (atomically).
 
+    backend, layout, low_score, python, options, pickle_layout, outlier_margin: the settings of
+    the config's pose section, all required (the schema holds their defaults).
     skeletons: the OpenPose folder (openpose) or the pickle file (pickle); frames_h5: the frame
     store the image backends (mediapipe, mmpose) look at. layout, pickle_layout: a built-in
     layout's name or a layout definition {name, joints, limbs} (see mgpipe.layouts); the store
@@ -249,7 +250,7 @@ def build_keypoint_store(manifest: pd.DataFrame, skeletons, out_h5, *, backend="
         source = _openpose_source(manifest, skeletons, layout, low_score, threads, progress)
     elif backend == "pickle":
         source = _pickle_source(manifest, skeletons, layout, low_score, pickle_layout, progress)
-    elif backend in IMAGE_BACKENDS or "." in backend:  # dotted: a user's module (see worker)
+    elif reads_frames(backend):
         if frames_h5 is None:
             raise InputError(f"pose backend {backend} needs the frame store (frames_h5)")
         source = _image_source(manifest, frames_h5, backend, layout, low_score, threads, python,

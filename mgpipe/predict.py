@@ -17,9 +17,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import zoo
+from . import specs
+from .inference import load_model
+from .pose_backends import reads_frames
 from .clips import MANIFEST_COLUMNS, probe_video
-from .data import ClipDataset
+from .samples import make_loader, model_samples
 from .io import InputError, atomic_path, write_json
 from .runtime import pick_device, seed_everything, set_threads
 
@@ -93,8 +95,8 @@ def video_probabilities(video, checkpoint, config: dict, *, skeletons=None, wind
         raise InputError(f"{video}: video not found")
     set_threads(threads)
     seed_everything(config["seed"])
-    model, ckpt = zoo.load_checkpoint(checkpoint)
-    name = ckpt["name"]
+    model, ckpt, spec = load_model(checkpoint)
+    name = spec.name
     probe = probe_video(video)
     if not probe["frames"]:
         raise InputError(f"{video}: the container reports no frames")
@@ -105,11 +107,11 @@ def video_probabilities(video, checkpoint, config: dict, *, skeletons=None, wind
         raise InputError(f"{video}: pose.backend is {pose['backend']}: give the video's keypoints "
                          "with --skeletons, or use a config whose pose.backend runs a pose model "
                          "(mediapipe, mmpose)")
-    modalities = zoo.modalities(config, name, False)
+    modalities = spec.modalities(config, False)
     with tempfile.TemporaryDirectory(prefix="mgpipe-predict-", dir=work_dir) as tmp:
         tmp = Path(tmp)
         frames_h5 = tmp / "frames.h5"
-        need_frames = "rgb" in modalities or pose["backend"] in ("mediapipe", "mmpose")
+        need_frames = "rgb" in modalities or reads_frames(pose["backend"])
         if need_frames:
             build_frame_store(manifest, frames_h5, max_side=config["decode"]["max_side"],
                               quality=config["decode"]["jpeg_quality"], threads=1, progress=progress)
@@ -118,24 +120,19 @@ def video_probabilities(video, checkpoint, config: dict, *, skeletons=None, wind
                              low_score=pose["low_score"], threads=threads, python=pose["python"],
                              options=pose["options"], pickle_layout=pose["pickle_layout"],
                              outlier_margin=pose["outlier_margin"], progress=progress)
-        data = ClipDataset(manifest, "test", modalities,
-                           frames_h5=frames_h5 if "rgb" in modalities else None,
-                           keypoints_h5=tmp / "keypoints.h5", train=False, seed=config["seed"],
-                           views=config["test"]["views"], flip=config["test"]["flip"],
-                           mean=config["rgb"]["mean"], std=config["rgb"]["std"],
-                           sigma=config["heatmaps"]["sigma"], padding=config["heatmaps"]["padding"])
-        probs = _model_probs(model, name, data, config, progress)
+        data = model_samples(spec, config, manifest, "test", train=False, frames_h5=frames_h5,
+                             keypoints_h5=tmp / "keypoints.h5", views=config["test"]["views"],
+                             flip=config["test"]["flip"])
+        probs = _model_probs(model, spec, data, config, progress)
     return probs, win, name
 
 
-def _model_probs(model, name, data, config, progress) -> np.ndarray:
-    from .train import make_loader, predict
-
+def _model_probs(model, spec, data, config, progress) -> np.ndarray:
     device = pick_device(config["train"]["device"])
     model.to(device)
     loader = make_loader(data, config["test"]["batch_size"], workers=0)
-    streams = predict(model, name, loader, device, progress=progress, desc=name)
-    return zoo.combine_streams(streams).numpy()  # a fused network's streams 1:1
+    streams = predict(model, spec, loader, device, progress=progress, desc=spec.name)
+    return specs.combine_streams(streams).numpy()  # a fused network's streams 1:1
 
 
 def top_k(probs: np.ndarray, classes: pd.DataFrame, k: int) -> pd.DataFrame:

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .io import InputError, atomic_h5, atomic_path
-from .datasets import id_problem
+from .label_tables import id_problem
 from .layouts import BODY25_HANDS_FACE, get_layout
 
 KEYPOINT_STORE_VERSION = 1  # format of the HDF5 keypoint store (see mgpipe.pose)

@@ -15,14 +15,13 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import checkpoints, zoo
-from .data import ClipDataset, augmentation, keypoint_channels
+from . import checkpoints, specs
+from .inference import load_model, predict, top1
+from .samples import keypoint_channels, make_loader, model_samples
 from .fingerprint import training_fingerprint
 from .io import InputError, atomic_path
 from .runtime import pick_device, seed_everything, set_threads
@@ -46,48 +45,6 @@ def lr_at(epoch: float, optim: dict) -> float:
     return lr
 
 
-def make_loader(dataset, batch_size, *, shuffle_seed=None, workers=0, drop_last=False,
-                rank=0, world=1):
-    """A loader over a seeded permutation; under data parallelism each process takes every
-    world-th index of the same permutation (an equal share, so all processes step together)."""
-    sampler = None
-    if shuffle_seed is not None:
-        g = torch.Generator().manual_seed(shuffle_seed)
-        order = torch.randperm(len(dataset), generator=g).tolist()
-        sampler = order[: len(order) // world * world][rank::world]
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-        drop_last=drop_last, pin_memory=torch.cuda.is_available(),
-        persistent_workers=False)
-
-
-@torch.no_grad()
-def predict(model, name, loader, device, *, amp=False, channels_last=False, progress=False,
-            desc="eval") -> dict:
-    """Per-view softmax probabilities averaged over the views of each clip: {stream: [N, K]}.
-    A batch holds views of several clips (the dataset enumerates clip x view); the sums stay on
-    the device and are read once at the end, so no batch waits for the host."""
-    model.eval()
-    sums, counts = {}, None
-    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits, _ = zoo.forward(model, name, batch, device, channels_last)
-        idx = batch["index"].to(device, non_blocking=True)
-        for stream, z in logits.items():
-            p = F.softmax(z.float(), dim=1).double()
-            if stream not in sums:
-                n = len(loader.dataset.clips)
-                sums[stream] = torch.zeros(n, p.shape[1], dtype=torch.float64, device=device)
-                counts = torch.zeros(n, dtype=torch.float64, device=device)
-            sums[stream].index_add_(0, idx, p)
-        counts.index_add_(0, idx, torch.ones(len(idx), dtype=torch.float64, device=device))
-    return {k: (v / counts[:, None]).float().cpu() for k, v in sums.items()}
-
-
-def top1(probs: torch.Tensor, labels) -> float:
-    return float((probs.argmax(1).numpy() == np.asarray(labels)).mean())
-
-
 def run(name: str, config: dict, *, state_dir, **job) -> dict:
     """Train model `name`; see _train for the arguments. Holds the state folder's lock."""
     state_dir = Path(state_dir)
@@ -103,7 +60,8 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
            out_dir, state_dir: Path, init=None, threads=1, progress=True) -> dict:
     # ---- setup -------------------------------------------------------------------------
     out_dir = Path(out_dir)
-    tcfg, optim = config["train"], zoo.optim_settings(config, name)
+    spec = specs.get(name)
+    tcfg, optim, augment = config["train"], spec.optim(config), spec.augment(config)
     set_threads(threads)
     device = pick_device(tcfg["device"])
     rank, world = _init_distributed(device)
@@ -117,26 +75,23 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
 
     manifest = pd.read_csv(manifest_csv, dtype={"video_id": str, "clip_id": str})
     num_classes = len(pd.read_csv(classes_csv))
-    arch = zoo.architecture(config, name, channels=keypoint_channels(keypoints_h5) if keypoints_h5 else (0, 0))
-    data_kw = dict(frames_h5=frames_h5, keypoints_h5=keypoints_h5, seed=seed,
-                   sigma=config["heatmaps"]["sigma"], padding=config["heatmaps"]["padding"],
-                   mean=config["rgb"]["mean"], std=config["rgb"]["std"])
-    train_set = ClipDataset(manifest, "train", zoo.modalities(config, name, True), train=True,
-                            **augmentation(config, name), **data_kw)
+    arch = spec.network(config, keypoint_channels(keypoints_h5))
+    train_set = model_samples(spec, config, manifest, "train", train=True, frames_h5=frames_h5,
+                              keypoints_h5=keypoints_h5)
     # Without a validation split the fixed schedule runs to its end and the last epoch is kept:
     # selecting on the test split would report an optimistic score.
     has_val = bool((manifest.split == "val").any())
     val_set = val_loader = None
     if has_val:
-        val_set = ClipDataset(manifest, "val", zoo.modalities(config, name, False), train=False,
-                              views=tcfg["val_views"], flip=False, **data_kw)
+        val_set = model_samples(spec, config, manifest, "val", train=False, frames_h5=frames_h5,
+                                keypoints_h5=keypoints_h5, views=tcfg["val_views"])
         val_loader = make_loader(val_set, optim["batch_size"], workers=tcfg["workers"])
     else:
         log.info("%s: no validation split: training %d epochs and keeping the last", name, optim["epochs"])
 
-    model = zoo.build(arch, num_classes)
+    model = specs.build(arch, num_classes)
     if init is not None:
-        init_model, _ = zoo.load_checkpoint(init)
+        init_model, _, _ = load_model(init)
         try:
             model.load_state_dict(init_model.state_dict())
         except RuntimeError as e:
@@ -161,7 +116,7 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
     result_settings = {k: v for k, v in tcfg.items() if k not in ("threads", "workers")}
     fingerprint = training_fingerprint(
         {"arch": arch, "optim": optim, "train": result_settings, "seed": seed, "name": name,
-         "augment": augmentation(config, name), "heatmaps": config["heatmaps"]},
+         "augment": augment, "heatmaps": config["heatmaps"]},
         rows=manifest[manifest.split.isin(["train", "val"])],
         files={"classes": classes_csv, "frames": frames_h5, "keypoints": keypoints_h5, "init": init})
     history, best, start = [], -1.0, 0
@@ -191,7 +146,7 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
 
     # ---- the loop ----------------------------------------------------------------------
     steps = max(1, len(train_set) // (optim["batch_size"] * world))
-    stream_names = zoo.streams(name)
+    stream_names = spec.streams
     for epoch in range(start, optim["epochs"]):
         t0 = time.time()
         model.train()
@@ -211,11 +166,8 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
                 group["lr"] = lr_at(epoch + it / steps, optim)
             labels = batch["label"].to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits, out = zoo.forward(step_model, name, batch, device, channels_last)
-                if zoo.is_fused(name):
-                    parts = model.loss(out, labels)
-                else:
-                    parts = {"loss": F.cross_entropy(logits[name].float(), labels)}
+                logits, out = spec.forward(step_model, batch, device, channels_last)
+                parts = model.loss(out, labels)
             optimizer.zero_grad(set_to_none=True)
             parts["loss"].backward()
             if optim["clip_grad"]:
@@ -241,9 +193,9 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
                **{f"train_top1_{s}": round(c / max(seen, 1), 6) for s, c in zip(stream_names, correct_sums)}}
         if has_val:
             # Every process validates the whole split (no collectives inside), so all agree on "best".
-            probs = predict(model, name, val_loader, device, amp=amp, channels_last=channels_last)
+            probs = predict(model, spec, val_loader, device, amp=amp, channels_last=channels_last)
             row.update({f"val_top1_{s}": round(top1(p, val_set.labels), 6) for s, p in probs.items()})
-            score = top1(zoo.combine_streams(probs), val_set.labels)
+            score = top1(specs.combine_streams(probs), val_set.labels)
             row["val_top1"] = round(score, 6)
         else:
             score = float(epoch)  # the last epoch is the best one

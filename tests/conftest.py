@@ -3,6 +3,29 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mgpipe.config import defaults
+
+
+# The stages' library functions take every setting as a required argument (the schema holds the
+# defaults); these give the schema defaults in each function's argument names.
+def pose_settings(**overrides) -> dict:
+    """build_keypoint_store's settings: the config's pose section, less workers (the stage's
+    threads)."""
+    pose = defaults()["pose"]
+    del pose["workers"]
+    return {**pose, **overrides}
+
+
+def heatmap_settings(**overrides) -> dict:
+    """build_heatmap_store's settings: the config's heatmaps section."""
+    return {**defaults()["heatmaps"], **overrides}
+
+
+def decode_settings(**overrides) -> dict:
+    """build_frame_store's settings: decode.max_side and decode.jpeg_quality (as quality)."""
+    decode = defaults()["decode"]
+    return {"max_side": decode["max_side"], "quality": decode["jpeg_quality"], **overrides}
+
 
 def write_video(path, frames=20, width=64, height=48, fps=25):
     """A real H.264 mp4 with a moving square (frame-exact decoding is checked against it)."""
@@ -48,13 +71,16 @@ def demo_stores(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("stores")
     demo = root / "demo"
-    generate(demo, seed=0, num_subjects=4, segments_per_class=1, width=160, height=120, progress=False)
+    generate(demo, seed=0, num_subjects=4, segments_per_class=1, width=160, height=120, fps=25,
+             progress=False)
     # the demo's own classes, as `mgpipe clips` gives them for dataset.kind demo
     manifest, classes = build_manifest(demo / "labels.csv", demo / "split.csv", demo / "videos",
                                        skeletons_dir=demo / "skeletons", classes=dict(CLASSES))
     write_csv(manifest, root / "clips.csv")
     write_csv(classes, root / "classes.csv")
-    build_frame_store(manifest, root / "frames.h5", max_side=160, progress=False)
-    build_keypoint_store(manifest, demo / "skeletons", root / "keypoints.h5", progress=False)
-    build_heatmap_store(root / "keypoints.h5", root / "heatmaps.h5", size=16, progress=False)
+    build_frame_store(manifest, root / "frames.h5", **decode_settings(max_side=160), progress=False)
+    build_keypoint_store(manifest, demo / "skeletons", root / "keypoints.h5", **pose_settings(),
+                         progress=False)
+    build_heatmap_store(root / "keypoints.h5", root / "heatmaps.h5", **heatmap_settings(size=16),
+                        progress=False)
     return root

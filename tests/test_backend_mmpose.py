@@ -259,6 +259,7 @@ def test_worker_runs_the_backend_over_a_clip(side_python, small_dataset, tmp_pat
     """End to end through mgpipe's pose stage: frame store -> side worker -> keypoint store."""
     import h5py
 
+    from conftest import decode_settings, pose_settings
     from mgpipe.clips import build_manifest
     from mgpipe.decode import build_frame_store
     from mgpipe.pose import build_keypoint_store
@@ -266,10 +267,10 @@ def test_worker_runs_the_backend_over_a_clip(side_python, small_dataset, tmp_pat
     manifest, _ = build_manifest(small_dataset / "labels.csv", small_dataset / "split.csv",
                                  small_dataset / "videos")
     manifest = manifest.iloc[:1]
-    build_frame_store(manifest, tmp_path / "frames.h5", max_side=64, progress=False)
-    build_keypoint_store(manifest, None, tmp_path / "kp.h5", backend="mmpose",
-                         frames_h5=tmp_path / "frames.h5", python=side_python, progress=False,
-                         options={"config": HEATMAP, "allow_random_weights": True})
+    build_frame_store(manifest, tmp_path / "frames.h5", **decode_settings(max_side=64), progress=False)
+    build_keypoint_store(manifest, None, tmp_path / "kp.h5", **pose_settings(
+        backend="mmpose", python=side_python, options={"config": HEATMAP, "allow_random_weights": True}),
+        frames_h5=tmp_path / "frames.h5", progress=False)
     row = manifest.iloc[0]
     with h5py.File(tmp_path / "kp.h5") as h5:
         assert h5.attrs["layout"] == "coco17"

@@ -89,3 +89,110 @@ def test_nan_and_infinity_are_refused_for_every_number(tmp_path, text, key):
         config.load(["config.yaml", p])
     msg = str(err.value)
     assert f"config key {key}" in msg and "not a finite number" in msg and "\n" not in msg
+
+
+def test_defaults_are_the_schema_defaults_and_a_fresh_copy():
+    d = config.defaults()
+    assert d["decode"] == {"max_side": 340, "jpeg_quality": 90}
+    assert d["heatmaps"] == {"size": 64, "sigma": 0.6, "padding": 0.25}
+    d["heatmaps"]["size"] = 8
+    assert config.defaults()["heatmaps"]["size"] == 64
+
+
+# ----------------------------------------------------------------------------- stage commands
+# demo-data, decode and heatmaps take their settings from the config like every other stage:
+# --config-json holds only the sections the stage reads, the schema fills in the rest.
+def _run(capsys, *argv):
+    import logging
+
+    from mgpipe.cli import main
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    capsys.readouterr()
+    try:
+        rc = main(["-q", *map(str, argv)])
+    finally:  # main() points the root logger at this test's stderr: put it back
+        root.handlers[:], root.level = handlers, level
+    return rc, capsys.readouterr().err
+
+
+def _stage_argv(stage, tmp_path):
+    """The command line of a stage without its settings (the paths need not exist: a bad
+    setting is refused before anything is read)."""
+    return {"demo-data": ["demo-data", tmp_path / "demo"],
+            "decode": ["decode", "--manifest", tmp_path / "clips.csv", "--out", tmp_path / "frames.h5"],
+            "heatmaps": ["heatmaps", "--keypoints", tmp_path / "kp.h5", "--out", tmp_path / "hm.h5"]}[stage]
+
+
+@pytest.mark.parametrize("stage, bad, key", [
+    ("demo-data", {"dataset": {"demo": {"num_subjects": 1}}}, "dataset.demo.num_subjects"),
+    ("demo-data", {"seed": -1}, "seed"),
+    ("decode", {"decode": {"max_side": "x"}}, "decode.max_side"),
+    ("decode", {"decode": {"quality": 90}}, "decode.quality"),
+    ("heatmaps", {"heatmaps": {"sigma": 0}}, "heatmaps.sigma"),
+])
+def test_stage_refuses_a_bad_setting_in_one_line(stage, bad, key, tmp_path, capsys):
+    import json
+
+    rc, err = _run(capsys, *_stage_argv(stage, tmp_path), "--config-json", json.dumps(bad))
+    assert rc == 2, err
+    assert err.startswith(f"mgpipe {stage}: error: --config-json: ") and err.count("\n") == 1, err
+    assert key in err
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("stage", ["demo-data", "decode", "heatmaps"])
+def test_stage_settings_are_no_longer_flags(stage, tmp_path, capsys):
+    flag = {"demo-data": "--subjects", "decode": "--max-side", "heatmaps": "--size"}[stage]
+    with pytest.raises(SystemExit) as exit_:
+        _run(capsys, *_stage_argv(stage, tmp_path), flag, "3")
+    assert exit_.value.code == 2
+
+
+def test_decode_and_heatmaps_read_their_settings_from_config_json(small_dataset, tmp_path, capsys):
+    import h5py
+    import numpy as np
+
+    from mgpipe.clips import build_manifest, write_csv
+
+    manifest, _ = build_manifest(small_dataset / "labels.csv", small_dataset / "split.csv",
+                                 small_dataset / "videos")
+    write_csv(manifest.iloc[:1], tmp_path / "clips.csv")
+    rc, err = _run(capsys, "decode", "--manifest", tmp_path / "clips.csv", "--config-json",
+                   '{"decode": {"max_side": 32, "jpeg_quality": 50}}', "--out", tmp_path / "frames.h5")
+    assert rc == 0, err
+    with h5py.File(tmp_path / "frames.h5") as h5:
+        assert (h5.attrs["max_side"], h5.attrs["jpeg_quality"]) == (32, 50)
+
+    with h5py.File(tmp_path / "kp.h5", "w") as h5:
+        h5.attrs["layout"] = "coco17"
+        clip = h5.create_group("clips/c0")
+        kp = np.zeros((1, 3, 17, 3), np.float32)
+        kp[..., 0], kp[..., 1], kp[..., 2] = np.linspace(10, 90, 17), np.linspace(20, 80, 17), 1.0
+        clip.create_dataset("keypoints", data=kp)
+        clip.attrs["width"], clip.attrs["height"] = 100, 100
+    rc, err = _run(capsys, "heatmaps", "--keypoints", tmp_path / "kp.h5", "--config-json",
+                   '{"heatmaps": {"size": 12, "sigma": 1.5}}', "--out", tmp_path / "hm.h5")
+    assert rc == 0, err
+    with h5py.File(tmp_path / "hm.h5") as h5:
+        assert h5.attrs["size"] == 12 and h5.attrs["sigma"] == pytest.approx(1.5)
+        assert h5.attrs["padding"] == pytest.approx(config.defaults()["heatmaps"]["padding"])
+        assert h5["joint/c0"].shape == (3, 17, 12, 12)
+
+
+def test_demo_data_reads_seed_and_dataset_demo_through_the_real_command(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    settings = {"seed": 5, "dataset": {"demo": {"num_subjects": 3, "segments_per_class": 1,
+                                                "width": 64, "height": 64, "fps": 10}}}
+    proc = subprocess.run([sys.executable, "-m", "mgpipe", "-q", "demo-data", str(tmp_path / "demo"),
+                           "--config-json", json.dumps(settings)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    readme = (tmp_path / "demo" / "README.txt").read_text()
+    assert ("generate(seed=5, num_subjects=3, segments_per_class=1, width=64, height=64, fps=10)"
+            in readme)
+    videos = sorted(p.name for p in (tmp_path / "demo" / "videos").iterdir())
+    assert videos == ["v000.mp4", "v001.mp4", "v002.mp4"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mgpipe import zoo
+from mgpipe import specs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,7 +30,7 @@ SMALL = {
 def _batch(name, device, n=4, joints=17):
     torch.manual_seed(0)
     batch = {"label": torch.arange(n) % 5}
-    for m, (t, s) in zoo.modalities(SMALL, name, True).items():
+    for m, (t, s) in specs.get(name).modalities(SMALL, True).items():
         batch[m] = torch.rand(n, 3 if m == "rgb" else joints, t, s, s)
     return batch
 
@@ -38,20 +38,20 @@ def _batch(name, device, n=4, joints=17):
 @pytest.mark.parametrize("name", ["joint", "rgb", "fused_full"])
 def test_bf16_channels_last_matches_fp32(name):
     device = torch.device("cuda")
-    model = zoo.build(zoo.architecture(SMALL, name, channels=(17, 17)), 5).to(device).eval()
+    model = specs.build(specs.get(name).network(SMALL, (17, 17)), 5).to(device).eval()
     batch = _batch(name, device)
     with torch.no_grad():
-        ref, _ = zoo.forward(model, name, batch, device, False)
+        ref, _ = specs.get(name).forward(model, batch, device, False)
         model.to(memory_format=torch.channels_last_3d)
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            got, _ = zoo.forward(model, name, batch, device, True)
+            got, _ = specs.get(name).forward(model, batch, device, True)
     for stream in ref:
         assert torch.allclose(got[stream].float(), ref[stream], atol=0.05, rtol=0.05), stream
 
 
 def test_compiled_training_step_runs_and_learns():
     device = torch.device("cuda")
-    model = zoo.build(zoo.architecture(SMALL, "joint", channels=(17, 17)), 5).to(device)
+    model = specs.build(specs.get("joint").network(SMALL, (17, 17)), 5).to(device)
     model.to(memory_format=torch.channels_last_3d)
     step_model = torch.compile(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
@@ -60,7 +60,7 @@ def test_compiled_training_step_runs_and_learns():
     losses = []
     for _ in range(20):
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            logits, _ = zoo.forward(step_model, "joint", batch, device, True)
+            logits, _ = specs.get("joint").forward(step_model, batch, device, True)
             loss = F.cross_entropy(logits["joint"].float(), labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -2,6 +2,7 @@ import av
 import h5py
 import numpy as np
 
+from conftest import decode_settings
 from mgpipe.clips import build_manifest
 from mgpipe.decode import build_frame_store, read_frames
 
@@ -30,7 +31,7 @@ def test_resize_keeps_scale(small_dataset):
     d = small_dataset
     manifest, _ = build_manifest(d / "labels.csv", d / "split.csv", d / "videos")
     out = d / "frames.h5"
-    build_frame_store(manifest, out, max_side=32, progress=False)
+    build_frame_store(manifest, out, **decode_settings(max_side=32), progress=False)
     with h5py.File(out) as h5:
         ds = h5["clips"][manifest.clip_id[0]]
         assert (ds.attrs["width"], ds.attrs["height"]) == (32, 24) and ds.attrs["scale"] == 0.5

@@ -215,9 +215,9 @@ def test_trajectories_and_classes_apart():
 
 def test_rejects_bad_arguments(tmp_path):
     with pytest.raises(ValueError):
-        dd.generate(tmp_path, width=161, progress=False)
+        dd.generate(tmp_path, seed=0, **{**TINY, "width": 161})
     with pytest.raises(ValueError):
-        dd.generate(tmp_path, seed=-1, progress=False)
+        dd.generate(tmp_path, seed=-1, **TINY)
 
 
 def test_class_counts_are_uneven_like_imigue():

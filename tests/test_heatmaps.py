@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
+from conftest import heatmap_settings
 from mgpipe.heatmaps import (
     build_heatmap_store, compact_box, dequantise, flip_volume, quantise, read_box, read_clip,
     render_joints, render_joints_loop, render_limbs, render_limbs_loop,
@@ -181,7 +182,7 @@ def test_vectorised_matches_loop(sigma, size):
     rng = np.random.default_rng(int(sigma * 10))
     for persons in (1, 3):
         kp = random_clip(rng, persons, 12)
-        for box in (compact_box(kp, 640, 480), np.array([40, 30, 300, 290], np.float32),
+        for box in (compact_box(kp, 640, 480, 0.25), np.array([40, 30, 300, 290], np.float32),
                     np.array([0, 0, 640, 480], np.float32)):
             a, b = render_joints(kp, box, size, sigma), render_joints_loop(kp, box, size, sigma)
             assert a.any() and np.abs(a - b).max() <= 1e-6
@@ -196,7 +197,7 @@ def test_channels_first_is_the_transpose(monkeypatch):
     import mgpipe.heatmaps as hm
     rng = np.random.default_rng(5)
     kp = random_clip(rng, 2, 7)
-    box = compact_box(kp, 640, 480)
+    box = compact_box(kp, 640, 480, 0.25)
     for blocks in (None, 50):
         if blocks:
             monkeypatch.setattr(hm, "_CANDIDATES_PER_BLOCK", blocks)
@@ -214,7 +215,7 @@ def test_vectorised_frame_blocks(monkeypatch):
     import mgpipe.heatmaps as hm
     rng = np.random.default_rng(1)
     kp = random_clip(rng, 2, 9)
-    box = compact_box(kp, 640, 480)
+    box = compact_box(kp, 640, 480, 0.25)
     want_j = render_joints(kp, box, 32, 0.8)
     want_l = render_limbs(kp, box, 32, 0.8, COCO17.limbs)
     monkeypatch.setattr(hm, "_CANDIDATES_PER_BLOCK", 50)  # forces one frame per block
@@ -236,7 +237,7 @@ def test_compact_box_union_growth_square():
     kp[0, 2, 1] = (180, 220, 0.5)
     kp[1, 1, 2] = (140, 260, 0.3)  # other person, other frame: part of the union
     kp[1, 1, 3] = (500, 10, 0.5e-4)  # below the score floor: ignored
-    box = compact_box(kp, 640, 480)
+    box = compact_box(kp, 640, 480, 0.25)
     # union x 100..180 (80 wide), y 200..260 (60 high); centre (140, 230); half = 40 * 1.25
     np.testing.assert_allclose(box, [90, 180, 190, 280])
     assert box.dtype == np.float32 and box.shape == (4,)
@@ -250,22 +251,22 @@ def test_compact_box_zero_is_missing_and_may_leave_frame():
     kp[0, 0, 0] = (5, 40, 1.0)
     kp[0, 1, 1] = (45, 60, 1.0)
     kp[0, 1, 2] = (0, 0, 1.0)  # (0, 0) with a score is still missing
-    box = compact_box(kp[0], 640, 480)  # [T, V, 3] works too
+    box = compact_box(kp[0], 640, 480, 0.25)  # [T, V, 3] works too
     np.testing.assert_allclose(box, [0, 25, 50, 75])
     kp[0, 1, 2] = (0, 50, 1.0)  # x == 0 alone is a real point
-    np.testing.assert_allclose(compact_box(kp, 640, 480), [-5.625, 21.875, 50.625, 78.125])
+    np.testing.assert_allclose(compact_box(kp, 640, 480, 0.25), [-5.625, 21.875, 50.625, 78.125])
 
 
 def test_compact_box_fallbacks():
     kp = np.zeros((1, 2, 2, 3), np.float32)
-    np.testing.assert_array_equal(compact_box(kp, 640, 480), [0, 0, 640, 480])  # nothing valid
-    np.testing.assert_array_equal(compact_box(np.zeros((0, 5, 2, 3)), 64, 48), [0, 0, 64, 48])
+    np.testing.assert_array_equal(compact_box(kp, 640, 480, 0.25), [0, 0, 640, 480])  # nothing valid
+    np.testing.assert_array_equal(compact_box(np.zeros((0, 5, 2, 3)), 64, 48, 0.25), [0, 0, 64, 48])
     kp[0, 0, 0] = (100, 100, 1)
     kp[0, 1, 1] = (109, 150, 1)  # 9 px wide < 10
-    np.testing.assert_array_equal(compact_box(kp, 640, 480), [0, 0, 640, 480])
+    np.testing.assert_array_equal(compact_box(kp, 640, 480, 0.25), [0, 0, 640, 480])
     kp[0, 1, 1] = (110, 150, 1)  # exactly 10 px: kept
-    np.testing.assert_allclose(compact_box(kp, 640, 480), [73.75, 93.75, 136.25, 156.25])
-    np.testing.assert_array_equal(compact_box(kp, 640, 480, min_size=20), [0, 0, 640, 480])
+    np.testing.assert_allclose(compact_box(kp, 640, 480, 0.25), [73.75, 93.75, 136.25, 156.25])
+    np.testing.assert_array_equal(compact_box(kp, 640, 480, 0.25, min_size=20), [0, 0, 640, 480])
 
 
 # ----------------------------------------------------------------------------- flip, quantise
@@ -340,7 +341,8 @@ def test_build_store(tmp_path):
     src, clips = small_store(tmp_path)
     out = tmp_path / "out" / "hm.h5"
     logs = []
-    stats = build_heatmap_store(src, out, size=24, sigma=0.7, progress=False, log=logs.append)
+    stats = build_heatmap_store(src, out, **heatmap_settings(size=24, sigma=0.7, padding=0.25),
+                                progress=False, log=logs.append)
     assert stats["clips"] == 3 and stats["frames"] == 15
     assert stats["empty_frames"] == 2 + 5 + int((~(clips["clip_a"][0][..., 2] >= 1e-4).any(axis=(0, 2))).sum())
     assert len(logs) == 1 and "3 clips" in logs[0]
@@ -359,7 +361,7 @@ def test_build_store(tmp_path):
                 assert 32015 in [ds.id.get_create_plist().get_filter(i)[0]
                                  for i in range(ds.id.get_create_plist().get_nfilters())]
             box = read_box(f, cid)
-            np.testing.assert_allclose(box, compact_box(kp, w, h))
+            np.testing.assert_allclose(box, compact_box(kp, w, h, 0.25))
             j = read_clip(f, cid)
             assert j.dtype == np.uint8 and j.shape == (t_, 17, 24, 24)
             np.testing.assert_array_equal(j, quantise(render_joints(kp, box, 24, 0.7)))
@@ -373,18 +375,18 @@ def test_build_store(tmp_path):
 def test_build_store_deterministic_and_parallel(tmp_path):
     src, _ = small_store(tmp_path)
     one, two, par = tmp_path / "1.h5", tmp_path / "2.h5", tmp_path / "3.h5"
-    build_heatmap_store(src, one, size=16, progress=False)
+    build_heatmap_store(src, one, **heatmap_settings(size=16), progress=False)
     time.sleep(1.1)  # a timestamp written anywhere would now differ
-    build_heatmap_store(src, two, size=16, progress=False)
+    build_heatmap_store(src, two, **heatmap_settings(size=16), progress=False)
     assert one.read_bytes() == two.read_bytes()
-    build_heatmap_store(src, par, size=16, progress=False, threads=2)
+    build_heatmap_store(src, par, **heatmap_settings(size=16), progress=False, threads=2)
     assert par.read_bytes() == one.read_bytes()
 
 
 def test_build_store_without_limbs(tmp_path):
     src, _ = small_store(tmp_path)
     out = tmp_path / "j.h5"
-    build_heatmap_store(src, out, size=16, limbs=False, progress=False)
+    build_heatmap_store(src, out, **heatmap_settings(size=16), limbs=False, progress=False)
     with h5py.File(out, "r") as f:
         assert f.attrs["num_limbs"] == 0 and "limb" not in f and len(f["joint"]) == 3
 
@@ -395,13 +397,13 @@ def test_build_store_errors(tmp_path):
     write_keypoint_store(src, {"ok": (np.ones((1, 2, 17, 3)), 64, 64), "zero_frames": (kp, 64, 64)})
     out = tmp_path / "o" / "hm.h5"
     with pytest.raises(InputError, match="zero_frames"):
-        build_heatmap_store(src, out, progress=False)
+        build_heatmap_store(src, out, **heatmap_settings(), progress=False)
     assert list(out.parent.iterdir()) == []  # failed build leaves nothing
     write_keypoint_store(src, {"c": (np.ones((1, 2, 5, 3)), 64, 64)})
     with pytest.raises(InputError, match="shape"):
-        build_heatmap_store(src, out, progress=False)
+        build_heatmap_store(src, out, **heatmap_settings(), progress=False)
     with pytest.raises(InputError, match="not found"):
-        build_heatmap_store(tmp_path / "nope.h5", out, progress=False)
+        build_heatmap_store(tmp_path / "nope.h5", out, **heatmap_settings(), progress=False)
 
 
 # ----------------------------------------------------------------------------- the peer's semantics
@@ -453,7 +455,7 @@ def test_quantised_rendering_equals_quantising_the_float_volume(persons):
     rng = np.random.default_rng(persons)
     kp = random_clip(rng, persons, 10)
     kp[0, 0, 0, 2] = 1.7  # a score above 1 is clipped like quantise() clips it
-    box = compact_box(kp, 640, 480)
+    box = compact_box(kp, 640, 480, 0.25)
     for first in (False, True):
         got = render_joints(kp, box, 40, 0.8, channels_first=first, quantised=True)
         assert got.dtype == np.uint8

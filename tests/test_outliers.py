@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import pose_settings
 from mgpipe.heatmaps import compact_box, render_joints
 from mgpipe.pose import build_keypoint_store, drop_outliers
 
@@ -45,8 +46,8 @@ def manifest_for(annotations, *, size=True):
 def store(tmp_path, name, annotations, *, size=True):
     pkl = write_pickle(tmp_path / f"{name}.pkl", annotations)
     out = tmp_path / f"{name}.h5"
-    stats = build_keypoint_store(manifest_for(annotations, size=size), pkl, out, backend="pickle",
-                                 layout="openni15", pickle_layout="openni15", progress=False)
+    stats = build_keypoint_store(manifest_for(annotations, size=size), pkl, out, **pose_settings(
+        backend="pickle", layout="openni15", pickle_layout="openni15"), progress=False)
     with h5py.File(out) as h5:
         clips = {cid: (h5[f"clips/{cid}/keypoints"][()], h5[f"clips/{cid}"].attrs["width"],
                        h5[f"clips/{cid}"].attrs["height"]) for cid in h5["clips"]}
@@ -78,14 +79,14 @@ def test_one_joint_at_1e9_leaves_box_and_heatmaps_unchanged(tmp_path, caplog, si
     for cid, (kp, w, h) in clean.items():
         kp_wild, w_wild, h_wild = wild[cid]
         assert (w, h) == (w_wild, h_wild)
-        box = compact_box(kp, w, h)
-        np.testing.assert_array_equal(box, compact_box(kp_wild, w_wild, h_wild))
+        box = compact_box(kp, w, h, 0.25)
+        np.testing.assert_array_equal(box, compact_box(kp_wild, w_wild, h_wild, 0.25))
         np.testing.assert_array_equal(render_joints(kp, box, 32, 0.6), render_joints(kp_wild, box, 32, 0.6))
     # without the cleaning, the joint would have grown the box by orders of magnitude
     kp = clips[1]["keypoint"].copy()
     kp[0, 5, 4] = 1e9
     raw = np.concatenate([kp, clips[1]["keypoint_score"][..., None]], -1)
-    assert (compact_box(raw, 640, 480)[2:] > 1e8).all()
+    assert (compact_box(raw, 640, 480, 0.25)[2:] > 1e8).all()
 
 
 def test_nan_and_infinite_joints_are_missing_and_counted(tmp_path, caplog):

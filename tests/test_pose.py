@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import pose_settings
 from mgpipe.io import InputError
 from mgpipe.layouts import COCO17
 from mgpipe.pose import build_keypoint_store, pick_main_person, read_openpose_frame
@@ -59,7 +60,7 @@ def test_keypoint_store_maps_body25_to_coco_and_counts(tmp_path, caplog):
     manifest = pd.DataFrame([{"clip_id": "v_0", "video_id": "v", "start_frame": 0, "end_frame": 4,
                               "width": 320, "height": 240}])
     out = tmp_path / "kp.h5"
-    stats = build_keypoint_store(manifest, skel, out, progress=False)
+    stats = build_keypoint_store(manifest, skel, out, **pose_settings(), progress=False)
     assert stats["empty_frames"] == 2 and stats["missing_files"] == 1
     with h5py.File(out) as h5:
         kp = h5["clips/v_0/keypoints"][()]
@@ -76,5 +77,5 @@ def test_missing_skeleton_folder_names_it(tmp_path):
     manifest = pd.DataFrame([{"clip_id": "w_0", "video_id": "w", "start_frame": 0, "end_frame": 1,
                               "width": 320, "height": 240}])
     with pytest.raises(InputError, match="OpenPose folder of video w not found"):
-        build_keypoint_store(manifest, tmp_path, tmp_path / "kp.h5", progress=False)
+        build_keypoint_store(manifest, tmp_path, tmp_path / "kp.h5", **pose_settings(), progress=False)
     assert not (tmp_path / "kp.h5").exists()

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import write_video
+from conftest import decode_settings, pose_settings, write_video
 from mgpipe.clips import build_manifest
 from mgpipe.decode import build_frame_store
 from mgpipe.io import InputError
@@ -75,7 +75,7 @@ def square_backend(tmp_path, monkeypatch):
 def frames(small_dataset):
     d = small_dataset
     manifest, _ = build_manifest(d / "labels.csv", d / "split.csv", d / "videos")
-    build_frame_store(manifest, d / "frames.h5", max_side=32, progress=False)  # half size
+    build_frame_store(manifest, d / "frames.h5", **decode_settings(max_side=32), progress=False)  # half size
     return manifest, d / "frames.h5"
 
 
@@ -88,8 +88,8 @@ def square_centre(frame: int) -> tuple[float, float]:
 def test_image_backend_keypoints_in_video_pixels(frames, square_backend, tmp_path, workers):
     manifest, frames_h5 = frames
     out = tmp_path / "kp.h5"
-    stats = build_keypoint_store(manifest, None, out, backend=square_backend, frames_h5=frames_h5,
-                                 threads=workers, progress=False)
+    stats = build_keypoint_store(manifest, None, out, **pose_settings(backend=square_backend),
+                                 frames_h5=frames_h5, threads=workers, progress=False)
     row = manifest[(manifest.video_id == "a") & (manifest.start_frame == 12)].iloc[0]
     with h5py.File(out) as h5:
         kp = h5[f"clips/{row.clip_id}/keypoints"][()]
@@ -110,7 +110,7 @@ def test_image_backend_keypoints_in_video_pixels(frames, square_backend, tmp_pat
 def test_image_backend_shards_agree(frames, square_backend, tmp_path):
     manifest, frames_h5 = frames
     for n in (1, 3):
-        build_keypoint_store(manifest, None, tmp_path / f"kp{n}.h5", backend=square_backend,
+        build_keypoint_store(manifest, None, tmp_path / f"kp{n}.h5", **pose_settings(backend=square_backend),
                              frames_h5=frames_h5, threads=n, progress=False)
     with h5py.File(tmp_path / "kp1.h5") as a, h5py.File(tmp_path / "kp3.h5") as b:
         for cid in manifest.clip_id:
@@ -120,26 +120,30 @@ def test_image_backend_shards_agree(frames, square_backend, tmp_path):
 def test_backend_errors_are_one_line(frames, square_backend, tmp_path):
     manifest, frames_h5 = frames
     with pytest.raises(InputError, match="option 'bad' is not allowed"):
-        build_keypoint_store(manifest, None, tmp_path / "kp.h5", backend=square_backend,
-                             frames_h5=frames_h5, options={"bad": True}, progress=False)
+        build_keypoint_store(manifest, None, tmp_path / "kp.h5",
+                             **pose_settings(backend=square_backend, options={"bad": True}),
+                             frames_h5=frames_h5, progress=False)
     with pytest.raises(InputError, match="nobody found in any"):
-        build_keypoint_store(manifest, None, tmp_path / "kp.h5", backend=square_backend,
-                             frames_h5=frames_h5, options={"nobody": True}, progress=False)
+        build_keypoint_store(manifest, None, tmp_path / "kp.h5",
+                             **pose_settings(backend=square_backend, options={"nobody": True}),
+                             frames_h5=frames_h5, progress=False)
     with pytest.raises(InputError, match="cannot be imported.*install_mediapipe.sh"):
         # This interpreter has no mediapipe (it needs numpy < 2): the hint names the installer.
-        build_keypoint_store(manifest, None, tmp_path / "kp.h5", backend="mediapipe",
-                             frames_h5=frames_h5, python=sys.executable, progress=False)
+        build_keypoint_store(manifest, None, tmp_path / "kp.h5",
+                             **pose_settings(backend="mediapipe", python=sys.executable),
+                             frames_h5=frames_h5, progress=False)
     with pytest.raises(InputError, match="interpreter not found"):
-        build_keypoint_store(manifest, None, tmp_path / "kp.h5", backend="mmpose",
-                             frames_h5=frames_h5, python=str(tmp_path / "nope/bin/python"), progress=False)
+        build_keypoint_store(manifest, None, tmp_path / "kp.h5",
+                             **pose_settings(backend="mmpose", python=str(tmp_path / "nope/bin/python")),
+                             frames_h5=frames_h5, progress=False)
     assert not (tmp_path / "kp.h5").exists()  # nothing half-written
 
 
 def test_pickle_backend_round_trip_and_video_slices(demo_stores, tmp_path):
     manifest = pd.read_csv(demo_stores / "clips.csv", dtype={"clip_id": str, "video_id": str})
     export_pickle(demo_stores / "keypoints.h5", manifest, tmp_path / "clips.pkl")
-    build_keypoint_store(manifest, tmp_path / "clips.pkl", tmp_path / "kp.h5", backend="pickle",
-                         progress=False)
+    build_keypoint_store(manifest, tmp_path / "clips.pkl", tmp_path / "kp.h5",
+                         **pose_settings(backend="pickle"), progress=False)
     with h5py.File(demo_stores / "keypoints.h5") as a, h5py.File(tmp_path / "kp.h5") as b:
         for cid in manifest.clip_id:
             np.testing.assert_array_equal(a[f"clips/{cid}/keypoints"][()], b[f"clips/{cid}/keypoints"][()])
@@ -158,8 +162,8 @@ def test_pickle_of_wrong_layout_is_named(demo_stores, tmp_path):
     manifest = pd.read_csv(demo_stores / "clips.csv", dtype={"clip_id": str, "video_id": str})
     export_pickle(demo_stores / "keypoints.h5", manifest, tmp_path / "clips.pkl")
     with pytest.raises(InputError, match=r"clips.pkl: .* 17 joints, layout 'body25' has 25"):
-        build_keypoint_store(manifest, tmp_path / "clips.pkl", tmp_path / "kp.h5", backend="pickle",
-                             pickle_layout="body25", progress=False)
+        build_keypoint_store(manifest, tmp_path / "clips.pkl", tmp_path / "kp.h5",
+                             **pose_settings(backend="pickle", pickle_layout="body25"), progress=False)
 
 
 def test_video_without_frames_of_a_person_is_counted(frames, square_backend, tmp_path):
@@ -174,7 +178,7 @@ def test_video_without_frames_of_a_person_is_counted(frames, square_backend, tmp
         ds = h5["clips"][cid]
         for i in range(len(ds)):
             ds[i] = dark
-    stats = build_keypoint_store(manifest, None, tmp_path / "kp.h5", backend=square_backend,
+    stats = build_keypoint_store(manifest, None, tmp_path / "kp.h5", **pose_settings(backend=square_backend),
                                  frames_h5=frames_h5, progress=False)
     assert stats["empty_frames"] == manifest.num_frames.iloc[0]
     with h5py.File(tmp_path / "kp.h5") as h5:

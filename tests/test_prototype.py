@@ -11,8 +11,8 @@ from mgpipe.models import PrototypeLoss
 ALPHA, TAU, MOM = 0.125, 0.125, 0.9
 
 
-def identity_loss(k=3, d=3, **kw):
-    m = PrototypeLoss(k, d, dim=d, momentum=MOM, alpha=ALPHA, tau=TAU, **kw)
+def identity_loss(k=3, d=3, tp_only=False):
+    m = PrototypeLoss(k, d, dim=d, momentum=MOM, alpha=ALPHA, tau=TAU, tp_only=tp_only)
     with torch.no_grad():
         m.proj.weight.copy_(torch.eye(d))
         m.proj.bias.zero_()
@@ -133,7 +133,7 @@ def test_loss_decreases_toward_prototype():
 def test_gradient_through_mu_tp_and_finite_differences():
     torch.manual_seed(0)
     k, d_in, n = 3, 5, 6
-    base = PrototypeLoss(k, d_in, dim=4).double()
+    base = PrototypeLoss(k, d_in, dim=4, momentum=MOM, alpha=ALPHA, tau=TAU, tp_only=False).double()
     base.prototypes.copy_(torch.randn(k, 4, dtype=torch.float64))
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
     logits = F.one_hot(torch.tensor([0, 1, 1, 0, 2, 0]), k).double() * 3
@@ -171,7 +171,7 @@ def _batch(rank):
 
 def _make():
     torch.manual_seed(0)
-    return PrototypeLoss(K_DIST, IN_DIST, dim=D_DIST)
+    return PrototypeLoss(K_DIST, IN_DIST, dim=D_DIST, momentum=MOM, alpha=ALPHA, tau=TAU, tp_only=False)
 
 
 def _dist_worker(rank, world, init_file, out_dir):

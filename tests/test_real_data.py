@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import pose_settings
 from mgpipe.clips import build_manifest
-from mgpipe.datasets import IMIGUE_CLASS_IDS, IMIGUE_CLASS_NAMES, read_labels, read_pyskl
+from mgpipe.label_tables import IMIGUE_CLASS_IDS, IMIGUE_CLASS_NAMES, read_labels, read_pyskl
 from mgpipe.io import InputError
 from mgpipe.layouts import BODY25_HANDS_FACE, OPENNI15, convert, get_layout
 from mgpipe.pose import build_keypoint_store, read_openpose_frame
@@ -169,8 +170,8 @@ def test_real_openpose_frames_into_the_whole_body_store(tmp_path):
     manifest = pd.DataFrame({"clip_id": ["298_001000_001002"], "video_id": ["298"],
                              "start_frame": [1000], "end_frame": [1002], "num_frames": [3],
                              "width": [np.nan], "height": [np.nan]})
-    stats = build_keypoint_store(manifest, OPENPOSE, tmp_path / "kp.h5", layout="body25_hands_face",
-                                 progress=False)
+    stats = build_keypoint_store(manifest, OPENPOSE, tmp_path / "kp.h5",
+                                 **pose_settings(layout="body25_hands_face"), progress=False)
     import h5py
 
     with h5py.File(tmp_path / "kp.h5", "r") as h5:
@@ -233,8 +234,9 @@ def test_kard_manifest_and_keypoints_in_pose_only_mode(tmp_path):
     assert classes.name.iloc[0] == "action 1" and manifest.class_name.iloc[0] == "action 1"
     assert (manifest.label == manifest.label_id).all()
     first = manifest.iloc[:20]
-    build_keypoint_store(first, KARD, tmp_path / "kp.h5", backend="pickle", layout="openni15",
-                         pickle_layout="openni15", progress=False)
+    build_keypoint_store(first, KARD, tmp_path / "kp.h5",
+                         **pose_settings(backend="pickle", layout="openni15", pickle_layout="openni15"),
+                         progress=False)
     with open(KARD, "rb") as f:
         ann = pickle.load(f)["annotations"][0]
     import h5py

@@ -44,6 +44,8 @@ from mgpipe.pose import read_openpose_frame
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 BASE_CONFIG = [str(REPO / "config.yaml"), str(REPO / "tests" / "data" / "tiny.yaml")]
+# decode and heatmaps at the schema's defaults, from whichever folder the tests run
+DEFAULTS = ["--config-json", "{}"]
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING) \S+: ")
 POLL_BOUND_S = 300  # how long a poll waits for a process at most (a hang, not a slow machine)
 
@@ -282,9 +284,9 @@ def _checkpoint_commands(stores: Path, trained: dict, evil: Path, out: Path) -> 
     return {
         "predict": (["predict", video, "--model", evil, *cfg, "--skeletons", stores / "demo" / "skeletons",
                      "--classes", stores / "classes.csv", "--out-dir", out], out / "prediction.json"),
-        "merge --rgb": (["merge", "--rgb", evil, "--pose", trained["joint"], "--variant", "full",
+        "merge --rgb": (["merge", "--rgb", evil, "--pose", trained["joint"], "--model", "fused_full",
                          "--out", out / "merged.pt", *cfg], out / "merged.pt"),
-        "merge --pose": (["merge", "--rgb", trained["rgb"], "--pose", evil, "--variant", "full",
+        "merge --pose": (["merge", "--rgb", trained["rgb"], "--pose", evil, "--model", "fused_full",
                           "--out", out / "merged.pt", *cfg], out / "merged.pt"),
         "test": (["test", evil, *cfg, *data, "--out", out / "scores.csv"], out / "scores.csv"),
         "train --init": (["train", "fused_full", *cfg, *data, "--classes", stores / "classes.csv",
@@ -457,12 +459,12 @@ def test_killed_decode_leaves_no_store_and_no_leak(videos, tmp_path):
     out = tmp_path / "frames.h5"
     # Stopped before its second video: the first video's frames are in the temporary store.
     proc, _ = start_paused(tmp_path, "mgpipe.decode", "decode_video", 2,
-                           "decode", "--manifest", manifest, "--out", out)
+                           "decode", "--manifest", manifest, *DEFAULTS, "--out", out)
     assert len(temporaries(out)) == 1 and temporaries(out)[0].stat().st_size > 0
     kill(proc)
     assert not out.exists()  # never a half store under the output's name
     assert len(temporaries(out)) == 1  # what a kill leaves: removed by the next run
-    proc = run_cli("decode", "--manifest", manifest, "--out", out)
+    proc = run_cli("decode", "--manifest", manifest, *DEFAULTS, "--out", out)
     assert proc.returncode == 0, proc.stderr
     assert "removed" in proc.stderr and temporaries(out) == []
     assert _frame_counts(out) == {f"{p.stem}_000000_000019": 20 for p in paths}
@@ -470,7 +472,8 @@ def test_killed_decode_leaves_no_store_and_no_leak(videos, tmp_path):
 
 def test_killed_heatmaps_leave_no_store_and_no_leak(demo_stores, tmp_path):
     out = tmp_path / "heatmaps.h5"
-    args = ["heatmaps", "--keypoints", demo_stores / "keypoints.h5", "--out", out, "--size", 16]
+    small = ["--config-json", json.dumps({"heatmaps": {"size": 16}})]
+    args = ["heatmaps", "--keypoints", demo_stores / "keypoints.h5", *small, "--out", out]
     proc, _ = start_paused(tmp_path, "mgpipe.heatmaps", "_write", 3, *args)
     kill(proc)
     first = temporaries(out)
@@ -484,7 +487,7 @@ def test_killed_heatmaps_leave_no_store_and_no_leak(demo_stores, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert temporaries(out) == []
     reference = tmp_path / "reference" / "heatmaps.h5"
-    assert run_cli(*args[:-4], "--out", reference, "--size", 16).returncode == 0
+    assert run_cli(*args[:-2], "--out", reference).returncode == 0
     with h5py.File(out) as got, h5py.File(reference) as want:
         assert sorted(got["joint"]) == sorted(want["joint"]) and len(got["joint"]) > 2
         for cid in want["joint"]:
@@ -497,12 +500,12 @@ def test_a_live_writer_is_not_disturbed(videos, tmp_path):
     manifest, _ = videos
     out, other = tmp_path / "frames.h5", tmp_path / "other.h5"
     proc, _ = start_paused(tmp_path, "mgpipe.decode", "decode_video", 2,
-                           "decode", "--manifest", manifest, "--out", out)
+                           "decode", "--manifest", manifest, *DEFAULTS, "--out", out)
     try:
         live = temporaries(out)
         assert len(live) == 1
-        assert run_cli("decode", "--manifest", manifest, "--out", other).returncode == 0
-        assert run_cli("decode", "--manifest", manifest, "--out", out).returncode == 0
+        assert run_cli("decode", "--manifest", manifest, *DEFAULTS, "--out", other).returncode == 0
+        assert run_cli("decode", "--manifest", manifest, *DEFAULTS, "--out", out).returncode == 0
         assert temporaries(out) == live and live[0].stat().st_size > 0
     finally:
         kill(proc)
@@ -572,7 +575,7 @@ def test_disk_full_injected_decode(videos, tmp_path, capsys, monkeypatch):
     manifest, _ = videos
     out = tmp_path / "frames.h5"
     _inject_enospc(monkeypatch, h5py.Group, "create_dataset")
-    rc, err = run_main(capsys, "decode", "--manifest", manifest, "--out", out)
+    rc, err = run_main(capsys, "decode", "--manifest", manifest, *DEFAULTS, "--out", out)
     line = assert_refused(rc, err, "decode", out, code=1)
     assert line.endswith("No space left on device)"), line
     assert not out.exists() and temporaries(out) == []
@@ -583,7 +586,8 @@ def test_disk_full_injected_heatmaps(demo_stores, tmp_path, capsys, monkeypatch)
 
     out = tmp_path / "heatmaps.h5"
     _inject_enospc(monkeypatch, mgpipe.heatmaps, "_write")
-    rc, err = run_main(capsys, "heatmaps", "--keypoints", demo_stores / "keypoints.h5", "--out", out)
+    rc, err = run_main(capsys, "heatmaps", "--keypoints", demo_stores / "keypoints.h5", *DEFAULTS,
+                       "--out", out)
     line = assert_refused(rc, err, "heatmaps", out, code=1)
     assert "No space left on device" in line
     assert not out.exists() and temporaries(out) == []
@@ -603,12 +607,13 @@ def test_disk_full_real_tmpfs(stage, tiny_tmpfs, videos, demo_stores):
     out = tiny_tmpfs / f"{stage}.h5"
     if stage == "decode":
         # quality 100 and the full frame size: well over 64 KiB of JPEGs
-        argv = ["decode", "--manifest", videos[0], "--out", out, "--quality", 100, "--max-side", 0]
+        argv = ["decode", "--manifest", videos[0], "--config-json",
+                json.dumps({"decode": {"jpeg_quality": 100, "max_side": 0}}), "--out", out]
     elif stage == "pose":
         argv = ["pose", "--manifest", demo_stores / "clips.csv", "--skeletons",
                 demo_stores / "demo" / "skeletons", "--config", *BASE_CONFIG, "--out", out]
     else:
-        argv = ["heatmaps", "--keypoints", demo_stores / "keypoints.h5", "--out", out, "--size", 64]
+        argv = ["heatmaps", "--keypoints", demo_stores / "keypoints.h5", *DEFAULTS, "--out", out]
     proc = run_cli(*argv)
     line = assert_refused(proc.returncode, proc.stderr, stage, out, code=1)
     assert line.endswith("(No space left on device)"), line
@@ -643,7 +648,7 @@ def read_only_folder(tmp_path):
 @pytest.mark.parametrize("where", ["folder", "subfolder"])
 def test_read_only_output_folder(where, read_only_folder, videos):
     out = read_only_folder / ("frames.h5" if where == "folder" else "sub/frames.h5")
-    proc = run_cli("decode", "--manifest", videos[0], "--out", out)
+    proc = run_cli("decode", "--manifest", videos[0], *DEFAULTS, "--out", out)
     line = assert_refused(proc.returncode, proc.stderr, "decode", out, code=1)
     assert re.search(r"\((Read-only file system|Permission denied)\)$", line), line
 
@@ -656,7 +661,7 @@ def test_read_only_injected(videos, tmp_path, capsys, monkeypatch):
     def refuse(*args, dir=None, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied", str(dir))
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
-    rc, err = run_main(capsys, "decode", "--manifest", videos[0], "--out", out)
+    rc, err = run_main(capsys, "decode", "--manifest", videos[0], *DEFAULTS, "--out", out)
     assert assert_refused(rc, err, "decode", out, code=1).endswith("(Permission denied)")
 
 
@@ -664,7 +669,7 @@ def test_unwritable_log_file(videos, tmp_path, capsys):
     """--log into a path that cannot be a file: one line, not a traceback from logging."""
     (tmp_path / "log").mkdir()
     rc, err = run_main(capsys, "--log", tmp_path / "log", "decode", "--manifest", videos[0],
-                       "--out", tmp_path / "frames.h5")
+                       *DEFAULTS, "--out", tmp_path / "frames.h5")
     assert rc == 1 and error_line(err, "decode").startswith(f"mgpipe decode: error: {tmp_path / 'log'}: ")
 
 
@@ -741,7 +746,7 @@ def test_bad_video_at_decode(case, bad_videos, tmp_path, capsys):
     video = bad_videos[case]
     manifest = write_manifest(tmp_path / "clips.csv", [video], 30)
     out = tmp_path / "frames.h5"
-    rc, err = run_main(capsys, "decode", "--manifest", manifest, "--out", out)
+    rc, err = run_main(capsys, "decode", "--manifest", manifest, *DEFAULTS, "--out", out)
     assert_refused(rc, err, "decode", video)
     assert not out.exists() and temporaries(out) == []
 
@@ -751,7 +756,7 @@ def test_truncated_video_is_refused_with_threads(bad_videos, videos, tmp_path):
     video = bad_videos["truncated mp4 (data cut)"]
     manifest = write_manifest(tmp_path / "clips.csv", [*videos[1], video], 20)
     out = tmp_path / "frames.h5"
-    proc = run_cli("decode", "--manifest", manifest, "--out", out, "--threads", 2)
+    proc = run_cli("decode", "--manifest", manifest, *DEFAULTS, "--out", out, "--threads", 2)
     line = assert_refused(proc.returncode, proc.stderr, "decode", video)
     assert "damaged video" in line
     assert not out.exists() and temporaries(out) == []
@@ -760,7 +765,7 @@ def test_truncated_video_is_refused_with_threads(bad_videos, videos, tmp_path):
 def test_short_but_sound_video_is_a_warning(bad_videos, tmp_path, capsys):
     """A sound video that ends before its label does: kept, with a warning (not damage)."""
     manifest = write_manifest(tmp_path / "clips.csv", [bad_videos["text renamed .mp4"].parent / "good.mp4"], 45)
-    rc, err = run_main(capsys, "decode", "--manifest", manifest, "--out", tmp_path / "frames.h5")
+    rc, err = run_main(capsys, "decode", "--manifest", manifest, *DEFAULTS, "--out", tmp_path / "frames.h5")
     assert rc == 0 and "has 40 of 45 frames (video ends early)" in err
 
 

@@ -69,10 +69,10 @@ def test_ensemble_weight_change_reruns_nothing_upstream(run):
     assert snapshot(results(run))["metrics"] == before["metrics"]
 
 
-def test_forced_rerun_of_pretrain_pose_trains_from_epoch_one(run):
+def test_forced_rerun_of_the_joint_model_trains_from_epoch_one(run):
     r = results(run)
     before = snapshot(r)
-    smk(run, "--cores", "2", "--configfile", "tiny.yaml", "-R", "pretrain_pose")
+    smk(run, "--cores", "2", "--configfile", "tiny.yaml", "-R", "results/tiny/models/joint/model.pt")
     after = snapshot(r)
     log = (r / "logs" / "train_joint.log").read_text()
     assert "training from epoch 1" in log and "resuming" not in log

@@ -9,7 +9,7 @@ from mgpipe import config as mgconfig
 from mgpipe import train as train_mod
 from mgpipe.evaluate import score_model
 from mgpipe.merge import merge_checkpoints
-from mgpipe.zoo import load_checkpoint
+from mgpipe.inference import load_model
 
 
 def tiny_config(**optim):
@@ -50,7 +50,7 @@ def _fused_init(cfg, stores, tmp_path):
     train("rgb", cfg, stores, tmp_path / "rgb")
     train("joint", cfg, stores, tmp_path / "joint")
     merged = tmp_path / "merged.pt"
-    merge_checkpoints(tmp_path / "rgb" / "model.pt", tmp_path / "joint" / "model.pt", cfg, "full", merged)
+    merge_checkpoints(tmp_path / "rgb" / "model.pt", tmp_path / "joint" / "model.pt", cfg, "fused_full", merged)
     return merged
 
 
@@ -104,7 +104,7 @@ def test_scores_have_one_row_per_clip_and_stream_columns(demo_stores, tmp_path):
     num_classes = len(pd.read_csv(demo_stores / "classes.csv"))
     probs = scores[[f"limb:{k}" for k in range(num_classes)]].to_numpy()
     assert abs(probs.sum(1) - 1).max() < 1e-4
-    model, ckpt = load_checkpoint(tmp_path / "limb" / "model.pt")
+    model, ckpt, _ = load_model(tmp_path / "limb" / "model.pt")
     assert ckpt["name"] == "limb"
 
 
@@ -172,7 +172,7 @@ def test_new_initial_weights_of_the_same_size_retrain(demo_stores, tmp_path, cap
     merged_b = tmp_path / "b" / "merged.pt"     # same name: torch writes it into the archive
     reseeded = tiny_config(epochs=1)
     reseeded["seed"] = 1                       # other fresh laterals and fusion weights
-    merge_checkpoints(tmp_path / "rgb" / "model.pt", tmp_path / "joint" / "model.pt", reseeded, "full", merged_b)
+    merge_checkpoints(tmp_path / "rgb" / "model.pt", tmp_path / "joint" / "model.pt", reseeded, "fused_full", merged_b)
     assert merged_a.stat().st_size == merged_b.stat().st_size
     train("fused_full", cfg, demo_stores, tmp_path / "f", init=merged_a)
     from_a = weights(tmp_path / "f" / "model.pt")

@@ -39,6 +39,18 @@ def smk(workdir: Path, *args, check=True, timeout=900):
     return proc
 
 
+def models_of(proc, rule: str) -> list[str]:
+    """The model wildcards of the jobs of one rule in a dry run's plan, sorted."""
+    out, current = [], None
+    for line in proc.stdout.splitlines():
+        if line.startswith("rule "):
+            current = line[5:].rstrip(":")
+        elif current == rule and line.strip().startswith("wildcards:"):
+            wildcards = dict(w.split("=", 1) for w in line.split(":", 1)[1].strip().split(", "))
+            out.append(wildcards["model"])
+    return sorted(out)
+
+
 def planned(proc) -> dict:
     """{rule: count} from the job-stats table of a dry run."""
     out, table = {}, False
@@ -61,11 +73,14 @@ def workdir(tmp_path_factory):
 
 
 def test_dry_run_plans_every_stage(workdir):
-    jobs = planned(smk(workdir, "-n", "--cores", "2"))
+    proc = smk(workdir, "-n", "--cores", "2")
+    jobs = planned(proc)
     # (no heatmaps job: the models draw their heatmaps from the keypoints, per sample)
     assert jobs == {"demo_data": 1, "clips": 1, "decode": 1, "pose": 1,
-                    "pretrain_rgb": 1, "pretrain_pose": 1, "pretrain_limb": 1, "merge": 3,
-                    "train_fused": 3, "test": 6, "ensemble": 1, "all": 1}  # 3 ablation variants
+                    "train": 6, "merge": 3, "test": 6, "ensemble": 1, "all": 1}  # 3 ablation variants
+    models = ["fused_full", "fused_nofusion", "fused_noproto", "joint", "limb", "rgb"]
+    assert models_of(proc, "train") == models and models_of(proc, "test") == models
+    assert models_of(proc, "merge") == models[:3]
 
 
 def test_lint_is_clean(workdir):
@@ -76,7 +91,7 @@ def test_lint_is_clean(workdir):
 def test_slurm_profile_asks_a_gpu_for_training(workdir):
     pytest.importorskip("snakemake_executor_plugin_slurm")
     proc = smk(workdir, "-n", "--profile", "profiles/slurm")
-    assert "pretrain_rgb" in proc.stdout
+    assert "rule train:" in proc.stdout
 
 
 @pytest.mark.parametrize("text, key", [
@@ -120,17 +135,19 @@ def test_second_run_has_nothing_to_do(tiny_run):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
-def test_rerun_pretrain_pose_plans_only_its_dependents(tiny_run):
-    jobs = planned(smk(tiny_run, "--cores", "2", "--configfile", "tiny.yaml", "-R", "pretrain_pose", "-n"))
-    assert jobs == {"pretrain_pose": 1, "merge": 2, "train_fused": 2, "test": 3, "ensemble": 1, "all": 1}
+def test_rerun_of_the_joint_model_plans_only_its_dependents(tiny_run):
+    proc = smk(tiny_run, "--cores", "2", "--configfile", "tiny.yaml", "-R", "results/tiny/models/joint/model.pt", "-n")
+    assert planned(proc) == {"train": 3, "merge": 2, "test": 3, "ensemble": 1, "all": 1}
+    assert models_of(proc, "train") == ["fused_full", "fused_plain", "joint"]
 
 
 def test_changed_training_setting_reruns_only_that_training(tiny_run):
     (tiny_run / "more.yaml").write_text("pose_model:\n  optim: {epochs: 3, batch_size: 4, lr: 0.02, lr_steps: [2]}\n")
-    jobs = planned(smk(tiny_run, "--cores", "2", "--configfile", "tiny.yaml", "more.yaml", "-n"))
+    proc = smk(tiny_run, "--cores", "2", "--configfile", "tiny.yaml", "more.yaml", "-n")
+    jobs = planned(proc)
     # the pose pathway settings feed the joint, limb and fused models; nothing upstream reruns
-    assert "decode" not in jobs and "heatmaps" not in jobs and "pretrain_rgb" not in jobs
-    assert jobs["pretrain_pose"] == 1 and jobs["train_fused"] == 2
+    assert "decode" not in jobs and "heatmaps" not in jobs
+    assert models_of(proc, "train") == ["fused_full", "fused_plain", "joint", "limb"]
 
 
 def test_editing_heatmap_code_reruns_what_draws_heatmaps(tiny_run):
@@ -139,10 +156,12 @@ def test_editing_heatmap_code_reruns_what_draws_heatmaps(tiny_run):
     original = module.read_text()
     try:
         module.write_text(original + "\n# an edit\n")
-        jobs = planned(smk(tiny_run, "--cores", "2", "--configfile", "tiny.yaml", "-n"))
+        proc = smk(tiny_run, "--cores", "2", "--configfile", "tiny.yaml", "-n")
+        jobs = planned(proc)
     finally:
         module.write_text(original)
-    assert jobs["pretrain_rgb"] == 1 and jobs["pretrain_pose"] == 1 and jobs["ensemble"] == 1
+    assert models_of(proc, "train") == ["fused_full", "fused_plain", "joint", "limb", "rgb"]
+    assert jobs["ensemble"] == 1
     assert "decode" not in jobs and "pose" not in jobs and "clips" not in jobs
 
 
@@ -191,7 +210,7 @@ def test_paper_recipe_plans_on_user_data(tiny_run):
         f"  split: {demo}/split.csv\n  videos: {demo}/videos\n  skeletons: {demo}/skeletons\n"
         f"  classes: [1, 2, 3, 4, 5, 6, 99]\n")
     jobs = planned(smk(tiny_run, "-n", "--cores", "2", "--configfile", "config/paper.yaml", "paths.yaml"))
-    assert "demo_data" not in jobs and jobs["train_fused"] == 1 and jobs["test"] == 4
+    assert "demo_data" not in jobs and jobs["train"] == 4 and jobs["test"] == 4
 
 
 def test_feature_stages_are_shared_through_the_output_cache(tiny_run, tmp_path):
@@ -222,9 +241,9 @@ def test_pose_only_mode_runs_without_videos(tiny_run, tmp_path):
     (tiny_run / "poseonly.yaml").write_text(
         f"results: results/poseonly\nmode: pose\ndataset:\n  kind: imigue\n"
         f"  label_table: {data}/labels.csv\n  split: {data}/split.csv\n  skeletons: {data}/skeletons\n")
-    jobs = planned(smk(tiny_run, "-n", "--cores", "2", "--configfile", "tiny.yaml", "poseonly.yaml"))
-    assert jobs == {"clips": 1, "pose": 1, "pretrain_pose": 1, "pretrain_limb": 1,
-                    "test": 2, "ensemble": 1, "all": 1}
+    proc = smk(tiny_run, "-n", "--cores", "2", "--configfile", "tiny.yaml", "poseonly.yaml")
+    assert planned(proc) == {"clips": 1, "pose": 1, "train": 2, "test": 2, "ensemble": 1, "all": 1}
+    assert models_of(proc, "train") == ["joint", "limb"]
     smk(tiny_run, "--cores", "2", "--configfile", "tiny.yaml", "poseonly.yaml")
     r = tiny_run / "results" / "poseonly"
     metrics = json.loads((r / "ensemble" / "metrics.json").read_text())
@@ -237,6 +256,46 @@ def test_pose_only_mode_runs_without_videos(tiny_run, tmp_path):
     assert list(pose_only.clip_id) == list(full.clip_id) and list(pose_only.split) == list(full.split)
     assert pose_only.width.isna().all()
     assert "pose-only" in (r / "logs" / "clips.log").read_text()
+
+
+# A new single-stream model, as a user would add it: one registry entry and nothing else.
+TOY_SPEC = """
+
+register(ModelSpec(
+    name="toy", inputs=("joint",), outputs={"toy": "logits"},
+    sections=("seed", "train", "pose_model", "heatmaps"),
+    network=lambda config, channels: {"type": "single", "kind": "pose", "in_channels": channels[0],
+                                      "cfg": {**config["pose_model"]["network"], "base_channels": 2}},
+    optim=lambda config: {**config["pose_model"]["optim"], "epochs": 1},
+    augment=_pose_augment, enabled=lambda config: True))
+"""
+
+
+def test_a_new_model_needs_one_registry_entry_and_no_rule(tiny_run, tmp_path):
+    toy = make_workdir(tmp_path / "toy")
+    rules = {f.name: f.read_text() for f in (toy / "workflow" / "rules").glob("*.smk")}
+    specs_py = toy / "mgpipe" / "specs.py"
+    specs_py.write_text(specs_py.read_text() + TOY_SPEC)
+    demo = tiny_run / "results" / "tiny" / "demo_data"
+    (toy / "toy.yaml").write_text(
+        f"results: results/toy\nmode: pose\ndataset:\n  kind: imigue\n  label_table: {demo}/labels.csv\n"
+        f"  split: {demo}/split.csv\n  skeletons: {demo}/skeletons\nlimb: {{enabled: false}}\n"
+        f"ensemble: {{members: {{joint: 1.0, toy: 1.0}}}}\n")
+    proc = smk(toy, "-n", "--cores", "2", "--configfile", "tiny.yaml", "toy.yaml")
+    assert models_of(proc, "train") == ["joint", "toy"] and models_of(proc, "test") == ["joint", "toy"]
+    smk(toy, "--cores", "2", "--configfile", "tiny.yaml", "toy.yaml")
+    r = toy / "results" / "toy"
+    assert {f.name: f.read_text() for f in (toy / "workflow" / "rules").glob("*.smk")} == rules
+    log = pd.read_csv(r / "models" / "toy" / "log.csv")
+    assert list(log.epoch) == [1] and "train_top1_toy" in log      # its own schedule and stream
+    scores = pd.read_csv(r / "scores" / "toy.csv")
+    assert "toy:0" in scores.columns
+    metrics = json.loads((r / "ensemble" / "metrics.json").read_text())
+    assert set(metrics["models"]) == {"joint", "toy"} and metrics["ensemble"]["weights"] == {"joint": 1.0, "toy": 1.0}
+    from mgpipe.checkpoints import load
+
+    ckpt = load(r / "models" / "toy" / "model.pt")
+    assert ckpt["name"] == "toy" and ckpt["arch"]["cfg"]["base_channels"] == 2
 
 
 def test_image_pose_backend_reads_the_frame_store(workdir):

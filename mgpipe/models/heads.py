@@ -12,7 +12,7 @@ class ClsHead(nn.Module):
     The Linear layer is initialised normal(std=0.01) with zero bias.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.5) -> None:
+    def __init__(self, in_channels: int, num_classes: int, dropout: float) -> None:
         super().__init__()
         if num_classes <= 0:
             raise ValueError("num_classes must be positive")

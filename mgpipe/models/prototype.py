@@ -50,11 +50,12 @@ class PrototypeLoss(nn.Module):
         self,
         num_classes: int,
         in_dim: int,
-        dim: int = 256,
-        momentum: float = 0.9,
-        alpha: float = 0.125,
-        tau: float = 0.125,
-        tp_only: bool = False,
+        *,
+        dim: int,
+        momentum: float,
+        alpha: float,
+        tau: float,
+        tp_only: bool,
     ) -> None:
         super().__init__()
         if num_classes <= 0 or in_dim <= 0 or dim <= 0:

@@ -98,9 +98,10 @@ class RGBPoseConv3D(nn.Module):
         self.rgb_head = ClsHead(self.rgb_path.out_channels, num_classes, rgb_cfg["dropout"])
         self.pose_head = ClsHead(self.pose_path.out_channels, num_classes, pose_cfg["dropout"])
 
-        fusion_cfg = fusion_cfg or {}
-        if fusion_cfg.get("enabled", False):
-            hidden = int(fusion_cfg.get("hidden", 256))
+        # fusion_cfg / prototype_cfg: the config's fused.fusion / fused.prototype settings plus
+        # `enabled` (the variant's switch); None leaves that part out.
+        if fusion_cfg is not None and fusion_cfg["enabled"]:
+            hidden = int(fusion_cfg["hidden"])
             self.fusion: Optional[nn.ModuleList] = nn.ModuleList(
                 CrossModalFusion(rgb_w[e + 1], pose_w[e], hidden, speed_ratio=speed_ratio)
                 for e in range(2)
@@ -108,22 +109,22 @@ class RGBPoseConv3D(nn.Module):
         else:
             self.fusion = None
 
-        prototype_cfg = prototype_cfg or {}
         self.proto = nn.ModuleDict()
-        self.proto_weight = float(prototype_cfg.get("weight", 0.1))
-        if prototype_cfg.get("enabled", False):
+        self.proto_weight = 0.0  # a variant without the prototype loss adds none
+        if prototype_cfg is not None and prototype_cfg["enabled"]:
+            self.proto_weight = float(prototype_cfg["weight"])
             widths = {"rgb": self.rgb_path.out_channels, "pose": self.pose_path.out_channels}
-            for s in prototype_cfg.get("streams", list(STREAMS)):
+            for s in prototype_cfg["streams"]:
                 if s not in widths:
                     raise ValueError(f"unknown prototype stream {s!r}; use 'rgb' or 'pose'")
                 self.proto[s] = PrototypeLoss(
                     num_classes,
                     widths[s],
-                    dim=int(prototype_cfg.get("dim", 256)),
-                    momentum=float(prototype_cfg.get("momentum", 0.9)),
-                    alpha=float(prototype_cfg.get("alpha", 0.125)),
-                    tau=float(prototype_cfg.get("tau", 0.125)),
-                    tp_only=bool(prototype_cfg.get("tp_only", False)),
+                    dim=int(prototype_cfg["dim"]),
+                    momentum=float(prototype_cfg["momentum"]),
+                    alpha=float(prototype_cfg["alpha"]),
+                    tau=float(prototype_cfg["tau"]),
+                    tp_only=bool(prototype_cfg["tp_only"]),
                 )
 
     def _exchange(self, e: int, xr: torch.Tensor, xp: torch.Tensor):

@@ -12,3 +12,9 @@ its own packages), so this package imports nothing beyond numpy, h5py and Pillow
 """
 
 IMAGE_BACKENDS = ("mediapipe", "mmpose")
+
+
+def reads_frames(backend: str) -> bool:
+    """Whether a pose backend runs a model on the frames (a built-in one, or a user's module
+    given by its dotted name) rather than reading provided keypoints."""
+    return backend in IMAGE_BACKENDS or "." in backend

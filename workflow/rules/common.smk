@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 from mgpipe import config as mgconfig
+from mgpipe import specs
+from mgpipe.pose_backends import reads_frames
 
 try:
     mgconfig.validate(config, "config")
@@ -18,7 +20,7 @@ DS = config["dataset"]
 DEMO = DS["kind"] == "demo"
 POSE_ONLY = config["mode"] == "pose"
 POSE = config["pose"]
-IMAGE_POSE = POSE["backend"] in ("mediapipe", "mmpose")
+IMAGE_POSE = reads_frames(POSE["backend"])
 # Videos are read when RGB is trained or a pose model looks at the frames.
 NEED_VIDEOS = not POSE_ONLY or IMAGE_POSE
 NEED_SKELETONS = not IMAGE_POSE
@@ -62,13 +64,15 @@ else:
             name = "dataset.label_table" if key == "labels" else f"dataset.{key}"
             sys.exit(f"mgpipe: config key {name}: {value} does not exist")
 
-VARIANTS = [] if POSE_ONLY else config["fused"]["variants"]
-SINGLE = ([] if POSE_ONLY else ["rgb"]) + ["joint"] + (["limb"] if config["limb"]["enabled"] else [])
-MODELS = SINGLE + [f"fused_{v}" for v in VARIANTS]
+# The model registry (mgpipe/specs.py) decides which models this config trains and what each
+# reads; the rules below only turn that into jobs.
+MODELS = specs.trained_models(config)
+SPECS = {m: specs.get(m) for m in MODELS}
+MERGED = [m for m in MODELS if SPECS[m].init == "merge"]
 # Pose-only mode trains no RGB or fused network: the ensemble keeps the members it has.
 ENSEMBLE = dict(config["ensemble"])
 if POSE_ONLY:
-    ENSEMBLE["members"] = {m: w for m, w in ENSEMBLE["members"].items() if m in ("joint", "limb") and m in MODELS}
+    ENSEMBLE["members"] = {m: w for m, w in ENSEMBLE["members"].items() if m in MODELS}
     if not ENSEMBLE["members"]:
         sys.exit("mgpipe: config key ensemble.members: pose-only mode needs joint and/or limb members")
 
@@ -85,24 +89,10 @@ def stage_config(*keys):
     return mgconfig.canonical({k: config[k] for k in keys})
 
 
-def model_sections(model):
-    if model == "rgb":
-        return ("seed", "train", "rgb")
-    if model == "joint":
-        return ("seed", "train", "pose_model", "heatmaps")
-    if model == "limb":
-        return ("seed", "train", "pose_model", "limb", "heatmaps")
-    return ("seed", "train", "rgb", "pose_model", "fused", "heatmaps")
-
-
 def model_config(model, *extra):
-    """A model's config sections as sorted JSON. The RGB model reads only the box padding of the
-    heatmap settings (its frames are cropped to the clip's compact box), so the Gaussian width
-    does not retrain it."""
-    sections = {k: config[k] for k in model_sections(model) + extra}
-    if model == "rgb":
-        sections["heatmaps"] = {"padding": config["heatmaps"]["padding"]}
-    return mgconfig.canonical(sections)
+    """A model's config sections (its spec's, plus `extra` ones) as sorted JSON: a setting the
+    model does not read never reruns it."""
+    return mgconfig.canonical(SPECS[model].settings(config, *extra))
 
 
 def code(stage):
@@ -130,11 +120,19 @@ def pose_inputs(wildcards):
     return data
 
 
-def train_data(model):
-    """Stores a model reads: the frame store only where an RGB pathway is trained."""
-    data = dict(manifest=f"{R}/clips.csv", classes=f"{R}/classes.csv", keypoints=f"{R}/keypoints.h5")
-    if model not in ("joint", "limb"):
-        data["frames"] = f"{R}/frames.h5"
+def model_inputs(wildcards):
+    """The files a model reads: the clip and class tables, the stores its spec names, and the
+    merge stage's weights for a model that starts from them."""
+    spec = SPECS[wildcards.model]
+    data = dict(manifest=f"{R}/clips.csv", classes=f"{R}/classes.csv")
+    data.update({store: f"{R}/{store}.h5" for store in spec.stores})
+    return data
+
+
+def train_inputs(wildcards):
+    data = model_inputs(wildcards)
+    if SPECS[wildcards.model].init == "merge":
+        data["init"] = f"{R}/merged/{wildcards.model}.pt"
     return data
 
 
@@ -142,9 +140,5 @@ def frames_arg(wildcards, input):
     return f"--frames {input.frames}" if "frames" in input.keys() else ""
 
 
-def train_outputs(model):
-    return dict(
-        model=f"{R}/models/{model}/model.pt",
-        log=report(f"{R}/models/{model}/log.csv", caption="../report/training.rst", category="Training"),
-        curve=report(f"{R}/models/{model}/curve.png", caption="../report/training.rst", category="Training"),
-    )
+def init_arg(wildcards, input):
+    return f"--init {input.init}" if "init" in input.keys() else ""

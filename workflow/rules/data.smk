@@ -11,8 +11,8 @@ if DEMO:
             split=f"{R}/demo_data/split.csv",
         params:
             out=lambda wildcards, output: os.path.dirname(output.labels),
-            demo=DS["demo"],
-            seed=config["seed"],
+            # Only what the generator reads: no other dataset setting reruns it.
+            cfg=mgconfig.canonical({"seed": config["seed"], "dataset": {"demo": DS["demo"]}}),
             code=code("demo_data"),
         log:
             f"{R}/logs/demo_data.log",
@@ -22,11 +22,7 @@ if DEMO:
         conda:
             "../envs/mgpipe.yaml"
         shell:
-            "mgpipe demo-data {params.out} --seed {params.seed} "
-            "--subjects {params.demo[num_subjects]} "
-            "--segments-per-class {params.demo[segments_per_class]} "
-            "--width {params.demo[width]} --height {params.demo[height]} --fps {params.demo[fps]} "
-            "2> {log}"
+            "mgpipe demo-data {params.out} --config-json {params.cfg:q} 2> {log}"
 
 
 rule clips:
@@ -60,7 +56,7 @@ rule decode:
     output:
         frames=f"{R}/frames.h5",
     params:
-        cfg=config["decode"],
+        cfg=stage_config("decode"),
         code=code("decode"),
     log:
         f"{R}/logs/decode.log",
@@ -72,6 +68,5 @@ rule decode:
     conda:
         "../envs/mgpipe.yaml"
     shell:
-        "mgpipe decode --manifest {input.manifest} --out {output.frames} "
-        "--max-side {params.cfg[max_side]} --quality {params.cfg[jpeg_quality]} "
-        "--threads {threads} 2> {log}"
+        "mgpipe decode --manifest {input.manifest} --config-json {params.cfg:q} "
+        "--out {output.frames} --threads {threads} 2> {log}"

@@ -3,7 +3,7 @@
 
 rule test:
     input:
-        unpack(lambda wildcards: train_data(wildcards.model)),
+        unpack(model_inputs),
         model=f"{R}/models/{{model}}/model.pt",
     output:
         scores=f"{R}/scores/{{model}}.csv",

@@ -31,7 +31,7 @@ rule heatmaps:
     output:
         heatmaps=f"{R}/heatmaps.h5",
     params:
-        cfg=config["heatmaps"],
+        cfg=stage_config("heatmaps"),
         code=code("heatmaps"),
     log:
         f"{R}/logs/heatmaps.log",
@@ -43,9 +43,8 @@ rule heatmaps:
     conda:
         "../envs/mgpipe.yaml"
     shell:
-        "mgpipe heatmaps --keypoints {input.keypoints} --out {output.heatmaps} "
-        "--size {params.cfg[size]} --sigma {params.cfg[sigma]} --padding {params.cfg[padding]} "
-        "--threads {threads} 2> {log}"
+        "mgpipe heatmaps --keypoints {input.keypoints} --config-json {params.cfg:q} "
+        "--out {output.heatmaps} --threads {threads} 2> {log}"
 
 
 # Not part of `all`: `snakemake results/<name>/keypoints.pkl` exports the keypoints for pyskl /

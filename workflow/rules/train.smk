@@ -1,25 +1,30 @@
-# Stages 5-7: single-modality pretraining, the merge, fused training.
+# Stages 5-7: training (every model of the registry, one rule), and the merge that gives a fused
+# network its pretrained weights.
 # Resumable training state lives in {results}/state/<model>, outside the declared outputs, so a
 # killed job resumes from its last epoch when rerun.
 
-rule pretrain_rgb:
+
+rule train:
     input:
-        **train_data("rgb"),
+        unpack(train_inputs),
     output:
-        **train_outputs("rgb"),
+        model=f"{R}/models/{{model}}/model.pt",
+        log=report(f"{R}/models/{{model}}/log.csv", caption="../report/training.rst", category="Training"),
+        curve=report(f"{R}/models/{{model}}/curve.png", caption="../report/training.rst", category="Training"),
     params:
-        model="rgb",
-        cfg=model_config("rgb"),
+        cfg=lambda wildcards: model_config(wildcards.model),
         code=code("train"),
         launcher=LAUNCHER,
         frames=frames_arg,
-        init="",
+        init=init_arg,
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
-        state=f"{R}/state/rgb",
+        state=lambda wildcards: f"{R}/state/{wildcards.model}",
+    wildcard_constraints:
+        model="|".join(MODELS),
     log:
-        f"{R}/logs/train_rgb.log",
+        f"{R}/logs/train_{{model}}.log",
     benchmark:
-        f"{R}/benchmarks/train_rgb.tsv"
+        f"{R}/benchmarks/train_{{model}}.tsv"
     threads: config["train"]["threads"]
     resources:
         gpu=gpu_count(),
@@ -28,50 +33,10 @@ rule pretrain_rgb:
     conda:
         "../envs/mgpipe.yaml"
     shell:
-        "{params.launcher} mgpipe train {params.model} --config-json {params.cfg:q} --manifest {input.manifest} "
-        "--classes {input.classes} {params.frames} --keypoints {input.keypoints} "
-        "{params.init} --out-dir {params.out_dir} --state-dir {params.state} "
-        "--threads {threads} 2> {log}"
-
-
-use rule pretrain_rgb as pretrain_pose with:
-    input:
-        **train_data("joint"),
-    output:
-        **train_outputs("joint"),
-    params:
-        model="joint",
-        cfg=model_config("joint"),
-        code=code("train"),
-        launcher=LAUNCHER,
-        frames=frames_arg,
-        init="",
-        out_dir=lambda wildcards, output: os.path.dirname(output.model),
-        state=f"{R}/state/joint",
-    log:
-        f"{R}/logs/train_joint.log",
-    benchmark:
-        f"{R}/benchmarks/train_joint.tsv"
-
-
-use rule pretrain_rgb as pretrain_limb with:
-    input:
-        **train_data("limb"),
-    output:
-        **train_outputs("limb"),
-    params:
-        model="limb",
-        cfg=model_config("limb"),
-        code=code("train"),
-        launcher=LAUNCHER,
-        frames=frames_arg,
-        init="",
-        out_dir=lambda wildcards, output: os.path.dirname(output.model),
-        state=f"{R}/state/limb",
-    log:
-        f"{R}/logs/train_limb.log",
-    benchmark:
-        f"{R}/benchmarks/train_limb.tsv"
+        "{params.launcher} mgpipe train {wildcards.model} --config-json {params.cfg:q} "
+        "--manifest {input.manifest} --classes {input.classes} {params.frames} "
+        "--keypoints {input.keypoints} {params.init} --out-dir {params.out_dir} "
+        "--state-dir {params.state} --threads {threads} 2> {log}"
 
 
 rule merge:
@@ -79,39 +44,16 @@ rule merge:
         rgb=f"{R}/models/rgb/model.pt",
         pose=f"{R}/models/joint/model.pt",
     output:
-        merged=f"{R}/merged/fused_{{variant}}.pt",
+        merged=f"{R}/merged/{{model}}.pt",
     params:
         cfg=stage_config("seed", "rgb", "pose_model", "fused"),
         code=code("merge"),
     wildcard_constraints:
-        variant="|".join(VARIANTS),
+        model="|".join(MERGED) or "(?!)",
     log:
-        f"{R}/logs/merge_{{variant}}.log",
+        f"{R}/logs/merge_{{model}}.log",
     conda:
         "../envs/mgpipe.yaml"
     shell:
-        "mgpipe merge --rgb {input.rgb} --pose {input.pose} --variant {wildcards.variant} "
+        "mgpipe merge --rgb {input.rgb} --pose {input.pose} --model {wildcards.model} "
         "--out {output.merged} --config-json {params.cfg:q} 2> {log}"
-
-
-use rule pretrain_rgb as train_fused with:
-    input:
-        **train_data("fused"),
-        merged=f"{R}/merged/fused_{{variant}}.pt",
-    output:
-        **train_outputs("fused_{variant}"),
-    params:
-        model="fused_{variant}",
-        cfg=model_config("fused"),
-        code=code("train"),
-        launcher=LAUNCHER,
-        frames=frames_arg,
-        init=lambda wildcards, input: f"--init {input.merged}",
-        out_dir=lambda wildcards, output: os.path.dirname(output.model),
-        state=f"{R}/state/fused_{{variant}}",
-    wildcard_constraints:
-        variant="|".join(VARIANTS),
-    log:
-        f"{R}/logs/train_fused_{{variant}}.log",
-    benchmark:
-        f"{R}/benchmarks/train_fused_{{variant}}.tsv"

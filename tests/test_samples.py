@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 import torch
 
-from mgpipe.data import (ClipDataset, augmentation, keypoint_channels, mirror_keypoints,
+from mgpipe.samples import (ClipDataset, keypoint_channels, mirror_keypoints,
                          sample_indices, view_box)
 from mgpipe.heatmaps import compact_box, flip_volume, render_joints_loop, render_limbs_loop
+from mgpipe.config import defaults
 from mgpipe.io import InputError
 from mgpipe.layouts import COCO17
 
@@ -55,9 +56,15 @@ def _fresh(tmp_path, stem="keypoints"):
     return tmp_path / f"{stem}{len(list(tmp_path.iterdir()))}.h5"
 
 
+# The schema's sample settings (Gaussian width, box padding, colour normalisation).
+_SCHEMA = defaults()
+SETTINGS = dict(sigma=_SCHEMA["heatmaps"]["sigma"], padding=_SCHEMA["heatmaps"]["padding"],
+                mean=_SCHEMA["rgb"]["mean"], std=_SCHEMA["rgb"]["std"])
+
+
 def _dataset(tmp_path, clips, modalities, **kw):
     store = _store(_fresh(tmp_path), clips)
-    kw.setdefault("train", False)
+    kw = {"train": False, "flip": True, "crop_area": (0.56, 1.0), **SETTINGS, **kw}
     split = "train" if kw["train"] else "test"
     return ClipDataset(_manifest(clips, split), split, modalities, keypoints_h5=store, **kw)
 
@@ -136,7 +143,7 @@ def test_training_samples_are_augmented_and_deterministic(tmp_path):
     clips = {f"c{i}": _person(20, seed=i) for i in range(3)}
     kw = dict(train=True, seed=3, flip=True, crop_area=(0.7, 1.0), zoom=(0.8, 1.2), shift=0.1)
     a = _dataset(tmp_path, clips, {"joint": (8, 24), "limb": (8, 24)}, **kw)
-    b = ClipDataset(a.clips, "train", a.modalities, keypoints_h5=a.stores.paths["keypoints"], **kw)
+    b = ClipDataset(a.clips, "train", a.modalities, keypoints_h5=a.stores.paths["keypoints"], **SETTINGS, **kw)
     for epoch in (0, 1):
         a.set_epoch(epoch)
         b.set_epoch(epoch)
@@ -172,20 +179,20 @@ def test_all_missing_clip_renders_zeros(tmp_path):
 def test_bad_keypoint_stores(tmp_path):
     good = {"c0": _person()}
     with pytest.raises(InputError, match="nonesuch"):
-        ClipDataset(_manifest(good), "test", {"joint": (4, 16)}, train=False,
+        ClipDataset(_manifest(good), "test", {"joint": (4, 16)}, train=False, **SETTINGS,
                     keypoints_h5=_store(tmp_path / "badlayout.h5", good, layout="nonesuch"))
     bad = tmp_path / "garbage.h5"
     bad.write_bytes(b"not an hdf5 file")
     with pytest.raises(InputError, match="garbage.h5"):
-        ClipDataset(_manifest(good), "test", {"joint": (4, 16)}, train=False, keypoints_h5=bad)
+        ClipDataset(_manifest(good), "test", {"joint": (4, 16)}, train=False, **SETTINGS, keypoints_h5=bad)
     with pytest.raises(ValueError, match="keypoint store"):
-        ClipDataset(_manifest(good), "test", {"joint": (4, 16)}, train=False)
-    data = ClipDataset(_manifest(["absent"]), "test", {"joint": (4, 16)}, train=False,
+        ClipDataset(_manifest(good), "test", {"joint": (4, 16)}, train=False, **SETTINGS)
+    data = ClipDataset(_manifest(["absent"]), "test", {"joint": (4, 16)}, train=False, **SETTINGS,
                        keypoints_h5=_store(_fresh(tmp_path), good))
     with pytest.raises(InputError, match="'absent'"):
         data[0]
     for kp in (np.zeros((1, 4, 5, 3), np.float32), np.zeros((1, 0, 17, 3), np.float32)):
-        data = ClipDataset(_manifest(["c0"]), "test", {"joint": (4, 16)}, train=False,
+        data = ClipDataset(_manifest(["c0"]), "test", {"joint": (4, 16)}, train=False, **SETTINGS,
                            keypoints_h5=_store(_fresh(tmp_path), {"c0": kp}))
         with pytest.raises(InputError, match="shape"):
             data[0]
@@ -196,6 +203,11 @@ def test_augmentation_settings_per_model():
 
     config = validate({"pose_model": {"augment": {"scale": [0.8, 1.25], "shift": 0.1}},
                        "train": {"crop_area": [0.6, 1.0]}})
+    from mgpipe.specs import get
+
+    def augmentation(config, name):
+        return get(name).augment(config)
+
     joint = augmentation(config, "joint")
     assert joint["zoom"] == (0.8, 1.25) and joint["shift"] == 0.1
     assert joint["crop_area"] == (1.0, 1.0)  # the schema's default for pose models
@@ -220,7 +232,7 @@ def test_real_kard_clip_matches_oracle(tmp_path):
     lay = layouts.get_layout(name)
     assert keypoint_channels(tmp_path / "kp.h5") == (lay.num_joints, lay.num_limbs)
     data = ClipDataset(frame.iloc[:3], "test", {"joint": (16, 32), "limb": (16, 32)}, train=False,
-                       keypoints_h5=tmp_path / "kp.h5", flip=True)
+                       keypoints_h5=tmp_path / "kp.h5", flip=True, **SETTINGS)
     with h5py.File(tmp_path / "kp.h5") as h5:
         kp = h5["clips"][frame.clip_id[1]]["keypoints"][()]
         w, h = h5["clips"][frame.clip_id[1]].attrs["width"], h5["clips"][frame.clip_id[1]].attrs["height"]

@@ -1,5 +1,5 @@
 """Label importers on small files written in each dataset's real on-disk layout (see the format notes
-at the top of mgpipe/datasets.py for where each layout was found)."""
+at the top of mgpipe/label_tables.py for where each layout was found)."""
 
 import logging
 
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mgpipe.datasets import (
+from mgpipe.label_tables import (
     COLUMNS,
     SOURCE_COLUMNS,
     SYNTHETIC_SUBJECT_BASE,

@@ -99,18 +99,6 @@ def keypoint_channels(keypoints_h5) -> tuple[int, int]:
     return layout.num_joints, layout.num_limbs
 
 
-def augmentation(config: dict, name: str) -> dict:
-    """Training augmentation of model `name` (ClipDataset keyword arguments). The joint and limb
-    models use pose_model.augment; the RGB and fused networks train.crop_area and train.flip,
-    with no zoom or shift, so that the fused network's two pathways see the same region."""
-    if name in POSE:
-        aug = config["pose_model"]["augment"]
-        return {"flip": aug["flip"], "crop_area": tuple(aug["crop_area"]),
-                "zoom": tuple(aug["scale"]), "shift": float(aug["shift"])}
-    return {"flip": config["train"]["flip"], "crop_area": tuple(config["train"]["crop_area"]),
-            "zoom": (1.0, 1.0), "shift": 0.0}
-
-
 class _Stores:
     """h5py handles opened lazily per process: forked DataLoader workers must not share them."""
 
@@ -148,13 +136,15 @@ class ClipDataset(torch.utils.data.Dataset):
     [zoom[0], zoom[1]] and shift in [-shift, shift] (fractions of the output side) and a random
     flip, one view shared by all modalities of a sample. Test samples: `views` seeded draws per
     clip, whole box, no flip unless flip=True doubles the views with mirrored copies.
-    sigma (output pixels) and padding (of the compact box) follow the heatmap semantics.
+    sigma (output pixels) and padding (of the compact box) follow the heatmap semantics; mean
+    and std normalise RGB. The settings come from the config (model_samples); without
+    augmentation arguments a sample is the whole box, unmirrored.
     """
 
     def __init__(self, manifest: pd.DataFrame, split: str, modalities: dict, *, frames_h5=None,
-                 keypoints_h5=None, train: bool, seed: int = 0, views: int = 1, flip: bool = True,
-                 crop_area=(0.56, 1.0), zoom=(1.0, 1.0), shift: float = 0.0, sigma: float = 0.6,
-                 padding: float = 0.25, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375)):
+                 keypoints_h5=None, train: bool, sigma: float, padding: float, mean, std,
+                 seed: int = 0, views: int = 1, flip: bool = False, crop_area=(1.0, 1.0),
+                 zoom=(1.0, 1.0), shift: float = 0.0):
         self.clips = manifest[manifest.split == split].reset_index(drop=True)
         if self.clips.empty:
             raise ValueError(f"no clips in split {split!r}")
@@ -271,3 +261,35 @@ class ClipDataset(torch.utils.data.Dataset):
             frames.append(cache[i])
         x = torch.stack(frames).permute(3, 0, 1, 2)  # [3, T, H, W]
         return (x - self.mean) / self.std
+
+
+def model_samples(spec, config: dict, manifest: pd.DataFrame, split: str, *, train: bool,
+                  keypoints_h5, frames_h5=None, views: int = 1, flip: bool = False) -> "ClipDataset":
+    """The samples model `spec` sees on one split: its inputs at the training or test size, the
+    config's heatmap and colour settings, and its augmentation when training (test views and
+    mirrored copies otherwise). The one place training, validation, testing, prediction and
+    the benchmark set up their samples."""
+    common = dict(frames_h5=frames_h5 if "frames" in spec.stores else None, keypoints_h5=keypoints_h5,
+                  seed=config["seed"], sigma=config["heatmaps"]["sigma"],
+                  padding=config["heatmaps"]["padding"], mean=config["rgb"]["mean"],
+                  std=config["rgb"]["std"])
+    if train:
+        return ClipDataset(manifest, split, spec.modalities(config, True), train=True,
+                           **spec.augment(config), **common)
+    return ClipDataset(manifest, split, spec.modalities(config, False), train=False, views=views,
+                       flip=flip, **common)
+
+
+def make_loader(dataset, batch_size, *, shuffle_seed=None, workers=0, drop_last=False,
+                rank=0, world=1):
+    """A loader over a seeded permutation; under data parallelism each process takes every
+    world-th index of the same permutation (an equal share, so all processes step together)."""
+    sampler = None
+    if shuffle_seed is not None:
+        g = torch.Generator().manual_seed(shuffle_seed)
+        order = torch.randperm(len(dataset), generator=g).tolist()
+        sampler = order[: len(order) // world * world][rank::world]
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+        drop_last=drop_last, pin_memory=torch.cuda.is_available(),
+        persistent_workers=False)

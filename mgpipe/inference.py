@@ -1,0 +1,53 @@
+"""Inference helpers shared by validation, the test stage, prediction and the benchmark: loading
+a trained model from its checkpoint and the multi-view class probabilities of a loader."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from . import checkpoints, specs
+from .io import InputError
+
+
+def load_model(path):
+    """(model, checkpoint dict, spec) of a model file; a hostile or foreign file is refused
+    (InputError, one line)."""
+    ckpt = checkpoints.load(path)
+    try:
+        spec = specs.get(ckpt["name"])
+        model = specs.build(ckpt["arch"], ckpt["num_classes"])
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"{path}: checkpoint does not fit its own architecture ({first[:200]})") from None
+    return model, ckpt, spec
+
+
+@torch.no_grad()
+def predict(model, spec, loader, device, *, amp=False, channels_last=False, progress=False,
+            desc="eval") -> dict:
+    """Per-view softmax probabilities averaged over the views of each clip: {stream: [N, K]}.
+    A batch holds views of several clips (the dataset enumerates clip x view); the sums stay on
+    the device and are read once at the end, so no batch waits for the host."""
+    model.eval()
+    sums, counts = {}, None
+    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits, _ = spec.forward(model, batch, device, channels_last)
+        idx = batch["index"].to(device, non_blocking=True)
+        for stream, z in logits.items():
+            p = F.softmax(z.float(), dim=1).double()
+            if stream not in sums:
+                n = len(loader.dataset.clips)
+                sums[stream] = torch.zeros(n, p.shape[1], dtype=torch.float64, device=device)
+                counts = torch.zeros(n, dtype=torch.float64, device=device)
+            sums[stream].index_add_(0, idx, p)
+        counts.index_add_(0, idx, torch.ones(len(idx), dtype=torch.float64, device=device))
+    return {k: (v / counts[:, None]).float().cpu() for k, v in sums.items()}
+
+
+def top1(probs: torch.Tensor, labels) -> float:
+    return float((probs.argmax(1).numpy() == np.asarray(labels)).mean())
