@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mgpipe.bench import sample_ms  # noqa: E402
 from mgpipe.config import defaults  # noqa: E402
 from mgpipe.samples import ClipDataset, mirror_keypoints, sample_indices, view_box  # noqa: E402
-from mgpipe.heatmaps import EPS, build_heatmap_store, compact_box  # noqa: E402
+from mgpipe.formats.keypoints import EPS, compact_box  # noqa: E402
+from mgpipe.heatmaps import build_heatmap_store  # noqa: E402
 from mgpipe.layouts import layout_from_attrs  # noqa: E402
 from mgpipe.skeleton_io import import_pickle  # noqa: E402
 

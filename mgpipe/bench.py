@@ -76,7 +76,7 @@ def _time(fn, steps, warmup, device) -> float:
     return time.perf_counter() - t0
 
 
-def run(*, models=("joint", "rgb", "fused_full"), modes=("fp32", "bf16", "bf16+cl"), size="paper",
+def network_rates(*, models=("joint", "rgb", "fused_full"), modes=("fp32", "bf16", "bf16+cl"), size="paper",
         batch: dict | None = None, steps=10, warmup=3, device="auto", base_config=None,
         manifest=None, frames_h5=None, keypoints_h5=None, workers=4, joints=17) -> pd.DataFrame:
     from .runtime import pick_device

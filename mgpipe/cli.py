@@ -134,13 +134,13 @@ def cmd_test(args):
 
 
 def cmd_predict(args):
-    from .predict import run
+    from .predict import predict_video
 
     if not Path(args.model).is_file():
         raise InputError(f"{args.model}: model checkpoint not found")
     config = _config(args)
     ignore = [int(x) for x in args.ignore.split(",")] if args.ignore else []
-    result = run(args.video, args.model, config, classes_csv=args.classes, skeletons=args.skeletons,
+    result = predict_video(args.video, args.model, config, classes_csv=args.classes, skeletons=args.skeletons,
                  k=args.top_k, spot=args.spot, window_s=args.window, stride_s=args.stride,
                  threshold=args.threshold, ignore=ignore, out_dir=args.out_dir,
                  threads=args.threads, progress=not args.quiet)
@@ -153,7 +153,7 @@ def cmd_predict(args):
 
 
 def cmd_ensemble(args):
-    from .ensemble import run
+    from .ensemble import build_report
 
     config = _config(args)
     files = {}
@@ -162,12 +162,12 @@ def cmd_ensemble(args):
         if not sep:
             raise InputError(f"--scores {item}: expected NAME=PATH")
         files[name] = path
-    run(files, args.classes, args.out_dir, members=config["ensemble"]["members"],
+    build_report(files, args.classes, args.out_dir, members=config["ensemble"]["members"],
         search=config["ensemble"]["search"], variants_order=config["fused"]["variants"])
 
 
 def cmd_bench(args):
-    from .bench import MODES, run
+    from .bench import MODES, network_rates
 
     base, manifest = None, None
     if args.size == "config" or args.stores:
@@ -182,7 +182,7 @@ def cmd_bench(args):
     if unknown:
         raise InputError(f"--modes: unknown {unknown}; known: {sorted(MODES)}")
     batch = {"joint": args.batch_pose, "rgb": args.batch_rgb, "fused_full": args.batch_fused}
-    table = run(models=args.models.split(","), modes=modes, size="paper" if args.size == "paper" else "config",
+    table = network_rates(models=args.models.split(","), modes=modes, size="paper" if args.size == "paper" else "config",
                 batch=batch, steps=args.steps, warmup=args.warmup, device=args.device, base_config=base,
                 manifest=manifest, frames_h5=root / "frames.h5" if args.stores else None,
                 keypoints_h5=root / "keypoints.h5" if args.stores else None, workers=args.workers)

@@ -150,10 +150,10 @@ def _output_classes(table, classes, class_names, kind, source):
 def skeleton_length(backend: str, skeletons, video_id: str, cache: dict) -> int | None:
     """Frames of a video's provided keypoints (pose-only mode has no video to probe)."""
     if backend == "openpose":
-        folder = Path(skeletons) / video_id
-        frames = [int(p.name[len(video_id) + 1:len(video_id) + 13])
-                  for p in folder.glob(f"{video_id}_*_keypoints.json")]
-        return max(frames) + 1 if frames else None
+        from .skeleton_io import openpose_frame_numbers
+
+        frames = openpose_frame_numbers(skeletons, video_id)
+        return frames[-1] + 1 if frames else None
     if backend == "pickle":
         if "pickle" not in cache:
             from .skeleton_io import load_pickle_annotations

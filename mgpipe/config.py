@@ -152,16 +152,16 @@ def digest(value) -> str:
 # so the rules pass this digest as a param: editing a stage's module reruns that stage and,
 # through its new output, everything downstream, and nothing upstream.
 STAGE_MODULES = {
-    "demo_data": ["demo_data.py", "layouts.py"],
+    "demo_data": ["demo_data.py", "layouts.py", "skeleton_io.py"],
     "clips": ["clips.py", "label_tables.py", "skeleton_io.py", "layouts.py"],
-    "decode": ["decode.py"],
-    "pose": ["pose.py", "pose_runner.py", "pose_backends", "layouts.py", "skeleton_io.py"],
-    "heatmaps": ["heatmaps.py", "layouts.py"],
+    "decode": ["decode.py", "formats"],
+    "pose": ["pose.py", "pose_runner.py", "pose_backends", "layouts.py", "skeleton_io.py", "formats"],
+    "heatmaps": ["heatmaps.py", "layouts.py", "formats"],
     "train": ["train.py", "samples.py", "heatmaps.py", "layouts.py", "specs.py", "inference.py", "models",
-              "checkpoints.py", "fingerprint.py"],
+              "checkpoints.py", "fingerprint.py", "formats"],
     "merge": ["merge.py", "specs.py", "inference.py", "models", "checkpoints.py"],
     "test": ["evaluate.py", "inference.py", "samples.py", "heatmaps.py", "layouts.py", "specs.py", "models",
-             "checkpoints.py"],
+             "checkpoints.py", "formats"],
     "ensemble": ["ensemble.py", "formats", "specs.py"],
 }
 

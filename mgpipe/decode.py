@@ -1,28 +1,25 @@
-"""Stage 2: decode videos into an HDF5 frame store of JPEG-compressed frames, one dataset per clip.
+"""Stage 2: decode videos into the frame store (formats/frames.py), JPEG frames per clip.
 
 Frames are read sequentially with PyAV (frame-exact, no seeking) and only the frames inside a
-labelled segment are kept. JPEG at quality 90 is ~10x smaller than raw pixels and decodes in well
-under a millisecond per frame, so loaders get random access to any frame of any clip cheaply.
+labelled segment are kept.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from multiprocessing import get_context
 from pathlib import Path
 
-import h5py
-import numpy as np
 import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from .io import InputError, atomic_h5
+from .formats import frames as frame_store
+from .formats.frames import encode_jpeg
+from .io import InputError
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1
 
 
 def _resize(img: Image.Image, max_side: int) -> Image.Image:
@@ -31,18 +28,6 @@ def _resize(img: Image.Image, max_side: int) -> Image.Image:
         return img
     s = max_side / max(w, h)
     return img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR)
-
-
-def encode_jpeg(img: Image.Image, quality: int) -> np.ndarray:
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=quality)
-    return np.frombuffer(buf.getvalue(), dtype=np.uint8)
-
-
-def decode_jpeg(data) -> Image.Image:
-    img = Image.open(io.BytesIO(data.tobytes() if hasattr(data, "tobytes") else data))
-    img.draft("RGB", img.size)
-    return img.convert("RGB")
 
 
 def decode_video(job):
@@ -109,10 +94,7 @@ def build_frame_store(manifest: pd.DataFrame, out_h5, *, max_side: int, quality:
     original = {r.clip_id: (int(r.width), int(r.height)) for r in manifest.itertuples()}
 
     t0, n_frames, n_bytes, short = time.time(), 0, 0, 0
-    with atomic_h5(out_h5) as h5:
-        h5.attrs.update(format_version=FORMAT_VERSION, max_side=max_side, jpeg_quality=quality)
-        clips_group = h5.create_group("clips")
-        vlen = h5py.vlen_dtype(np.uint8)
+    with frame_store.writer(out_h5, max_side=max_side, jpeg_quality=quality) as store:
         ctx = get_context("fork")
         pool = ctx.Pool(threads) if threads > 1 else None
         results = pool.imap(decode_video, jobs) if pool else map(decode_video, jobs)
@@ -126,11 +108,8 @@ def build_frame_store(manifest: pd.DataFrame, out_h5, *, max_side: int, quality:
                         short += 1
                         log.warning("%s: clip %s has %d of %d frames (video ends early)",
                                     path, cid, len(frames), expected[cid])
-                    ds = clips_group.create_dataset(cid, (len(frames),), dtype=vlen)
-                    for i, f in enumerate(frames):
-                        ds[i] = f
                     ow, oh = original[cid]
-                    ds.attrs.update(width=size[0], height=size[1], scale=size[0] / ow)
+                    store.add(cid, frames, size[0], size[1], scale=size[0] / ow)
                     n_frames += len(frames)
                     n_bytes += sum(f.nbytes for f in frames)
         finally:
@@ -141,9 +120,3 @@ def build_frame_store(manifest: pd.DataFrame, out_h5, *, max_side: int, quality:
              "seconds": round(time.time() - t0, 2)}
     log.info("decode: %s", stats)
     return stats
-
-
-def read_frames(h5: h5py.File, clip_id: str, indices) -> list[Image.Image]:
-    """Decode only the requested frames of a clip (the store holds each frame separately)."""
-    ds = h5["clips"][clip_id]
-    return [decode_jpeg(ds[int(i)]) for i in indices]

@@ -34,6 +34,7 @@ from PIL import Image, ImageDraw
 
 from .io import atomic_path, write_text
 from .layouts import BODY25
+from .skeleton_io import OPENPOSE_SUFFIX, openpose_frame_path
 
 # class id -> class name (iMiGUE keeps 99 for the non-gesture class). The classes come in
 # near pairs, as real micro-gestures do: nose / mouth / chin are hand spots a few pixels apart
@@ -757,13 +758,13 @@ def _make_video(job: dict) -> dict:
                 empty += kp is None
                 missing += m
                 low += lo
-                name = f"{vid}_{f:012d}_keypoints.json"
+                name = openpose_frame_path(skel_dir.parent, vid, f).name
                 with atomic_path(skel_dir / name) as jtmp:
                     jtmp.write_text(openpose_json(kp))
                 written.add(name)
             for packet in stream.encode():
                 container.mux(packet)
-    for stale in skel_dir.glob("*_keypoints.json"):  # left by an earlier, longer run
+    for stale in skel_dir.glob(f"*{OPENPOSE_SUFFIX}"):  # left by an earlier, longer run
         if stale.name not in written:
             stale.unlink()
 

@@ -93,7 +93,7 @@ def _aligned(scores: dict, split: str) -> tuple[dict, np.ndarray]:
     return out, ref.label.to_numpy()
 
 
-def run(score_files: dict, classes_csv, out_dir, *, members: dict, search: bool = False,
+def build_report(score_files: dict, classes_csv, out_dir, *, members: dict, search: bool = False,
         variants_order=None) -> dict:
     out_dir = Path(out_dir)
     # names as text: a dataset whose classes are named by numbers must not give numeric names

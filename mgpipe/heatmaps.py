@@ -34,19 +34,13 @@ import sys
 import time
 from collections import deque
 from functools import partial
-from pathlib import Path
 
-import h5py
-import hdf5plugin
 import numpy as np
 from tqdm import tqdm
 
-from .io import InputError, atomic_path, h5_create
-from .layouts import layout_attrs, layout_from_attrs
-
-EPS = 1e-4
-FORMAT_VERSION = 1
-ZSTD_LEVEL = 1  # level 3 is 2 % smaller and a third slower to build
+from .formats import heatmaps as heatmap_store
+from .formats import keypoints as keypoint_store
+from .formats.keypoints import EPS, compact_box, valid
 # Upper bound on candidate pixels handled at once by the vectorised renderers (each candidate
 # costs a few dozen bytes of temporaries), and on float32 output elements per rendered block
 # in the store builder.
@@ -54,8 +48,8 @@ _CANDIDATES_PER_BLOCK = 1 << 21
 _FLOATS_PER_BLOCK = 1 << 24
 
 __all__ = [
-    "compact_box", "render_joints", "render_limbs", "render_joints_loop", "render_limbs_loop",
-    "flip_volume", "quantise", "dequantise", "build_heatmap_store", "read_clip", "read_box",
+    "render_joints", "render_limbs", "render_joints_loop", "render_limbs_loop",
+    "flip_volume", "quantise", "dequantise", "build_heatmap_store",
 ]
 
 
@@ -79,12 +73,6 @@ def _size_hw(size) -> tuple[int, int]:
     return h, w
 
 
-def _valid(kp: np.ndarray) -> np.ndarray:
-    """[..., 3] keypoints -> bool [...]: score >= EPS, finite, and not the (0, 0) missing marker."""
-    x, y, s = kp[..., 0], kp[..., 1], kp[..., 2].astype(np.float64)  # compare in float64
-    return (s >= EPS) & np.isfinite(x) & np.isfinite(y) & ~((x == 0) & (y == 0))
-
-
 def _box_scales(box, h: int, w: int) -> tuple[float, float, float, float]:
     x0, y0, x1, y1 = (float(v) for v in np.asarray(box, dtype=np.float64).reshape(4))
     if not (x1 > x0 and y1 > y0):
@@ -96,7 +84,7 @@ def _mapped(kp: np.ndarray, box, h: int, w: int):
     """float64 mapped x', y', score [M, T, V] and the validity mask."""
     x0, y0, sx, sy = _box_scales(box, h, w)
     k = kp.astype(np.float64, copy=False)
-    return (k[..., 0] - x0) * sx, (k[..., 1] - y0) * sy, k[..., 2], _valid(kp)
+    return (k[..., 0] - x0) * sx, (k[..., 1] - y0) * sy, k[..., 2], valid(kp)
 
 
 def _gauss(d2, sigma: float):
@@ -121,25 +109,6 @@ def _frame_blocks(cost: np.ndarray, budget: int) -> list[tuple[int, int]]:
 
 
 # ----------------------------------------------------------------------------- box
-def compact_box(keypoints, width, height, padding: float, min_size: float = 10.0) -> np.ndarray:
-    """Union box of the clip's valid keypoints, grown around its centre by (1 + padding) in
-    half-size (PoseCompact), then made square (longer side wins). The box may leave the frame.
-    No valid keypoint, or a union box narrower or shorter than min_size px -> (0, 0, W, H)."""
-    kp = _as_mtv3(keypoints)
-    full = np.array([0.0, 0.0, float(width), float(height)], dtype=np.float32)
-    ok = _valid(kp)
-    if not ok.any():
-        return full
-    xs = kp[..., 0][ok].astype(np.float64)
-    ys = kp[..., 1][ok].astype(np.float64)
-    x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
-    if x1 - x0 < min_size or y1 - y0 < min_size:
-        return full
-    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
-    half = max(x1 - x0, y1 - y0) / 2.0 * (1.0 + padding)
-    return np.array([cx - half, cy - half, cx + half, cy + half], dtype=np.float32)
-
-
 # ----------------------------------------------------------------------------- vectorised
 # Candidate pixels are computed densely per keypoint / per row of a segment; candidates that
 # fail the cut are routed to one spare element after the output (so the scatter needs no
@@ -416,7 +385,7 @@ def _render_clip(item, *, size, sigma, padding, num_joints, limbs):
     limb = None
     if limbs is not None:
         limb = _render_quantised(render_limbs, kp, len(limbs), box, size, sigma, limbs)
-    empty = int((~_valid(kp).any(axis=(0, 2))).sum())
+    empty = int((~valid(kp).any(axis=(0, 2))).sum())
     return clip_id, box, joint, limb, kp.shape[1], empty
 
 
@@ -436,38 +405,13 @@ def _ordered_map(fn, items, processes: int):
             yield pending.popleft().get()
 
 
-def _read_clips(f, path, layout):
-    """Yield (clip_id, keypoints float32 [M, T, V, 3], width, height) in sorted clip order."""
-    clips = f["clips"]
-    for cid in sorted(clips.keys()):
-        g = clips[cid]
-        if not isinstance(g, h5py.Group) or "keypoints" not in g:
-            raise InputError(f"{path}: clip {cid!r} has no 'keypoints' dataset")
-        kp = np.asarray(g["keypoints"][()], dtype=np.float32)
-        if kp.ndim != 4 or kp.shape[-1] != 3 or kp.shape[2] != layout.num_joints:
-            raise InputError(
-                f"{path}: clip {cid!r} keypoints have shape {kp.shape}, expected "
-                f"[M, T, {layout.num_joints}, 3] for layout {layout.name!r}")
-        if kp.shape[1] == 0:
-            raise InputError(f"{path}: clip {cid!r} has no frames (T=0)")
-        try:
-            width, height = int(g.attrs["width"]), int(g.attrs["height"])
-        except KeyError:
-            raise InputError(f"{path}: clip {cid!r} lacks the width/height attributes") from None
-        if width <= 0 or height <= 0:
-            raise InputError(f"{path}: clip {cid!r} has frame size {width}x{height}")
-        yield cid, kp, width, height
-
-
 def build_heatmap_store(keypoints_h5, out_h5, *, size: int, sigma: float, padding: float, limbs=True,
                         threads=1, progress=True, log=None) -> dict:
     """Render every clip of a keypoint store into a uint8 heatmap store, written atomically.
 
     size, sigma, padding: the config's heatmaps settings, all required (the schema holds their
     defaults); limbs False skips the limb volumes.
-    Output: root attrs layout, size, sigma, padding, num_joints, num_limbs (0 when limbs is
-    False), format_version; datasets joint/<id> uint8 [T, V, H, W], limb/<id> uint8
-    [T, L, H, W] (only when limbs), each zstd (level ZSTD_LEVEL) compressed as one chunk, and box/<id> float32 [4].
+    The store's layout is formats/heatmaps.py's.
     Returns stats: clips, frames, empty_frames, seconds, mb, path.
     """
     t_start = time.perf_counter()
@@ -475,77 +419,33 @@ def build_heatmap_store(keypoints_h5, out_h5, *, size: int, sigma: float, paddin
     h, w = _size_hw(size)
     if not sigma > 0:
         raise ValueError(f"sigma must be positive, got {sigma!r}")
-    src = Path(keypoints_h5)
-    if not src.is_file():
-        raise InputError(f"{src}: keypoint store not found")
-    try:
-        f = h5py.File(src, "r")
-    except OSError as e:
-        raise InputError(f"{src}: not a readable HDF5 file ({e})") from None
+    source = keypoint_store.Reader(keypoints_h5)
+    layout = source.layout  # a built-in name or a defined layout
+    clip_ids = source.clip_ids()
+    edges = tuple(layout.limbs) if limbs and layout.num_limbs > 0 else None
+    fn = partial(_render_clip, size=(h, w), sigma=float(sigma), padding=float(padding),
+                 num_joints=layout.num_joints, limbs=edges)
     stats = {"clips": 0, "frames": 0, "empty_frames": 0}
-    with f:
-        layout = layout_from_attrs(f.attrs, src)  # a built-in name or a defined layout
-        if "clips" not in f:
-            raise InputError(f"{src}: no 'clips' group")
-        n_clips = len(f["clips"])
-        edges = tuple(layout.limbs) if limbs and layout.num_limbs > 0 else None
-        fn = partial(_render_clip, size=(h, w), sigma=float(sigma), padding=float(padding),
-                     num_joints=layout.num_joints, limbs=edges)
-        with atomic_path(out_h5) as tmp:
-            with h5_create(tmp) as out:  # write errors surface at the call (see io.h5_create)
-                out.attrs.update(layout_attrs(layout))
-                out.attrs["size"] = h if h == w else np.array([h, w], dtype=np.int64)
-                out.attrs["sigma"] = float(sigma)
-                out.attrs["padding"] = float(padding)
-                out.attrs["num_joints"] = layout.num_joints
-                out.attrs["num_limbs"] = layout.num_limbs if edges else 0
-                out.attrs["format_version"] = FORMAT_VERSION
-                g_joint = out.create_group("joint")
-                g_limb = out.create_group("limb") if edges else None
-                g_box = out.create_group("box")
-                results = _ordered_map(fn, _read_clips(f, src, layout), int(threads))
-                bar = tqdm(total=n_clips, desc="heatmaps", unit="clip", file=sys.stderr,
-                           disable=not progress)
-                try:
-                    for cid, box, joint, limb, frames, empty in results:
-                        _write(g_joint, cid, joint)
-                        if g_limb is not None:
-                            _write(g_limb, cid, limb)
-                        g_box.create_dataset(cid, data=np.asarray(box, np.float32), track_times=False)
-                        stats["clips"] += 1
-                        stats["frames"] += frames
-                        stats["empty_frames"] += empty
-                        bar.update(1)
-                finally:
-                    bar.close()
-                    results.close()
+    clips = ((cid, *source.clip(cid)) for cid in clip_ids)
+    with heatmap_store.writer(out_h5, layout=layout, size=(h, w), sigma=sigma, padding=padding,
+                              limbs=edges is not None) as out:
+        results = _ordered_map(fn, clips, int(threads))
+        bar = tqdm(total=len(clip_ids), desc="heatmaps", unit="clip", file=sys.stderr,
+                   disable=not progress)
+        try:
+            for cid, box, joint, limb, frames, empty in results:
+                out.add(cid, box, joint, limb)
+                stats["clips"] += 1
+                stats["frames"] += frames
+                stats["empty_frames"] += empty
+                bar.update(1)
+        finally:
+            bar.close()
+            results.close()
+    source.close()
     stats["seconds"] = round(time.perf_counter() - t_start, 3)
     stats["mb"] = round(os.path.getsize(out_h5) / 1e6, 3)
     stats["path"] = str(out_h5)
     log(f"heatmaps: {stats['clips']} clips, {stats['frames']} frames ({stats['empty_frames']} "
         f"empty) in {stats['seconds']:.1f} s -> {out_h5} ({stats['mb']:.1f} MB)")
     return stats
-
-
-def _write(group, name, data) -> None:
-    group.create_dataset(name, data=data, chunks=data.shape, track_times=False,
-                         **hdf5plugin.Zstd(clevel=ZSTD_LEVEL))
-
-
-def read_clip(h5, clip_id: str, kind: str = "joint") -> np.ndarray:
-    """uint8 [T, C, H, W] of one clip (kind 'joint' or 'limb'); reads the whole dataset (one
-    chunk) so callers index frames in numpy, never with h5py fancy indexing."""
-    if kind not in ("joint", "limb"):
-        raise ValueError(f"kind must be 'joint' or 'limb', got {kind!r}")
-    if isinstance(h5, (str, os.PathLike)):
-        with h5py.File(h5, "r") as f:
-            return read_clip(f, clip_id, kind)
-    return h5[kind][clip_id][()]
-
-
-def read_box(h5, clip_id: str) -> np.ndarray:
-    """float32 [4] compact box (x0, y0, x1, y1) of one clip, in original frame pixels."""
-    if isinstance(h5, (str, os.PathLike)):
-        with h5py.File(h5, "r") as f:
-            return read_box(f, clip_id)
-    return np.asarray(h5["box"][clip_id][()], dtype=np.float32)

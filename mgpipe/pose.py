@@ -21,21 +21,17 @@ from collections import Counter
 from multiprocessing import get_context
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .io import InputError, atomic_h5
-from .layouts import BODY25_HANDS_FACE, convert, get_layout, layout_attrs
+from .io import InputError
+from .layouts import BODY25_HANDS_FACE, convert, get_layout
 from .pose_backends import IMAGE_BACKENDS, reads_frames
-from .skeleton_io import KEYPOINT_STORE_VERSION as FORMAT_VERSION, openpose_person
+from .formats import keypoints as keypoint_store
+from .skeleton_io import openpose_frame_path, openpose_person
 
 log = logging.getLogger(__name__)
-
-
-def openpose_frame_path(skeletons_dir, video_id: str, frame: int) -> Path:
-    return Path(skeletons_dir) / video_id / f"{video_id}_{frame:012d}_keypoints.json"
 
 
 # Beyond this many pixels a coordinate is no position in any video frame (8K is 7680 wide).
@@ -261,8 +257,7 @@ def build_keypoint_store(manifest: pd.DataFrame, skeletons, out_h5, *, backend, 
 
     t0, totals = time.time(), Counter()
     cleaned: dict[str, None] = {}  # clips that lost joints, in store order
-    with atomic_h5(out_h5) as h5:
-        h5.attrs.update(format_version=FORMAT_VERSION, source=backend, **layout_attrs(stored_layout))
+    with keypoint_store.writer(out_h5, stored_layout, source=backend) as store:
         for clips, counts, sizes in source:
             totals.update(counts)
             if counts.get("non_finite_joints") and len(clips) == 1:  # cleaned by the source
@@ -277,9 +272,7 @@ def build_keypoint_store(manifest: pd.DataFrame, skeletons, out_h5, *, backend, 
                 if not known:  # pose-only mode with no image size anywhere
                     w, h = _extent(kp)
                     totals["size_from_keypoints"] += 1
-                g = h5.create_group(f"clips/{cid}")
-                g.create_dataset("keypoints", data=kp)
-                g.attrs.update(width=int(w), height=int(h))
+                store.add(cid, kp, w, h)
         stats = dict(sorted(totals.items()), clips=len(manifest), seconds=round(time.time() - t0, 2))
         log.info("pose: %s", stats)
         if cleaned:
@@ -341,7 +334,3 @@ def _extent(kp: np.ndarray) -> tuple[int, int]:
         return 1, 1
     xy = kp[..., :2][valid]
     return int(np.ceil(xy[:, 0].max())) + 1, int(np.ceil(xy[:, 1].max())) + 1
-
-
-def read_keypoints(h5: h5py.File, clip_id: str) -> np.ndarray:
-    return h5[f"clips/{clip_id}/keypoints"][()]

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from . import specs
-from .inference import load_model
+from .inference import load_model, predict
 from .pose_backends import reads_frames
 from .clips import MANIFEST_COLUMNS, probe_video
 from .samples import make_loader, model_samples
@@ -237,7 +236,7 @@ def plot_timeline(probs: np.ndarray, win: Windows, classes: pd.DataFrame, segmen
     plt.close(fig)
 
 
-def run(video, checkpoint, config: dict, *, classes_csv=None, skeletons=None, k=5, spot=False,
+def predict_video(video, checkpoint, config: dict, *, classes_csv=None, skeletons=None, k=5, spot=False,
         window_s=2.0, stride_s=0.5, threshold=0.5, ignore=(), out_dir=None, threads=1,
         progress=True) -> dict:
     """Predict (top-k over the whole video) or spot (timeline). Writes into out_dir when given:

@@ -7,7 +7,8 @@ One dataset class serves every model: it yields the modalities a model needs ("r
 it, and a resumed run sees exactly the samples an uninterrupted one would.
 
 Every sample looks at one *view*: a region of the frame derived from the clip's compact box
-(the union box of its keypoints, grown and made square; heatmaps.compact_box). Training draws
+(the union box of its keypoints, grown and made square; owned by the keypoint store,
+formats/keypoints.py). Training draws
 a random crop of the box (area range, aspect 3/4..4/3), a random zoom and shift, and a random
 horizontal mirror; testing looks at the whole box. RGB frames are cropped to the view and
 resized. Pose heatmaps are not stored volumes cut and resized: the sampled frames' keypoints
@@ -18,18 +19,16 @@ rendered channels and limbs follow (heatmaps.flip_volume's convention).
 
 from __future__ import annotations
 
-import os
-
-import h5py
 import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
 
-from .decode import decode_jpeg
-from .heatmaps import compact_box, render_joints, render_limbs
+from .formats import frames as frame_store
+from .formats import keypoints as keypoint_store
+from .formats.frames import decode_jpeg
+from .heatmaps import render_joints, render_limbs
 from .io import InputError
-from .layouts import layout_from_attrs
 
 POSE = ("joint", "limb")
 
@@ -83,47 +82,9 @@ def mirror_keypoints(kp: np.ndarray, region, width: int, flip_index) -> np.ndarr
     return out[:, :, np.asarray(flip_index, np.int64)]
 
 
-def keypoint_layout(keypoints_h5):
-    """The Layout of a keypoint store (its joints set the joint channels, its limbs the limb
-    channels); a built-in name or the store's own joints/limbs attributes."""
-    try:
-        with h5py.File(keypoints_h5, "r") as h5:
-            return layout_from_attrs(h5.attrs, str(keypoints_h5))
-    except OSError as e:
-        raise InputError(f"{keypoints_h5}: not a readable keypoint store ({e})") from None
-
-
 def keypoint_channels(keypoints_h5) -> tuple[int, int]:
     """(joint channels, limb channels) of the heatmaps rendered from a keypoint store."""
-    layout = keypoint_layout(keypoints_h5)
-    return layout.num_joints, layout.num_limbs
-
-
-class _Stores:
-    """h5py handles opened lazily per process: forked DataLoader workers must not share them."""
-
-    def __init__(self, paths: dict):
-        self.paths = paths
-        self._pid, self._files, self._nodes = None, {}, {}
-
-    def __getitem__(self, name) -> h5py.File:
-        if self._pid != os.getpid():
-            self._pid, self._files, self._nodes = os.getpid(), {}, {}
-        if name not in self._files:
-            self._files[name] = h5py.File(self.paths[name], "r")
-        return self._files[name]
-
-    def node(self, name, path: str):
-        """The object at `path` of store `name`, looked up once per process (h5py's path
-        lookups cost more than reading a clip's keypoints)."""
-        store = self[name]
-        key = (name, path)
-        if key not in self._nodes:
-            self._nodes[key] = store[path]
-        return self._nodes[key]
-
-    def __getstate__(self):
-        return {"paths": self.paths, "_pid": None, "_files": {}, "_nodes": {}}
+    return keypoint_store.channels(keypoints_h5)
 
 
 class ClipDataset(torch.utils.data.Dataset):
@@ -158,17 +119,17 @@ class ClipDataset(torch.utils.data.Dataset):
         self.sigma, self.padding = float(sigma), float(padding)
         self.views = 1 if train else views * (2 if flip else 1)
         self.epoch = 0
-        self.stores = _Stores({"frames": frames_h5, "keypoints": keypoints_h5})
+        self.keypoints = keypoint_store.Reader(keypoints_h5) if keypoints_h5 is not None else None
+        self.frames = frame_store.Reader(frames_h5) if frames_h5 is not None else None
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1, 1)
         self.labels = self.clips.label.to_numpy()
         self.clip_ids = self.clips.clip_id.astype(str).tolist()
-        self._boxes = {}  # clip id -> compact box: the clip's keypoints never change
         self.layout = None
         if any(m in modalities for m in POSE):
             if keypoints_h5 is None:
                 raise ValueError("pose modalities need the keypoint store (keypoints_h5)")
-            self.layout = keypoint_layout(keypoints_h5)
+            self.layout = self.keypoints.layout
             if "limb" in modalities and self.layout.num_limbs == 0:
                 raise InputError(f"{keypoints_h5}: layout {self.layout.name!r} has no limbs")
 
@@ -200,22 +161,8 @@ class ClipDataset(torch.utils.data.Dataset):
 
     def _keypoints(self, clip_id):
         """(keypoints [M, T, V, 3], compact box) of one clip."""
-        path = self.stores.paths["keypoints"]
-        try:
-            kp = self.stores.node("keypoints", f"clips/{clip_id}/keypoints")[()]
-            box = self._boxes.get(clip_id)
-            if box is None:
-                g = self.stores["keypoints"]["clips"][clip_id]
-                width, height = float(g.attrs["width"]), float(g.attrs["height"])
-        except KeyError:
-            raise InputError(f"{path}: clip {clip_id!r} has no keypoints with width/height") from None
-        if box is None:
-            V = self.layout.num_joints if self.layout is not None else kp.shape[2]
-            if kp.ndim != 4 or kp.shape[1] == 0 or kp.shape[2:] != (V, 3):
-                raise InputError(f"{path}: clip {clip_id!r} keypoints have shape {kp.shape}, "
-                                 f"expected [M, T>0, {V}, 3]")
-            box = self._boxes[clip_id] = compact_box(kp, width, height, self.padding)
-        return kp, box
+        clip = self.keypoints.clip(clip_id)
+        return clip[0], self.keypoints.box(clip_id, self.padding, clip)
 
     def __getitem__(self, index):
         clip_index, view = divmod(index, self.views)
@@ -223,7 +170,7 @@ class ClipDataset(torch.utils.data.Dataset):
         rng, crop, zoom, shift, mirror = self._draw_view(clip_index, view)
         sample = {"label": int(self.labels[clip_index]), "index": clip_index}
         kp = box = None
-        if self.stores.paths["keypoints"] is not None:
+        if self.keypoints is not None:
             kp, box = self._keypoints(clip_id)
         for name, (length, size) in self.modalities.items():
             if name == "rgb":
@@ -244,11 +191,11 @@ class ClipDataset(torch.utils.data.Dataset):
         return render_limbs(keypoints, region, size, self.sigma, self.layout.limbs, channels_first=True)
 
     def _rgb(self, clip_id, box, length, size, crop, zoom, shift, mirror, rng):
-        ds = self.stores["frames"]["clips"][clip_id]
+        ds, attrs = self.frames.clip(clip_id)
         idx = sample_indices(len(ds), length, rng)
-        scale = float(ds.attrs["scale"])
+        scale = attrs["scale"]
         if box is None:
-            box = np.array([0, 0, ds.attrs["width"] / scale, ds.attrs["height"] / scale])
+            box = np.array([0, 0, attrs["width"] / scale, attrs["height"] / scale])
         region = view_box(box, crop, zoom, shift) * scale
         region = tuple(int(round(v)) for v in region.tolist())
         cache, frames = {}, []

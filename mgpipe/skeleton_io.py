@@ -19,17 +19,17 @@ from __future__ import annotations
 
 import io
 import pickle
+import re
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 
-from .io import InputError, atomic_h5, atomic_path
+from .formats import keypoints as keypoint_store
+from .io import InputError, atomic_path
 from .label_tables import id_problem
 from .layouts import BODY25_HANDS_FACE, get_layout
 
-KEYPOINT_STORE_VERSION = 1  # format of the HDF5 keypoint store (see mgpipe.pose)
 
 UNASSIGNED = "unassigned"
 PICKLE_PROTOCOL = 4
@@ -164,14 +164,11 @@ def import_pickle(path, out_h5, *, layout: str = "coco17", splits=None) -> pd.Da
             split_of[cid] = str(name)
 
     rows = []
-    with atomic_h5(out_h5) as h5:
-        h5.attrs.update(format_version=KEYPOINT_STORE_VERSION, layout=lay.name, source=f"pickle:{path.name}")
+    with keypoint_store.writer(out_h5, lay, source=f"pickle:{path.name}") as store:
         for cid, ann in iter_annotations(annotations, path, lay):
             if ann["width"] is None:
                 raise InputError(f"{path}: annotation {cid!r}: missing key 'img_shape' (and 'original_shape')")
-            g = h5.create_group(f"clips/{cid}")
-            g.create_dataset("keypoints", data=ann["keypoint"])
-            g.attrs.update(width=ann["width"], height=ann["height"])
+            store.add(cid, ann["keypoint"], ann["width"], ann["height"])
             rows.append({"clip_id": cid, "label": ann["label"], "split": split_of.get(cid, UNASSIGNED),
                          "num_frames": int(ann["keypoint"].shape[1]), "width": ann["width"],
                          "height": ann["height"]})
@@ -248,28 +245,15 @@ def export_pickle(keypoints_h5, manifest: pd.DataFrame, out_path) -> dict:
         raise ValueError(f"manifest lacks column(s) {', '.join(missing)}")
     split: dict[str, list[str]] = {}
     annotations = []
+    store = keypoint_store.Reader(keypoints_h5)
+    store.layout  # opens the store: a missing, foreign or old store is one line here
+    known = set(store.clip_ids())
     try:
-        h5 = h5py.File(keypoints_h5, "r")
-    except FileNotFoundError:
-        raise InputError(f"{keypoints_h5}: keypoint store not found") from None
-    except OSError as e:
-        raise InputError(f"{keypoints_h5}: not a readable keypoint store ({e})") from None
-    with h5:
         for row in manifest.to_dict("records"):
             cid = str(row["clip_id"])
-            key = f"clips/{cid}/keypoints"
-            if key not in h5:
+            if cid not in known:
                 raise InputError(f"{keypoints_h5}: no keypoints for clip {cid!r} of the manifest")
-            kp = h5[key][()].astype(np.float32, copy=False)
-            if kp.ndim != 4 or kp.shape[-1] != 3:
-                raise InputError(f"{keypoints_h5}: clip {cid!r} keypoints have shape {kp.shape}, "
-                                 "expected [M, T, V, 3]")
-            attrs = h5[f"clips/{cid}"].attrs
-            w = attrs["width"] if "width" in attrs else row.get("width")
-            h = attrs["height"] if "height" in attrs else row.get("height")
-            if w is None or h is None or pd.isna(w) or pd.isna(h):
-                raise InputError(f"{keypoints_h5}: clip {cid!r} has no width/height (neither in "
-                                 "the store nor in the manifest)")
+            kp, w, h = store.clip(cid)
             shape = (int(h), int(w))
             annotations.append({
                 "frame_dir": cid, "label": int(row["label"]), "img_shape": shape,
@@ -282,11 +266,29 @@ def export_pickle(keypoints_h5, manifest: pd.DataFrame, out_path) -> dict:
                 split.setdefault(name, []).append(cid)
             elif name is not None and not isinstance(name, str) and not pd.isna(name):
                 split.setdefault(str(name), []).append(cid)
+    finally:
+        store.close()
     data = {"split": split, "annotations": annotations}
     with atomic_path(out_path) as tmp:
         with open(tmp, "wb") as f:
             pickle.dump(data, f, protocol=PICKLE_PROTOCOL)
     return data
+
+
+# OpenPose writes one JSON file per frame: <folder>/<video_id>/<video_id>_<frame:012d>_keypoints.json
+OPENPOSE_SUFFIX = "_keypoints.json"
+
+
+def openpose_frame_path(skeletons_dir, video_id: str, frame: int) -> Path:
+    return Path(skeletons_dir) / video_id / f"{video_id}_{frame:012d}{OPENPOSE_SUFFIX}"
+
+
+def openpose_frame_numbers(skeletons_dir, video_id: str) -> list[int]:
+    """Frame numbers of a video's OpenPose files, sorted (files of other names are ignored)."""
+    pattern = re.compile(re.escape(video_id) + r"_(\d{12})" + re.escape(OPENPOSE_SUFFIX) + "$")
+    folder = Path(skeletons_dir) / video_id
+    found = (pattern.match(p.name) for p in folder.glob(f"{video_id}_*{OPENPOSE_SUFFIX}"))
+    return sorted(int(m.group(1)) for m in found if m)
 
 
 def openpose_person(person: dict, *, source="OpenPose person") -> np.ndarray:

@@ -8,7 +8,7 @@ from mgpipe import config as mgconfig
 def test_bench_table_has_every_model_and_mode(demo_stores):
     cfg = mgconfig.validate(yaml.safe_load(open("tests/data/tiny.yaml")))
     manifest = pd.read_csv(demo_stores / "clips.csv", dtype={"clip_id": str, "video_id": str})
-    table = bench.run(models=("joint", "rgb", "fused_full"), modes=("fp32", "bf16"), size="config",
+    table = bench.network_rates(models=("joint", "rgb", "fused_full"), modes=("fp32", "bf16"), size="config",
                       base_config=cfg, batch={"joint": 2, "rgb": 2, "fused_full": 2}, steps=1, warmup=1,
                       device="cpu", manifest=manifest, frames_h5=demo_stores / "frames.h5",
                       keypoints_h5=demo_stores / "keypoints.h5", workers=0)

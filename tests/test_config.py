@@ -165,13 +165,13 @@ def test_decode_and_heatmaps_read_their_settings_from_config_json(small_dataset,
     with h5py.File(tmp_path / "frames.h5") as h5:
         assert (h5.attrs["max_side"], h5.attrs["jpeg_quality"]) == (32, 50)
 
-    with h5py.File(tmp_path / "kp.h5", "w") as h5:
-        h5.attrs["layout"] = "coco17"
-        clip = h5.create_group("clips/c0")
-        kp = np.zeros((1, 3, 17, 3), np.float32)
-        kp[..., 0], kp[..., 1], kp[..., 2] = np.linspace(10, 90, 17), np.linspace(20, 80, 17), 1.0
-        clip.create_dataset("keypoints", data=kp)
-        clip.attrs["width"], clip.attrs["height"] = 100, 100
+    from mgpipe.formats import keypoints as keypoint_store
+    from mgpipe.layouts import COCO17
+
+    kp = np.zeros((1, 3, 17, 3), np.float32)
+    kp[..., 0], kp[..., 1], kp[..., 2] = np.linspace(10, 90, 17), np.linspace(20, 80, 17), 1.0
+    with keypoint_store.writer(tmp_path / "kp.h5", COCO17, source="test") as store:
+        store.add("c0", kp, 100, 100)
     rc, err = _run(capsys, "heatmaps", "--keypoints", tmp_path / "kp.h5", "--config-json",
                    '{"heatmaps": {"size": 12, "sigma": 1.5}}', "--out", tmp_path / "hm.h5")
     assert rc == 0, err

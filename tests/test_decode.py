@@ -4,7 +4,8 @@ import numpy as np
 
 from conftest import decode_settings
 from mgpipe.clips import build_manifest
-from mgpipe.decode import build_frame_store, read_frames
+from mgpipe.decode import build_frame_store
+from mgpipe.formats import frames as frame_store
 
 
 def test_frame_store_is_frame_exact(small_dataset):
@@ -16,9 +17,10 @@ def test_frame_store_is_frame_exact(small_dataset):
     with av.open(str(d / "videos" / "a.mp4")) as c:
         truth = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     row = manifest[(manifest.video_id == "a") & (manifest.start_frame == 12)].iloc[0]
-    with h5py.File(out) as h5:
-        assert len(h5["clips"][row.clip_id]) == row.num_frames
-        imgs = read_frames(h5, row.clip_id, [0, 5])
+    store = frame_store.Reader(out)
+    assert len(store.clip(row.clip_id)[0]) == row.num_frames
+    imgs = store.frames(row.clip_id, [0, 5])
+    store.close()
     for img, k in zip(imgs, [12, 17]):
         err = np.abs(np.asarray(img, np.float32) - truth[k]).mean()
         assert err < 4, err                 # JPEG-close to the right frame...

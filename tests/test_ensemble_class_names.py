@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mgpipe.ensemble import run
+from mgpipe.ensemble import build_report
 from mgpipe.io import InputError
 
 
@@ -29,7 +29,7 @@ def test_numeric_class_names_reach_metrics_json(tmp_path):
         tmp_path / "classes.csv", index=False)
     files = {"joint": _scores(tmp_path / "joint.csv", labels, rng),
              "limb": _scores(tmp_path / "limb.csv", labels, rng, "limb")}
-    report = run(files, tmp_path / "classes.csv", tmp_path / "out", members={"joint": 1, "limb": 1})
+    report = build_report(files, tmp_path / "classes.csv", tmp_path / "out", members={"joint": 1, "limb": 1})
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert saved["classes"] == ["10", "20", "30"]
     assert set(saved["ensemble"]["per_class"]) == {"10", "20", "30"}
@@ -41,7 +41,7 @@ def test_duplicate_class_names_are_refused(tmp_path):
     pd.DataFrame({"label": [0, 1], "label_id": [1, 2], "name": ["nod", "nod"]}).to_csv(
         tmp_path / "classes.csv", index=False)
     with pytest.raises(InputError, match=r"classes\.csv: class name 'nod' appears twice"):
-        run({}, tmp_path / "classes.csv", tmp_path / "out", members={})
+        build_report({}, tmp_path / "classes.csv", tmp_path / "out", members={})
 
 
 def test_summary_says_what_fusion_and_prototype_loss_add():

@@ -11,12 +11,15 @@ import numpy as np
 import pytest
 
 from conftest import heatmap_settings
+from mgpipe.formats import heatmaps as heatmap_store
+from mgpipe.formats import keypoints as keypoint_store
+from mgpipe.formats.keypoints import compact_box
 from mgpipe.heatmaps import (
-    build_heatmap_store, compact_box, dequantise, flip_volume, quantise, read_box, read_clip,
-    render_joints, render_joints_loop, render_limbs, render_limbs_loop,
+    build_heatmap_store, dequantise, flip_volume, quantise, render_joints, render_joints_loop,
+    render_limbs, render_limbs_loop,
 )
 from mgpipe.io import InputError
-from mgpipe.layouts import COCO17
+from mgpipe.layouts import COCO17, get_layout
 
 SIZE = 32
 BOX = np.array([0, 0, SIZE, SIZE], np.float32)  # identity mapping onto a 32x32 grid
@@ -316,13 +319,9 @@ def test_quantise_roundtrip():
 
 # ----------------------------------------------------------------------------- store
 def write_keypoint_store(path, clips, layout="coco17"):
-    with h5py.File(path, "w") as f:
-        f.attrs["layout"] = layout
-        g = f.create_group("clips")
+    with keypoint_store.writer(path, get_layout(layout), source="test") as store:
         for cid, (kp, w, h) in clips.items():
-            c = g.create_group(cid)
-            c.create_dataset("keypoints", data=kp.astype(np.float32))
-            c.attrs["width"], c.attrs["height"] = w, h
+            store.add(cid, kp, w, h)
 
 
 def small_store(tmp_path):
@@ -347,10 +346,12 @@ def test_build_store(tmp_path):
     assert stats["empty_frames"] == 2 + 5 + int((~(clips["clip_a"][0][..., 2] >= 1e-4).any(axis=(0, 2))).sum())
     assert len(logs) == 1 and "3 clips" in logs[0]
     assert sorted(p.name for p in out.parent.iterdir()) == ["hm.h5"]  # no temp file left behind
+    reader = heatmap_store.Reader(out)
+    assert reader.settings["sigma"] == pytest.approx(0.7) and reader.layout == COCO17
     with h5py.File(out, "r") as f:
         a = f.attrs
         assert (a["layout"], a["size"], a["num_joints"], a["num_limbs"], a["format_version"]) == \
-            ("coco17", 24, 17, 18, 1)
+            ("coco17", 24, 17, 18, heatmap_store.VERSION)
         assert a["sigma"] == pytest.approx(0.7) and a["padding"] == pytest.approx(0.25)
         for cid, (kp, w, h) in clips.items():
             t_ = kp.shape[1]
@@ -360,12 +361,12 @@ def test_build_store(tmp_path):
                 assert ds.chunks == ds.shape
                 assert 32015 in [ds.id.get_create_plist().get_filter(i)[0]
                                  for i in range(ds.id.get_create_plist().get_nfilters())]
-            box = read_box(f, cid)
+            box = reader.box(cid)
             np.testing.assert_allclose(box, compact_box(kp, w, h, 0.25))
-            j = read_clip(f, cid)
+            j = reader.volume(cid)
             assert j.dtype == np.uint8 and j.shape == (t_, 17, 24, 24)
             np.testing.assert_array_equal(j, quantise(render_joints(kp, box, 24, 0.7)))
-            np.testing.assert_array_equal(read_clip(f, cid, "limb"),
+            np.testing.assert_array_equal(reader.volume(cid, "limb"),
                                           quantise(render_limbs(kp, box, 24, 0.7, COCO17.limbs)))
         assert not f["joint"]["clip_empty"][()].any()
         np.testing.assert_array_equal(f["box"]["clip_empty"][()], [0, 0, 640, 480])

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from conftest import pose_settings
-from mgpipe.heatmaps import compact_box, render_joints
+from mgpipe.formats.keypoints import compact_box
+from mgpipe.heatmaps import render_joints
 from mgpipe.pose import build_keypoint_store, drop_outliers
 
 KARD = Path(__file__).resolve().parents[2] / "shared" / "data" / "kard2d.pkl"

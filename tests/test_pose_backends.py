@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import decode_settings, pose_settings, write_video
+from conftest import decode_settings, pose_settings
 from mgpipe.clips import build_manifest
 from mgpipe.decode import build_frame_store
 from mgpipe.io import InputError
@@ -170,7 +170,7 @@ def test_video_without_frames_of_a_person_is_counted(frames, square_backend, tmp
     """A clip with nobody in it is empty frames in the counts, not an error (other clips have people)."""
     manifest, frames_h5 = frames
     with h5py.File(frames_h5, "a") as h5:  # make one clip's frames dark
-        from mgpipe.decode import encode_jpeg
+        from mgpipe.formats.frames import encode_jpeg
         from PIL import Image
 
         cid = manifest.clip_id.iloc[0]

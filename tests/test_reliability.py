@@ -474,12 +474,12 @@ def test_killed_heatmaps_leave_no_store_and_no_leak(demo_stores, tmp_path):
     out = tmp_path / "heatmaps.h5"
     small = ["--config-json", json.dumps({"heatmaps": {"size": 16}})]
     args = ["heatmaps", "--keypoints", demo_stores / "keypoints.h5", *small, "--out", out]
-    proc, _ = start_paused(tmp_path, "mgpipe.heatmaps", "_write", 3, *args)
+    proc, _ = start_paused(tmp_path, "mgpipe.formats.heatmaps", "_write_volume", 3, *args)
     kill(proc)
     first = temporaries(out)
     assert not out.exists() and len(first) == 1
     # Killed again: starting, it removed the first kill's temporary; only its own is left.
-    proc, _ = start_paused(tmp_path, "mgpipe.heatmaps", "_write", 3, *args)
+    proc, _ = start_paused(tmp_path, "mgpipe.formats.heatmaps", "_write_volume", 3, *args)
     kill(proc)
     second = temporaries(out)
     assert not out.exists() and len(second) == 1 and second != first
@@ -582,10 +582,10 @@ def test_disk_full_injected_decode(videos, tmp_path, capsys, monkeypatch):
 
 
 def test_disk_full_injected_heatmaps(demo_stores, tmp_path, capsys, monkeypatch):
-    import mgpipe.heatmaps
+    import mgpipe.formats.heatmaps
 
     out = tmp_path / "heatmaps.h5"
-    _inject_enospc(monkeypatch, mgpipe.heatmaps, "_write")
+    _inject_enospc(monkeypatch, mgpipe.formats.heatmaps, "_write_volume")
     rc, err = run_main(capsys, "heatmaps", "--keypoints", demo_stores / "keypoints.h5", *DEFAULTS,
                        "--out", out)
     line = assert_refused(rc, err, "heatmaps", out, code=1)

@@ -15,10 +15,12 @@ import torch
 
 from mgpipe.samples import (ClipDataset, keypoint_channels, mirror_keypoints,
                          sample_indices, view_box)
-from mgpipe.heatmaps import compact_box, flip_volume, render_joints_loop, render_limbs_loop
+from mgpipe.formats import keypoints as keypoint_store
+from mgpipe.formats.keypoints import compact_box
+from mgpipe.heatmaps import flip_volume, render_joints_loop, render_limbs_loop
 from mgpipe.config import defaults
 from mgpipe.io import InputError
-from mgpipe.layouts import COCO17
+from mgpipe.layouts import COCO17, LAYOUTS, get_layout
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 J = COCO17.joints.index
@@ -38,12 +40,13 @@ def _person(t_len=6, seed=0):
 
 
 def _store(path, clips: dict, layout="coco17", width=WIDTH, height=HEIGHT):
-    with h5py.File(path, "w") as h5:
-        h5.attrs["layout"] = layout
+    if layout not in LAYOUTS:  # a store naming an unknown layout: written by hand
+        with h5py.File(path, "w") as h5:
+            h5.attrs.update(kind=keypoint_store.KIND, format_version=keypoint_store.VERSION, layout=layout)
+        return path
+    with keypoint_store.writer(path, get_layout(layout), source="test") as store:
         for cid, kp in clips.items():
-            g = h5.create_group(f"clips/{cid}")
-            g.create_dataset("keypoints", data=kp)
-            g.attrs.update(width=width, height=height)
+            store.add(cid, kp, width, height)
     return path
 
 
@@ -143,7 +146,7 @@ def test_training_samples_are_augmented_and_deterministic(tmp_path):
     clips = {f"c{i}": _person(20, seed=i) for i in range(3)}
     kw = dict(train=True, seed=3, flip=True, crop_area=(0.7, 1.0), zoom=(0.8, 1.2), shift=0.1)
     a = _dataset(tmp_path, clips, {"joint": (8, 24), "limb": (8, 24)}, **kw)
-    b = ClipDataset(a.clips, "train", a.modalities, keypoints_h5=a.stores.paths["keypoints"], **SETTINGS, **kw)
+    b = ClipDataset(a.clips, "train", a.modalities, keypoints_h5=a.keypoints.path, **SETTINGS, **kw)
     for epoch in (0, 1):
         a.set_epoch(epoch)
         b.set_epoch(epoch)

@@ -5,21 +5,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mgpipe.formats import keypoints as keypoint_store
 from mgpipe.io import InputError
+from mgpipe.layouts import get_layout
 from mgpipe.skeleton_io import export_pickle, import_pickle, openpose_person
 
 
 def _store(path, clips, layout="coco17", V=17):
     rng = np.random.default_rng(0)
     arrays = {}
-    with h5py.File(path, "w") as h5:
-        h5.attrs.update(format_version=1, layout=layout, source="test")
+    with keypoint_store.writer(path, get_layout(layout), source="test") as store:
         for cid, (M, T, w, h) in clips.items():
             kp = (rng.random((M, T, V, 3)) * [w, h, 1]).astype(np.float32)
             kp[0, 0, 0] = [np.float32(1 / 3), np.float32(np.pi), np.float32(1e-7)]  # not round numbers
-            g = h5.create_group(f"clips/{cid}")
-            g.create_dataset("keypoints", data=kp)
-            g.attrs.update(width=w, height=h)
+            store.add(cid, kp, w, h)
             arrays[cid] = kp
     return arrays
 

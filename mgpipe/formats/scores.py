@@ -53,7 +53,7 @@ def read(path) -> pd.DataFrame:
     if len(widths) > 1:
         raise InputError(f"{path}: streams have different class counts {sorted(widths)}")
     values = frame[[c for c in frame.columns if ":" in c]]
-    if not all(np.issubdtype(t, np.number) for t in values.dtypes):
+    if not all(pd.api.types.is_numeric_dtype(t) for t in values.dtypes):
         raise InputError(f"{path}: probability columns hold non-numeric values")
     v = values.to_numpy(dtype=np.float64)
     if not np.isfinite(v).all() or (v < 0).any() or (v > 1 + 1e-6).any():

@@ -1,0 +1,77 @@
+"""frames.h5: the frames of every clip as JPEG, one frame per element.
+
+Layout: root attrs kind "frames", format_version, max_side, jpeg_quality;
+`clips/<clip_id>`: a vlen uint8 dataset, one JPEG per frame, with attrs width and height (the
+stored frame size, longer side at most max_side) and scale (stored width / original width, so
+boxes in original pixels map onto stored frames). JPEG keeps the store ~10x smaller than raw
+pixels and a frame decodes in about a millisecond, so samples get any frame of any clip.
+Written by the decode stage; read by RGB samples and the image pose backends (their worker,
+which runs under another interpreter, reads this layout with h5py directly).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import h5py
+import numpy as np
+from PIL import Image
+
+from ..io import InputError, atomic_h5
+from . import LazyStore
+
+KIND = "frames"
+VERSION = 1
+
+
+def encode_jpeg(img: Image.Image, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality)
+    return np.frombuffer(buf.getvalue(), dtype=np.uint8)
+
+
+def decode_jpeg(data) -> Image.Image:
+    img = Image.open(io.BytesIO(data.tobytes() if hasattr(data, "tobytes") else data))
+    img.draft("RGB", img.size)
+    return img.convert("RGB")
+
+
+class _Writer:
+    def __init__(self, h5):
+        self.h5, self.clips = h5, h5.create_group("clips")
+        self.vlen = h5py.vlen_dtype(np.uint8)
+
+    def add(self, clip_id: str, jpegs: list[np.ndarray], width: int, height: int, scale: float) -> None:
+        ds = self.clips.create_dataset(clip_id, (len(jpegs),), dtype=self.vlen)
+        for i, f in enumerate(jpegs):
+            ds[i] = f
+        ds.attrs.update(width=int(width), height=int(height), scale=float(scale))
+
+
+@contextlib.contextmanager
+def writer(path, *, max_side: int, jpeg_quality: int):
+    """`with writer(out, ...) as w: w.add(clip_id, jpegs, width, height, scale)`; the store
+    appears at `path` only when the block succeeds."""
+    with atomic_h5(path) as h5:
+        h5.attrs.update(kind=KIND, format_version=VERSION, max_side=max_side, jpeg_quality=jpeg_quality)
+        yield _Writer(h5)
+
+
+class Reader(LazyStore):
+    """`clip(id)` -> (the clip's JPEG dataset, its attrs); `frames(id, indices)` -> images."""
+
+    KIND, VERSION, NOUN = KIND, VERSION, "frame"
+
+    def clip(self, clip_id: str):
+        try:
+            ds = self.node(f"clips/{clip_id}")
+            return ds, {"width": int(ds.attrs["width"]), "height": int(ds.attrs["height"]),
+                        "scale": float(ds.attrs["scale"])}
+        except KeyError:
+            raise InputError(f"{self.path}: no frames for clip {clip_id!r}") from None
+
+    def frames(self, clip_id: str, indices) -> list[Image.Image]:
+        """Decode only the requested frames of a clip."""
+        ds, _ = self.clip(clip_id)
+        return [decode_jpeg(ds[int(i)]) for i in indices]
