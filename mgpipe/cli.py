@@ -49,22 +49,10 @@ def cmd_clips(args):
     from .clips import build_manifest, write_csv
 
     config = _config(args)
-    ds = config["dataset"]
-    if args.labels is None and ds["kind"] != "pyskl":
-        raise InputError(f"mgpipe clips: --labels is needed for dataset.kind {ds['kind']}")
-    classes = ds["classes"]
-    if ds["kind"] == "demo" and classes is None:
-        from .demo_data import CLASSES
-
-        classes = dict(CLASSES)   # the demo's own classes and names (iMiGUE-style ids)
-    manifest, class_table = build_manifest(
-        args.labels, args.split, args.videos, kind="imigue" if ds["kind"] == "demo" else ds["kind"],
-        time_unit=ds["time_unit"], fps=ds["fps"], video_pattern=ds["video_pattern"],
-        classes=classes, val_fraction=ds["val_fraction"], seed=config["seed"],
-        on_missing=ds["on_missing"], skeletons_dir=args.skeletons, mode=config["mode"],
-        pose_backend=config["pose"]["backend"], pickle_layout=config["pose"]["pickle_layout"],
-        subject_from=ds["subject_from"], class_names=ds["class_names"],
-        split_map=ds["split_map"])
+    if args.labels is None and config["dataset"]["kind"] != "pyskl":
+        raise InputError(f"mgpipe clips: --labels is needed for dataset.kind {config['dataset']['kind']}")
+    manifest, class_table = build_manifest(args.labels, args.split, args.videos, config,
+                                           skeletons_dir=args.skeletons)
     write_csv(class_table, args.classes_out)
     write_csv(manifest, args.out)
 

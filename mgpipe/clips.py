@@ -183,17 +183,36 @@ def _source_problem(video_id, video, *, use_videos, backend, skeletons, where, c
         return e
 
 
-def build_manifest(label_table, split_file, videos_dir, *, kind="imigue", time_unit="frames",
-                   fps=25.0, video_pattern="{video_id}.mp4", classes=None, val_fraction=0.15,
-                   seed=0, on_missing="error", skeletons_dir=None, mode="full",
-                   pose_backend="openpose", pickle_layout="coco17", subject_from=None,
-                   class_names=None, split_map=None):
+def build_manifest(label_table, split_file, videos_dir, config: dict, *, skeletons_dir=None):
+    """The clips stage: (manifest, classes) from a label table (or the skeleton pickle, for
+    dataset.kind pyskl), read with the validated config's dataset, seed, mode and pose settings.
+    The demo's label table is in iMiGUE's layout, with the demo's own classes and names."""
+    ds = config["dataset"]
+    kind, classes = ds["kind"], ds["classes"]
+    if kind == "demo":
+        from .demo_data import CLASSES
+
+        kind = "imigue"
+        if classes is None:
+            classes = dict(CLASSES)
+    return _build_manifest(
+        label_table, split_file, videos_dir, kind=kind, time_unit=ds["time_unit"], fps=ds["fps"],
+        video_pattern=ds["video_pattern"], classes=classes, val_fraction=ds["val_fraction"],
+        seed=config["seed"], on_missing=ds["on_missing"], skeletons_dir=skeletons_dir,
+        mode=config["mode"], pose_backend=config["pose"]["backend"],
+        pickle_layout=config["pose"]["pickle_layout"], subject_from=ds["subject_from"],
+        class_names=ds["class_names"], split_map=ds["split_map"])
+
+
+def _build_manifest(label_table, split_file, videos_dir, *, kind, time_unit, fps, video_pattern,
+                    classes, val_fraction, seed, on_missing, skeletons_dir, mode, pose_backend,
+                    pickle_layout, subject_from, class_names, split_map):
     """Return (manifest, classes): classes maps output index -> label_id and class name.
 
     mode "pose" (pose-only) reads no video: frame counts of whole-video clips come from the
     provided keypoints, seconds are turned into frames at `fps`, and the image size is left
     empty for the pose stage to fill. kind "pyskl" reads clips, labels and splits from the
-    skeleton pickle `skeletons_dir` (no label table, no videos; see mgpipe.datasets.read_pyskl).
+    skeleton pickle `skeletons_dir` (no label table, no videos; see label_tables.read_pyskl).
     classes: ids in output order (or a dict id -> name); class_names: one name per output.
     pickle_layout: a layout name or definition (mgpipe.layouts). The manifest has no val split
     when the labels name no val subjects and val_fraction is 0.

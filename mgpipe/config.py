@@ -153,7 +153,7 @@ def digest(value) -> str:
 # through its new output, everything downstream, and nothing upstream.
 STAGE_MODULES = {
     "demo_data": ["demo_data.py", "layouts.py", "skeleton_io.py"],
-    "clips": ["clips.py", "label_tables.py", "skeleton_io.py", "layouts.py"],
+    "clips": ["clips.py", "label_tables.py", "skeleton_io.py", "layouts.py", "demo_data.py"],
     "decode": ["decode.py", "formats"],
     "pose": ["pose.py", "pose_runner.py", "pose_backends", "layouts.py", "skeleton_io.py", "formats"],
     "heatmaps": ["heatmaps.py", "layouts.py", "formats"],

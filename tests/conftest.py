@@ -27,6 +27,24 @@ def decode_settings(**overrides) -> dict:
     return {"max_side": decode["max_side"], "quality": decode["jpeg_quality"], **overrides}
 
 
+def build_manifest(label_table, split_file, videos_dir, *, skeletons_dir=None, kind="imigue",
+                   seed=None, mode=None, pose_backend=None, pickle_layout=None, **dataset):
+    """The clips stage with the schema's settings, except those given (dataset.<key> by name;
+    kind imigue unless given, as most tests read iMiGUE-layout tables)."""
+    from mgpipe.clips import build_manifest as build
+
+    config = defaults()
+    config["dataset"].update(kind=kind, **dataset)
+    for key, value in (("seed", seed), ("mode", mode)):
+        if value is not None:
+            config[key] = value
+    if pose_backend is not None:
+        config["pose"]["backend"] = pose_backend
+    if pickle_layout is not None:
+        config["pose"]["pickle_layout"] = pickle_layout
+    return build(label_table, split_file, videos_dir, config, skeletons_dir=skeletons_dir)
+
+
 def write_video(path, frames=20, width=64, height=48, fps=25):
     """A real H.264 mp4 with a moving square (frame-exact decoding is checked against it)."""
     with av.open(str(path), "w") as out:
@@ -63,9 +81,9 @@ def small_dataset(tmp_path):
 @pytest.fixture(scope="session")
 def demo_stores(tmp_path_factory):
     """Tiny demo data run through stages 1-4 with the library functions (no Snakemake)."""
-    from mgpipe.clips import build_manifest, write_csv
+    from mgpipe.clips import write_csv
     from mgpipe.decode import build_frame_store
-    from mgpipe.demo_data import CLASSES, generate
+    from mgpipe.demo_data import generate
     from mgpipe.heatmaps import build_heatmap_store
     from mgpipe.pose import build_keypoint_store
 
@@ -73,9 +91,9 @@ def demo_stores(tmp_path_factory):
     demo = root / "demo"
     generate(demo, seed=0, num_subjects=4, segments_per_class=1, width=160, height=120, fps=25,
              progress=False)
-    # the demo's own classes, as `mgpipe clips` gives them for dataset.kind demo
+    # dataset.kind demo: the demo's own classes and names
     manifest, classes = build_manifest(demo / "labels.csv", demo / "split.csv", demo / "videos",
-                                       skeletons_dir=demo / "skeletons", classes=dict(CLASSES))
+                                       skeletons_dir=demo / "skeletons", kind="demo")
     write_csv(manifest, root / "clips.csv")
     write_csv(classes, root / "classes.csv")
     build_frame_store(manifest, root / "frames.h5", **decode_settings(max_side=160), progress=False)

@@ -259,8 +259,7 @@ def test_worker_runs_the_backend_over_a_clip(side_python, small_dataset, tmp_pat
     """End to end through mgpipe's pose stage: frame store -> side worker -> keypoint store."""
     import h5py
 
-    from conftest import decode_settings, pose_settings
-    from mgpipe.clips import build_manifest
+    from conftest import build_manifest, decode_settings, pose_settings
     from mgpipe.decode import build_frame_store
     from mgpipe.pose import build_keypoint_store
 

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from mgpipe.clips import build_manifest
+from conftest import build_manifest
 from mgpipe.io import InputError
 
 

@@ -154,7 +154,8 @@ def test_decode_and_heatmaps_read_their_settings_from_config_json(small_dataset,
     import h5py
     import numpy as np
 
-    from mgpipe.clips import build_manifest, write_csv
+    from conftest import build_manifest
+    from mgpipe.clips import write_csv
 
     manifest, _ = build_manifest(small_dataset / "labels.csv", small_dataset / "split.csv",
                                  small_dataset / "videos")

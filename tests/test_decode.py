@@ -2,8 +2,7 @@ import av
 import h5py
 import numpy as np
 
-from conftest import decode_settings
-from mgpipe.clips import build_manifest
+from conftest import build_manifest, decode_settings
 from mgpipe.decode import build_frame_store
 from mgpipe.formats import frames as frame_store
 

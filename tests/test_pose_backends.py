@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import decode_settings, pose_settings
-from mgpipe.clips import build_manifest
+from conftest import build_manifest, decode_settings, pose_settings
 from mgpipe.decode import build_frame_store
 from mgpipe.io import InputError
 from mgpipe.layouts import COCO17

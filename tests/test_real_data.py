@@ -10,8 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import pose_settings
-from mgpipe.clips import build_manifest
+from conftest import build_manifest, pose_settings
 from mgpipe.label_tables import IMIGUE_CLASS_IDS, IMIGUE_CLASS_NAMES, read_labels, read_pyskl
 from mgpipe.io import InputError
 from mgpipe.layouts import BODY25_HANDS_FACE, OPENNI15, convert, get_layout
