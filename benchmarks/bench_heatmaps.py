@@ -20,15 +20,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mgpipe.formats import keypoints as keypoint_store  # noqa: E402
+from mgpipe.formats.keypoints import compact_box  # noqa: E402
 from mgpipe.heatmaps import (  # noqa: E402
-    compact_box, render_joints, render_joints_loop, render_limbs, render_limbs_loop,
+    render_joints, render_joints_loop, render_limbs, render_limbs_loop,
 )
 from mgpipe.bench import sample_ms  # noqa: E402
 from mgpipe.config import defaults  # noqa: E402
@@ -127,18 +128,16 @@ def per_sample(clips, frames: int, size: int, sigma: float, repeat: int) -> dict
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "keypoints.h5"
-        with h5py.File(store, "w") as h5:
-            h5.attrs["layout"] = COCO17.name
+        with keypoint_store.writer(store, COCO17, source="bench") as writer:
             for i, kp in enumerate(clips):
-                g = h5.create_group(f"clips/c{i}")
-                g.create_dataset("keypoints", data=kp)
-                g.attrs.update(width=640, height=480)
+                writer.add(f"c{i}", kp, 640, 480)
         manifest = pd.DataFrame({"clip_id": [f"c{i}" for i in range(len(clips))],
                                  "label": 0, "split": "train"})
         for kind in ("joint", "limb"):
             data = ClipDataset(manifest, "train", {kind: (frames, size)}, keypoints_h5=store,
-                               train=True, sigma=sigma, flip=True, crop_area=(0.8, 1.0),
-                               zoom=(0.9, 1.1), shift=0.05)
+                               train=True, sigma=sigma, padding=DEFAULTS["heatmaps"]["padding"],
+                               mean=DEFAULTS["rgb"]["mean"], std=DEFAULTS["rgb"]["std"], flip=True,
+                               crop_area=(0.8, 1.0), zoom=(0.9, 1.1), shift=0.05)
             out[kind] = sample_ms(data, repeat)
     return out
 

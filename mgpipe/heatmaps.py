@@ -353,15 +353,18 @@ def flip_volume(volume, flip_index, axis: int = 1) -> np.ndarray:
     return np.ascontiguousarray(np.take(vol[..., ::-1], idx, axis=axis))
 
 
+LEVELS = 255  # a stored or sampled heatmap value q stands for q / LEVELS
+
+
 def quantise(volume) -> np.ndarray:
     """float volume in [0, 1] -> uint8, round(v * 255) (values outside [0, 1] are clipped)."""
     v = np.asarray(volume, dtype=np.float32)
-    return np.rint(np.clip(v, 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
+    return np.rint(np.clip(v, 0.0, 1.0) * np.float32(LEVELS)).astype(np.uint8)
 
 
 def dequantise(volume) -> np.ndarray:
     """uint8 -> float32 in [0, 1]."""
-    return np.asarray(volume, dtype=np.uint8).astype(np.float32) * np.float32(1.0 / 255.0)
+    return np.asarray(volume, dtype=np.uint8).astype(np.float32) * np.float32(1.0 / LEVELS)
 
 
 # ----------------------------------------------------------------------------- store
@@ -377,14 +380,18 @@ def _render_quantised(render, kp, channels, box, size, sigma, *extra) -> np.ndar
     return out
 
 
-def _render_clip(item, *, size, sigma, padding, num_joints, limbs):
-    """Worker: one clip -> (clip_id, box, joint uint8, limb uint8 or None, frames, empty frames)."""
+def _render_clip(item, *, size, sigma, padding, num_joints, limbs, compress=False):
+    """One clip -> (clip_id, box, joint uint8, limb uint8 or None, frames, empty frames); in a
+    worker process (compress) the volumes come back compressed as the store holds them."""
     clip_id, kp, width, height = item
     box = compact_box(kp, width, height, padding)
     joint = _render_quantised(render_joints, kp, num_joints, box, size, sigma)
     limb = None
     if limbs is not None:
         limb = _render_quantised(render_limbs, kp, len(limbs), box, size, sigma, limbs)
+    if compress:
+        joint = heatmap_store.Compressed(joint)
+        limb = None if limb is None else heatmap_store.Compressed(limb)
     empty = int((~valid(kp).any(axis=(0, 2))).sum())
     return clip_id, box, joint, limb, kp.shape[1], empty
 
@@ -424,7 +431,7 @@ def build_heatmap_store(keypoints_h5, out_h5, *, size: int, sigma: float, paddin
     clip_ids = source.clip_ids()
     edges = tuple(layout.limbs) if limbs and layout.num_limbs > 0 else None
     fn = partial(_render_clip, size=(h, w), sigma=float(sigma), padding=float(padding),
-                 num_joints=layout.num_joints, limbs=edges)
+                 num_joints=layout.num_joints, limbs=edges, compress=int(threads) > 1)
     stats = {"clips": 0, "frames": 0, "empty_frames": 0}
     clips = ((cid, *source.clip(cid)) for cid in clip_ids)
     with heatmap_store.writer(out_h5, layout=layout, size=(h, w), sigma=sigma, padding=padding,

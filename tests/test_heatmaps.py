@@ -463,3 +463,17 @@ def test_quantised_rendering_equals_quantising_the_float_volume(persons):
         assert np.array_equal(got, quantise(render_joints(kp, box, 40, 0.8, channels_first=first)))
         got = render_limbs(kp, box, 40, 0.8, COCO17.limbs, channels_first=first, quantised=True)
         assert np.array_equal(got, quantise(render_limbs(kp, box, 40, 0.8, COCO17.limbs, channels_first=first)))
+
+
+def test_data_path_benchmark_runs_on_real_skeletons(tmp_path):
+    """benchmarks/bench_data_path.py end to end on a few real KARD clips: it prints the ratios and
+    the renderers agree where their semantics do."""
+    pickle = Path(__file__).resolve().parents[2] / "shared" / "data" / "kard2d.pkl"
+    if not pickle.is_file():
+        pytest.skip(f"real data not mounted: {pickle}")
+    bench = _peer()
+    results = bench.main(["--pickle", str(pickle), "--layout", "openni15", "--clips", "6", "--repeat", "1",
+                          "--store-clips", "6", "--size", "32"])
+    assert {"joint", "limb", "store_1"} <= set(results)
+    assert results["joint"]["diff"] <= 1.5 / 255 and results["joint"]["ratio"] > 0
+    assert results["store_1"]["ours_clips_per_s"] > 0

@@ -83,9 +83,10 @@ class Reader(LazyStore):
         super().__init__(path)
         self._layout = None
         self._boxes = {}   # (clip id, padding) -> box: a clip's keypoints never change
+        self._sizes = {}   # clip id -> (width, height): attribute reads cost more than the keypoints
 
     def __getstate__(self):
-        return {**super().__getstate__(), "_layout": self._layout, "_boxes": {}}
+        return {**super().__getstate__(), "_layout": self._layout, "_boxes": {}, "_sizes": {}}
 
     @property
     def layout(self):
@@ -104,8 +105,10 @@ class Reader(LazyStore):
         """(float32 [M, T>0, V, 3], width, height) of one clip; a malformed clip is one line."""
         try:
             kp = self.node(f"clips/{clip_id}/keypoints")[()]
-            attrs = self.node(f"clips/{clip_id}").attrs
-            width, height = int(attrs["width"]), int(attrs["height"])
+            if clip_id not in self._sizes:
+                attrs = self.node(f"clips/{clip_id}").attrs
+                self._sizes[clip_id] = int(attrs["width"]), int(attrs["height"])
+            width, height = self._sizes[clip_id]
         except KeyError:
             raise InputError(f"{self.path}: clip {clip_id!r} has no keypoints with width/height") from None
         V = self.layout.num_joints
