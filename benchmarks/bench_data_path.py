@@ -189,7 +189,7 @@ def main(argv=None) -> dict:
         manifest = import_pickle(a.pickle, kp_h5, layout=a.layout).head(a.clips).assign(split="train")
         print(f"{len(manifest)} real clips of {a.pickle}, {a.frames} frames at {a.size} px, sigma "
               f"{a.sigma}, one thread; best of {a.repeat} passes")
-        aug = dict(train=True, sigma=a.sigma, padding=DEFAULTS["heatmaps"]["padding"], mean=DEFAULTS["rgb"]["mean"],
+        aug = dict(train=True, seed=DEFAULTS["seed"], sigma=a.sigma, padding=DEFAULTS["heatmaps"]["padding"], mean=DEFAULTS["rgb"]["mean"],
                    std=DEFAULTS["rgb"]["std"], flip=True, crop_area=(0.56, 1.0), zoom=(1.0, 1.0), shift=0.0)
         print(f"\n{'training sample':<22}{'mgpipe ms':>10}{'peer ms':>10}{'ratio':>8}{'max |diff|':>12}")
         for kind in ("joint", "limb"):

@@ -135,7 +135,7 @@ def per_sample(clips, frames: int, size: int, sigma: float, repeat: int) -> dict
                                  "label": 0, "split": "train"})
         for kind in ("joint", "limb"):
             data = ClipDataset(manifest, "train", {kind: (frames, size)}, keypoints_h5=store,
-                               train=True, sigma=sigma, padding=DEFAULTS["heatmaps"]["padding"],
+                               train=True, seed=DEFAULTS["seed"], sigma=sigma, padding=DEFAULTS["heatmaps"]["padding"],
                                mean=DEFAULTS["rgb"]["mean"], std=DEFAULTS["rgb"]["std"], flip=True,
                                crop_area=(0.8, 1.0), zoom=(0.9, 1.1), shift=0.05)
             out[kind] = sample_ms(data, repeat)

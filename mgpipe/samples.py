@@ -104,7 +104,7 @@ class ClipDataset(torch.utils.data.Dataset):
 
     def __init__(self, manifest: pd.DataFrame, split: str, modalities: dict, *, frames_h5=None,
                  keypoints_h5=None, train: bool, sigma: float, padding: float, mean, std,
-                 seed: int = 0, views: int = 1, flip: bool = False, crop_area=(1.0, 1.0),
+                 seed: int, views: int = 1, flip: bool = False, crop_area=(1.0, 1.0),
                  zoom=(1.0, 1.0), shift: float = 0.0):
         self.clips = manifest[manifest.split == split].reset_index(drop=True)
         if self.clips.empty:

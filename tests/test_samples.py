@@ -62,7 +62,7 @@ def _fresh(tmp_path, stem="keypoints"):
 # The schema's sample settings (Gaussian width, box padding, colour normalisation).
 _SCHEMA = defaults()
 SETTINGS = dict(sigma=_SCHEMA["heatmaps"]["sigma"], padding=_SCHEMA["heatmaps"]["padding"],
-                mean=_SCHEMA["rgb"]["mean"], std=_SCHEMA["rgb"]["std"])
+                mean=_SCHEMA["rgb"]["mean"], std=_SCHEMA["rgb"]["std"], seed=_SCHEMA["seed"])
 
 
 def _dataset(tmp_path, clips, modalities, **kw):
@@ -146,7 +146,7 @@ def test_training_samples_are_augmented_and_deterministic(tmp_path):
     clips = {f"c{i}": _person(20, seed=i) for i in range(3)}
     kw = dict(train=True, seed=3, flip=True, crop_area=(0.7, 1.0), zoom=(0.8, 1.2), shift=0.1)
     a = _dataset(tmp_path, clips, {"joint": (8, 24), "limb": (8, 24)}, **kw)
-    b = ClipDataset(a.clips, "train", a.modalities, keypoints_h5=a.keypoints.path, **SETTINGS, **kw)
+    b = ClipDataset(a.clips, "train", a.modalities, keypoints_h5=a.keypoints.path, **{**SETTINGS, **kw})
     for epoch in (0, 1):
         a.set_epoch(epoch)
         b.set_epoch(epoch)
