@@ -4,7 +4,7 @@ A checkpoint is a dict of tensors and plain Python values (str, int, float, bool
 tuples, dicts), nothing else:
 
     model        the state dict (tensors only)
-    arch         the network's architecture settings (plain dict; see zoo.architecture)
+    arch         the network's architecture settings (plain dict; see specs.ModelSpec.network)
     num_classes  int
     name         the model's name in the workflow (rgb, joint, limb, fused_<variant>)
     epoch        the epoch it comes from (0 for merged weights)

@@ -91,7 +91,7 @@ class ClipDataset(torch.utils.data.Dataset):
     """Samples of one split for the given modalities.
 
     modalities: {"rgb": (frames, size)} and/or {"joint"|"limb": (frames, size)}.
-    keypoints_h5: the keypoint store (pose.py); it gives every modality its compact box and the
+    keypoints_h5: the keypoint store (formats/keypoints.py); it gives every modality its compact box and the
     pose modalities their keypoints (required for those; without it RGB uses the whole frame).
     Training samples: random segment offsets, a random crop of the box (crop_area), zoom in
     [zoom[0], zoom[1]] and shift in [-shift, shift] (fractions of the output side) and a random

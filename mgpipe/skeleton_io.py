@@ -7,9 +7,9 @@ The pickle format (pyskl, MMAction2 PoseDataset):
                       'original_shape': (H, W), 'total_frames': T,
                       'keypoint': float32 [M, T, V, 2], 'keypoint_score': float32 [M, T, V]}]}
 
-Our keypoint store (see pose.py): root attr `layout`, per clip `clips/<clip_id>/keypoints` float32
-[M, T, V, 3] (x, y, score) with group attrs width, height. Pickles do not record their layout, so
-import takes it as an argument and checks V against it.
+Our keypoint store is formats/keypoints.py's (keypoints float32 [M, T, V, 3] per clip, x, y,
+score, with the frame size); import and export go through its writer and reader. Pickles do not
+record their layout, so import takes it as an argument and checks V against it.
 
 Loading a pickle can run code; import_pickle therefore unpickles with a whitelist of the few
 globals that plain dicts/lists of numpy arrays need, and refuses anything else.

@@ -1,4 +1,4 @@
-"""Per-sample pose rendering and the training/test sampler (mgpipe.data).
+"""Per-sample pose rendering and the training/test sampler (mgpipe.samples).
 
 The pose heatmaps of a sample are rendered from the keypoint store after augmenting the
 keypoints; these tests check them against the per-joint loop renderer (the exact oracle), the
