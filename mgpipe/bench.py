@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -127,6 +128,22 @@ def network_rates(*, models=("joint", "rgb", "fused_full"), modes=("fp32", "bf16
     return table
 
 
+def jpeg_floor_ms(data, frames: int, repeat: int = 1) -> float:
+    """Milliseconds per sample of decoding `frames` evenly spaced JPEG frames of each clip and
+    nothing else: the cost no RGB sample path can go below."""
+    from .formats.frames import decode_jpeg
+
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for cid in data.clip_ids:
+            ds, _ = data.frames.clip(cid)
+            for i in np.linspace(0, len(ds) - 1, frames).round().astype(int):
+                decode_jpeg(ds[int(i)])
+        best = min(best, (time.perf_counter() - t0) * 1e3 / max(len(data.clip_ids), 1))
+    return best
+
+
 def sample_ms(data, repeat: int = 1) -> float:
     """Milliseconds per sample of a dataset over whole passes (one per epoch, the best of
     `repeat`), in this process: what one loader worker spends on a sample."""
@@ -165,6 +182,11 @@ def data_path(manifest, *, frames_h5, keypoints_h5, size: str = "paper", base_co
             ms = sample_ms(data)
             rows.append({"data path": f"{kind} sample ({frames} x {side} px)", "ms/sample": round(ms, 3),
                          "per second, one thread": round(1e3 / ms, 1)})
+            if kind == "rgb":  # the floor: only decoding the JPEG frames such a sample reads
+                floor = jpeg_floor_ms(data, frames)
+                rows.append({"data path": f"rgb floor: bare JPEG decoding of {frames} frames",
+                             "ms/sample": round(floor, 3), "per second, one thread": round(1e3 / floor, 1),
+                             "sample/floor": round(ms / floor, 2)})
         with tempfile.TemporaryDirectory() as tmp:
             stats = build_heatmap_store(keypoints_h5, Path(tmp) / "heatmaps.h5", size=pose["size"],
                                         sigma=cfg["heatmaps"]["sigma"], padding=cfg["heatmaps"]["padding"],

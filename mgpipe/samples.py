@@ -121,8 +121,8 @@ class ClipDataset(torch.utils.data.Dataset):
         self.epoch = 0
         self.keypoints = keypoint_store.Reader(keypoints_h5) if keypoints_h5 is not None else None
         self.frames = frame_store.Reader(frames_h5) if frames_h5 is not None else None
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1, 1)
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3)  # per channel, last axis
+        self.std = torch.tensor(std, dtype=torch.float32).view(3)
         self.labels = self.clips.label.to_numpy()
         self.clip_ids = self.clips.clip_id.astype(str).tolist()
         self.layout = None
@@ -198,16 +198,19 @@ class ClipDataset(torch.utils.data.Dataset):
             box = np.array([0, 0, attrs["width"] / scale, attrs["height"] / scale])
         region = view_box(box, crop, zoom, shift) * scale
         region = tuple(int(round(v)) for v in region.tolist())
-        cache, frames = {}, []
-        for i in idx:  # looped short clips repeat frames: decode each once
+        cache = {}
+        frames = np.empty((len(idx), size, size, 3), np.uint8)
+        for t, i in enumerate(idx):  # looped short clips repeat frames: decode each once
             if i not in cache:
                 img = decode_jpeg(ds[int(i)]).crop(region).resize((size, size), Image.BILINEAR)
                 if mirror:
                     img = img.transpose(Image.FLIP_LEFT_RIGHT)
-                cache[i] = torch.from_numpy(np.asarray(img, dtype=np.float32).copy())
-            frames.append(cache[i])
-        x = torch.stack(frames).permute(3, 0, 1, 2)  # [3, T, H, W]
-        return (x - self.mean) / self.std
+                cache[i] = img
+            frames[t] = cache[i]
+        # uint8 frames, normalised as float32 in their own contiguous [T, H, W, 3] layout (the
+        # same values as per-frame floats, without strided passes), then viewed as [3, T, H, W]
+        x = torch.from_numpy(frames).float()
+        return x.sub_(self.mean).div_(self.std).permute(3, 0, 1, 2)
 
 
 def model_samples(spec, config: dict, manifest: pd.DataFrame, split: str, *, train: bool,
