@@ -16,7 +16,7 @@ per-stream cross-entropies plus the prototype loss for the fused network).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -42,7 +42,7 @@ class ModelSpec:
     augment: Callable[[dict], dict]       # config -> training augmentation (sample arguments)
     enabled: Callable[[dict], bool]       # does this config train the model?
     init: str | None = None               # "merge": starts from the merge stage's weights
-    ablation: dict | None = field(default=None)  # fused variants: {"variant", "fusion", "prototype"}
+    ablation: dict | None = None  # fused variants: {"variant", "fusion", "prototype"}
 
     @property
     def streams(self) -> list[str]:

@@ -63,11 +63,20 @@ class Reader(LazyStore):
 
     KIND, VERSION, NOUN = KIND, VERSION, "frame"
 
+    def __init__(self, path):
+        super().__init__(path)
+        self._attrs = {}   # clip id -> its attrs: attribute reads cost more than a frame's bytes
+
+    def __getstate__(self):
+        return {**super().__getstate__(), "_attrs": {}}
+
     def clip(self, clip_id: str):
         try:
             ds = self.node(f"clips/{clip_id}")
-            return ds, {"width": int(ds.attrs["width"]), "height": int(ds.attrs["height"]),
-                        "scale": float(ds.attrs["scale"])}
+            if clip_id not in self._attrs:
+                self._attrs[clip_id] = {"width": int(ds.attrs["width"]), "height": int(ds.attrs["height"]),
+                                        "scale": float(ds.attrs["scale"])}
+            return ds, self._attrs[clip_id]
         except KeyError:
             raise InputError(f"{self.path}: no frames for clip {clip_id!r}") from None
 
