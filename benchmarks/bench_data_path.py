@@ -9,8 +9,10 @@ here from that description (`peer_joints`, `peer_limbs`), not imported.
 
 What is timed, on real skeletons (a pyskl pickle, KARD by default), one thread:
   * pose training samples: ClipDataset (store read, frame draw, keypoint-space crop, zoom,
-    shift and flip, rendering at the training size) against the same dataset whose rendering is
-    the peer's: same clips, frames, views and size, only the renderer differs;
+    shift and flip, rendering at the training size: the drawn pixels a loader worker ships)
+    against the same dataset whose rendering is the peer's (the dense volume its workers ship):
+    same clips, frames, views and size, only the renderer differs; beside it, our batch step
+    (scattering a batch's pixels into volumes) timed on the CPU, where it runs without a GPU;
   * the heatmap store build: mgpipe's heatmaps stage (joints + limbs, compression and writing
     included) against the peer rendering the same clips at the same size (rendering only);
   * the values: largest |mgpipe - peer| over the pixels where both semantics draw (inside both
@@ -34,9 +36,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mgpipe.bench import sample_ms  # noqa: E402
+from mgpipe.bench import finish_ms, sample_ms  # noqa: E402
 from mgpipe.config import defaults  # noqa: E402
-from mgpipe.samples import ClipDataset, mirror_keypoints, sample_indices, view_box  # noqa: E402
+from mgpipe.samples import (ClipDataset, collate, mirror_keypoints, sample_indices,  # noqa: E402
+                            scatter_volumes, view_box)
 from mgpipe.formats import keypoints as keypoint_store  # noqa: E402
 from mgpipe.formats.keypoints import EPS, compact_box  # noqa: E402
 from mgpipe.heatmaps import build_heatmap_store  # noqa: E402
@@ -124,7 +127,11 @@ def to_grid(kp, region, size):
 
 
 class PeerDataset(ClipDataset):
-    """ClipDataset whose heatmaps are drawn by the peer: everything else is shared."""
+    """ClipDataset whose heatmaps are drawn by the peer, as the dense float32 volume its
+    samples carry: everything else is shared."""
+
+    def heatmaps(self, kind, keypoints, region, size, mirror):
+        return {kind: torch.from_numpy(self.render(kind, keypoints, region, size, mirror))}
 
     def render(self, kind, keypoints, region, size, mirror):
         if mirror:
@@ -135,6 +142,23 @@ class PeerDataset(ClipDataset):
         else:
             vol = peer_limbs(grid, size, size, self.sigma, self.layout.limbs)
         return np.ascontiguousarray(vol.transpose(1, 0, 2, 3))  # the network's [C, T, H, W]
+
+
+def collate_ms(data, batch: int) -> float:
+    """ms per sample of collating batches of already drawn samples (a loader worker's last step)."""
+    samples = [data[i] for i in range(len(data))]
+    t0 = time.perf_counter()
+    for k in range(0, len(samples), batch):
+        collate(samples[k:k + batch])
+    return (time.perf_counter() - t0) * 1e3 / max(len(samples), 1)
+
+
+def render_ours(data, kind, keypoints, region, size):
+    """Our volume of a sample, as its batch step builds it from the sample's drawn pixels."""
+    entries = data.heatmaps(kind, keypoints, region, size, False)
+    counts = torch.tensor([len(entries[f"{kind}_idx"])])
+    shape = (keypoints.shape[2] if kind == "joint" else len(data.layout.limbs), keypoints.shape[1], size, size)
+    return scatter_volumes(entries[f"{kind}_idx"], entries[f"{kind}_val"], counts, shape)[0].numpy()
 
 
 # ----------------------------------------------------------------------------- timing
@@ -191,24 +215,35 @@ def main(argv=None) -> dict:
               f"{a.sigma}, one thread; best of {a.repeat} passes")
         aug = dict(train=True, seed=DEFAULTS["seed"], sigma=a.sigma, padding=DEFAULTS["heatmaps"]["padding"], mean=DEFAULTS["rgb"]["mean"],
                    std=DEFAULTS["rgb"]["std"], flip=True, crop_area=(0.56, 1.0), zoom=(1.0, 1.0), shift=0.0)
-        print(f"\n{'training sample':<22}{'mgpipe ms':>10}{'peer ms':>10}{'ratio':>8}{'max |diff|':>12}")
+        print(f"\n{'training sample':<22}{'mgpipe ms':>10}{'peer ms':>10}{'ratio':>8}{'max |diff|':>12}"
+              f"   worker side, collation of batches of 16 included; our batch step on the CPU")
         for kind in ("joint", "limb"):
             mods = {kind: (a.frames, a.size)}
             ours = ClipDataset(manifest, "train", mods, keypoints_h5=kp_h5, **aug)
             peer = PeerDataset(manifest, "train", mods, keypoints_h5=kp_h5, **aug)
-            t_ours, t_peer = sample_ms(ours, a.repeat), sample_ms(peer, a.repeat)
+            s_ours, s_peer = sample_ms(ours, a.repeat), sample_ms(peer, a.repeat)
+            # A worker also collates: our samples concatenate their drawn pixels, the peer's
+            # stack dense volumes (as torch's default collation does).
+            c_ours, c_peer = (min(collate_ms(d, 16) for _ in range(a.repeat)) for d in (ours, peer))
+            t_ours, t_peer = s_ours + c_ours, s_peer + c_peer
+            t_step = min(finish_ms(ours, 16) for _ in range(a.repeat))
             diff = 0.0
             for i in range(0, len(ours), max(1, len(ours) // 20)):  # 20 samples, both renderers
                 rng, crop, zoom, shift, mirror = ours._draw_view(i, 0)
                 kp, box = ours._keypoints(manifest.clip_id.iloc[i])
                 region = view_box(box, crop, zoom, shift)
                 sel = kp[:, sample_indices(kp.shape[1], a.frames, rng)]
-                mine = ours.render(kind, sel, region, a.size, False).transpose(1, 0, 2, 3)
+                mine = render_ours(ours, kind, sel, region, a.size).transpose(1, 0, 2, 3)
                 theirs = peer.render(kind, sel, region, a.size, False).transpose(1, 0, 2, 3)
                 diff = max(diff, agreement(mine, theirs, to_grid(sel, region, a.size), a.sigma,
                                            kind, ours.layout.limbs))
-            results[kind] = {"ours_ms": t_ours, "peer_ms": t_peer, "ratio": t_peer / t_ours, "diff": diff}
-            print(f"{kind:<22}{t_ours:>10.2f}{t_peer:>10.2f}{t_peer / t_ours:>7.1f}x{diff:>12.1e}")
+            results[kind] = {"ours_ms": t_ours, "peer_ms": t_peer, "ratio": t_peer / t_ours, "diff": diff,
+                             "sample_ms": s_ours, "peer_sample_ms": s_peer, "collate_ms": c_ours,
+                             "peer_collate_ms": c_peer, "step_ms": t_step,
+                             "ratio_with_step": t_peer / (t_ours + t_step)}
+            print(f"{kind:<22}{t_ours:>10.2f}{t_peer:>10.2f}{t_peer / t_ours:>7.1f}x{diff:>12.1e}"
+                  f"   (samples {s_ours:.2f} vs {s_peer:.2f} ms, collation {c_ours:.2f} vs {c_peer:.2f}); "
+                  f"batch step {t_step:.2f} ms: {t_peer / (t_ours + t_step):.1f}x with it")
 
         padding = DEFAULTS["heatmaps"]["padding"]
         if a.store_clips:  # a store of the first clips only

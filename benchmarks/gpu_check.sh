@@ -22,7 +22,7 @@ mkdir -p "$OUT" "$WORK"
 cd "$ROOT"
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 if [ -n "${WHEELS:-}" ]; then
-    $PY -m pip install -q --no-index --find-links "$WHEELS" av hdf5plugin tqdm pyyaml jsonschema \
+    $PY -m pip install -q --no-index --find-links "$WHEELS" av hdf5plugin zstandard tqdm pyyaml jsonschema \
         matplotlib pytest
 fi
 CUDA=$($PY -c "import torch; print(int(torch.cuda.is_available()))")

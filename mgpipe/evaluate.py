@@ -34,7 +34,7 @@ def score_model(checkpoint, config: dict, *, manifest_csv, frames_h5, keypoints_
     for split in present:
         data = model_samples(spec, config, manifest, split, train=False, frames_h5=frames_h5,
                              keypoints_h5=keypoints_h5, views=tcfg["views"], flip=tcfg["flip"])
-        loader = make_loader(data, tcfg["batch_size"], workers=config["train"]["workers"])
+        loader = make_loader(data, tcfg["batch_size"], device=device, workers=config["train"]["workers"])
         probs = predict(model, spec, loader, device, progress=progress, desc=f"{name} {split}")
         tables.append(scores.table(data.clips, {k: p.numpy() for k, p in probs.items()}))
         summary.update({f"{split}_top1_{k}": round(top1(p, data.labels), 4) for k, p in probs.items()})

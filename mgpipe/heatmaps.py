@@ -131,23 +131,61 @@ def _values(v: np.ndarray, quantised: bool) -> np.ndarray:
     return quantise(v) if quantised else v
 
 
+def _dense(shape, blocks, quantised: bool) -> np.ndarray:
+    """Scatter candidate blocks (person, flat index, value) into a zero volume with a maximum.
+    Within one person every real index occurs once, so the first person to draw assigns (the
+    output is still zero) and later persons take the maximum."""
+    out, flat, _ = _output(shape, quantised)
+    first = None
+    for m, idx, val in blocks:
+        first = m if first is None else first
+        val = _values(val, quantised)
+        flat[idx] = val if m == first else np.maximum(flat[idx], val)
+    return out
+
+
+def _sparse(shape, blocks) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate blocks as (int32 flat index, float32 value) arrays without the cut-off ones:
+    the volume as a scatter-maximum into zeros would make it (samples.scatter_volumes)."""
+    n = int(np.prod(shape, dtype=np.int64))
+    if n >= 2 ** 31:
+        raise ValueError(f"a heatmap volume of shape {shape} is too large for int32 indices")
+    idx, val = [], []
+    for _, i, v in blocks:
+        keep = i != n
+        idx.append(i[keep].astype(np.int32))
+        val.append(v[keep].astype(np.float32))
+    if not idx:
+        return np.zeros(0, np.int32), np.zeros(0, np.float32)
+    return np.concatenate(idx), np.concatenate(val)
+
+
 def render_joints(keypoints, box, size, sigma: float, *, channels_first: bool = False,
-                  quantised: bool = False) -> np.ndarray:
+                  quantised: bool = False, sparse: bool = False):
     """Joint heatmaps float32 [T, V, H, W], or [V, T, H, W] with channels_first (the network's
     order, written directly: no transposing copy); uint8 quantise()d values with quantised (the
-    store's format, at a quarter of the memory traffic). See the module docstring for the rule."""
+    store's format, at a quarter of the memory traffic); with sparse, the (flat index, value)
+    pairs of the drawn pixels instead (_sparse). See the module docstring for the rule."""
     kp = _as_mtv3(keypoints)
     m_, t_, v_, _ = kp.shape
     h, w = _size_hw(size)
-    out, flat, dummy = _output((v_, t_, h, w) if channels_first else (t_, v_, h, w), quantised)
+    shape = (v_, t_, h, w) if channels_first else (t_, v_, h, w)
+    blocks = _joint_candidates(kp, box, h, w, sigma, channels_first)
+    return _sparse(shape, blocks) if sparse else _dense(shape, blocks, quantised)
+
+
+def _joint_candidates(kp, box, h: int, w: int, sigma: float, channels_first: bool):
+    """(person, flat index, float value) blocks of every joint's candidate pixels; cut-off
+    candidates carry the index one past the volume."""
+    m_, t_, v_, _ = kp.shape
     if m_ == 0 or t_ == 0 or v_ == 0:
-        return out
+        return
+    dummy = v_ * t_ * h * w
     xs, ys, ss, valid = _mapped(kp, box, h, w)
     r = 3.0 * sigma
     k = int(math.ceil(2.0 * r + _MARGIN)) + 1  # candidates per axis: a superset of |i - x'| <= r
     offs = np.arange(k, dtype=np.float64)
     step = max(1, _CANDIDATES_PER_BLOCK // (v_ * k * k))
-    first_write = True  # until a person has drawn, the output is all zero: plain assignment
     for m in range(m_):
         for t0 in range(0, t_, step):
             t1 = min(t_, t0 + step)
@@ -169,29 +207,34 @@ def render_joints(keypoints, box, size, sigma: float, *, channels_first: bool = 
             chan = vv * t_ + tt if channels_first else tt * v_ + vv
             idx = ((chan[:, None] * h + py.astype(np.int64)) * w)[:, :, None] + px.astype(np.int64)[:, None, :]
             idx[~(oky[:, :, None] & okx[:, None, :])] = dummy
-            val = _values(val, quantised)
-            flat[idx] = val if first_write else np.maximum(flat[idx], val)
-        first_write = first_write and not valid[m].any()
-    return out
+            yield m, idx.ravel(), val.ravel()
 
 
 def render_limbs(keypoints, box, size, sigma: float, limbs, *, channels_first: bool = False,
-                 quantised: bool = False) -> np.ndarray:
+                 quantised: bool = False, sparse: bool = False):
     """Limb heatmaps float32 [T, L, H, W], or [L, T, H, W] with channels_first, or uint8 with
-    quantised (as render_joints); see the module docstring for the exact rule."""
+    quantised, or sparse pairs (as render_joints); see the module docstring for the exact rule."""
     kp = _as_mtv3(keypoints)
-    m_, t_, _, _ = kp.shape
+    t_ = kp.shape[1]
     lim = np.asarray(limbs, dtype=np.int64).reshape(-1, 2)
-    l_ = len(lim)
     h, w = _size_hw(size)
-    out, flat, dummy = _output((l_, t_, h, w) if channels_first else (t_, l_, h, w), quantised)
+    shape = (len(lim), t_, h, w) if channels_first else (t_, len(lim), h, w)
+    blocks = _limb_candidates(kp, lim, box, h, w, sigma, channels_first)
+    return _sparse(shape, blocks) if sparse else _dense(shape, blocks, quantised)
+
+
+def _limb_candidates(kp, lim, box, h: int, w: int, sigma: float, channels_first: bool):
+    """(person, flat index, float value) blocks of every limb's candidate pixels, as
+    _joint_candidates."""
+    m_, t_, _, _ = kp.shape
+    l_ = len(lim)
     if m_ == 0 or t_ == 0 or l_ == 0:
-        return out
+        return
+    dummy = l_ * t_ * h * w
     xs, ys, ss, valid = _mapped(kp, box, h, w)
     la, lb = lim[:, 0], lim[:, 1]
     r = 3.0 * sigma
     rm = r + _MARGIN
-    first_write = True  # until a person has drawn, the output is all zero: plain assignment
     for m in range(m_):
         ax, ay, bx, by = xs[m][:, la], ys[m][:, la], xs[m][:, lb], ys[m][:, lb]  # [T, L]
         ok = valid[m][:, la] & valid[m][:, lb]
@@ -260,10 +303,7 @@ def render_limbs(keypoints, box, size, sigma: float, limbs, *, channels_first: b
             idx = np.repeat(r_base, rw)
             idx += px.astype(np.int64)
             idx[d2 > r * r] = dummy
-            v = _values(v, quantised)
-            flat[idx] = v if first_write else np.maximum(flat[idx], v)
-        first_write = False  # (persons that draw nothing `continue` above)
-    return out
+            yield m, idx, v
 
 
 # ----------------------------------------------------------------------------- reference loops
@@ -380,18 +420,17 @@ def _render_quantised(render, kp, channels, box, size, sigma, *extra) -> np.ndar
     return out
 
 
-def _render_clip(item, *, size, sigma, padding, num_joints, limbs, compress=False):
-    """One clip -> (clip_id, box, joint uint8, limb uint8 or None, frames, empty frames); in a
-    worker process (compress) the volumes come back compressed as the store holds them."""
+def _render_clip(item, *, size, sigma, padding, num_joints, limbs):
+    """One clip -> (clip_id, box, joint, limb or None, frames, empty frames), the volumes
+    compressed as the store holds them (in a worker process: what crosses back to the writer)."""
     clip_id, kp, width, height = item
     box = compact_box(kp, width, height, padding)
     joint = _render_quantised(render_joints, kp, num_joints, box, size, sigma)
     limb = None
     if limbs is not None:
         limb = _render_quantised(render_limbs, kp, len(limbs), box, size, sigma, limbs)
-    if compress:
-        joint = heatmap_store.Compressed(joint)
-        limb = None if limb is None else heatmap_store.Compressed(limb)
+    joint = heatmap_store.Compressed(joint)
+    limb = None if limb is None else heatmap_store.Compressed(limb)
     empty = int((~valid(kp).any(axis=(0, 2))).sum())
     return clip_id, box, joint, limb, kp.shape[1], empty
 
@@ -431,7 +470,7 @@ def build_heatmap_store(keypoints_h5, out_h5, *, size: int, sigma: float, paddin
     clip_ids = source.clip_ids()
     edges = tuple(layout.limbs) if limbs and layout.num_limbs > 0 else None
     fn = partial(_render_clip, size=(h, w), sigma=float(sigma), padding=float(padding),
-                 num_joints=layout.num_joints, limbs=edges, compress=int(threads) > 1)
+                 num_joints=layout.num_joints, limbs=edges)
     stats = {"clips": 0, "frames": 0, "empty_frames": 0}
     clips = ((cid, *source.clip(cid)) for cid in clip_ids)
     with heatmap_store.writer(out_h5, layout=layout, size=(h, w), sigma=sigma, padding=padding,

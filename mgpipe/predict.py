@@ -129,7 +129,7 @@ def video_probabilities(video, checkpoint, config: dict, *, skeletons=None, wind
 def _model_probs(model, spec, data, config, progress) -> np.ndarray:
     device = pick_device(config["train"]["device"])
     model.to(device)
-    loader = make_loader(data, config["test"]["batch_size"], workers=0)
+    loader = make_loader(data, config["test"]["batch_size"], device=device, workers=0)
     streams = predict(model, spec, loader, device, progress=progress, desc=spec.name)
     return specs.combine_streams(streams).numpy()  # a fused network's streams 1:1
 

@@ -10,8 +10,11 @@ Every sample looks at one *view*: a region of the frame derived from the clip's 
 (the union box of its keypoints, grown and made square; owned by the keypoint store,
 formats/keypoints.py). Training draws
 a random crop of the box (area range, aspect 3/4..4/3), a random zoom and shift, and a random
-horizontal mirror; testing looks at the whole box. RGB frames are cropped to the view and
-resized. Pose heatmaps are not stored volumes cut and resized: the sampled frames' keypoints
+horizontal mirror; testing looks at the whole box. For RGB the worker only reads and decodes
+the sampled frames (at 1/2, 1/4 or 1/8 size when the view is that much larger than the
+output) and cuts out the pixels the view can touch; resampling to the output size, the mirror
+and normalisation run per batch where the model runs (rgb_views: one grid_sample, uint8 bytes
+cross to the device). Pose heatmaps are not stored volumes cut and resized: the sampled frames' keypoints
 are mapped into the view and every Gaussian is drawn exactly at the training resolution (sigma
 in output pixels), and the mirror flips the keypoints' x and swaps left/right joints, so the
 rendered channels and limbs follow (heatmaps.flip_volume's convention).
@@ -19,10 +22,12 @@ rendered channels and limbs follow (heatmaps.flip_volume's convention).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
+import torch.nn.functional as F
 
 from .formats import frames as frame_store
 from .formats import keypoints as keypoint_store
@@ -174,43 +179,168 @@ class ClipDataset(torch.utils.data.Dataset):
             kp, box = self._keypoints(clip_id)
         for name, (length, size) in self.modalities.items():
             if name == "rgb":
-                sample["rgb"] = self._rgb(clip_id, box, length, size, crop, zoom, shift, mirror, rng)
+                sample["rgb"], sample["rgb_view"] = self._rgb(clip_id, box, length, size, crop, zoom, shift,
+                                                              mirror, rng)
             else:
                 region = view_box(box, crop, zoom, shift)
                 idx = sample_indices(kp.shape[1], length, rng)
-                sample[name] = torch.from_numpy(self.render(name, kp[:, idx], region, size, mirror))
+                sample.update(self.heatmaps(name, kp[:, idx], region, size, mirror))
         return sample
 
-    def render(self, kind: str, keypoints, region, size: int, mirror: bool) -> np.ndarray:
-        """float32 [C, T, size, size] heatmaps of keypoints [M, T, V, 3] over the frame region
-        (x0, y0, x1, y1), mirrored if asked."""
+    def heatmaps(self, kind: str, keypoints, region, size: int, mirror: bool) -> dict:
+        """The sample's entries for the [C, T, size, size] heatmaps of keypoints [M, T, V, 3]
+        over the frame region (x0, y0, x1, y1), mirrored if asked: the drawn pixels as
+        `<kind>_idx` (int32 flat index) and `<kind>_val` (float32), a few percent of the dense
+        volume; to_device scatters them into volumes on the device."""
         if mirror:
             keypoints = mirror_keypoints(keypoints, region, size, self.layout.flip_index)
         if kind == "joint":
-            return render_joints(keypoints, region, size, self.sigma, channels_first=True)
-        return render_limbs(keypoints, region, size, self.sigma, self.layout.limbs, channels_first=True)
+            idx, val = render_joints(keypoints, region, size, self.sigma, channels_first=True, sparse=True)
+        else:
+            idx, val = render_limbs(keypoints, region, size, self.sigma, self.layout.limbs,
+                                    channels_first=True, sparse=True)
+        return {f"{kind}_idx": torch.from_numpy(idx), f"{kind}_val": torch.from_numpy(val)}
+
+    def volume_shape(self, kind: str) -> tuple[int, int, int, int]:
+        """[C, T, H, W] of one sample's heatmaps of `kind`."""
+        frames, size = self.modalities[kind]
+        channels = self.layout.num_joints if kind == "joint" else self.layout.num_limbs
+        return channels, frames, size, size
 
     def _rgb(self, clip_id, box, length, size, crop, zoom, shift, mirror, rng):
+        """(uint8 [T, h, w, 3]: the sampled frames cut to the pixels the view can touch,
+        float32 [5]: the view x0, y0, x1, y1 in those pixels' edge coordinates and the mirror
+        flag). Resampling to size x size, the mirror and normalisation happen per batch on the
+        device (rgb_views): the worker only decodes and cuts."""
         ds, attrs = self.frames.clip(clip_id)
         idx = sample_indices(len(ds), length, rng)
         scale = attrs["scale"]
         if box is None:
             box = np.array([0, 0, attrs["width"] / scale, attrs["height"] / scale])
         region = view_box(box, crop, zoom, shift) * scale
-        region = tuple(int(round(v)) for v in region.tolist())
-        cache = {}
-        frames = np.empty((len(idx), size, size, 3), np.uint8)
-        for t, i in enumerate(idx):  # looped short clips repeat frames: decode each once
-            if i not in cache:
-                img = decode_jpeg(ds[int(i)]).crop(region).resize((size, size), Image.BILINEAR)
-                if mirror:
-                    img = img.transpose(Image.FLIP_LEFT_RIGHT)
-                cache[i] = img
-            frames[t] = cache[i]
-        # uint8 frames, normalised as float32 in their own contiguous [T, H, W, 3] layout (the
-        # same values as per-frame floats, without strided passes), then viewed as [3, T, H, W]
-        x = torch.from_numpy(frames).float()
-        return x.sub_(self.mean).div_(self.std).permute(3, 0, 1, 2)
+        # Decode at 1/2, 1/4 or 1/8 size (JPEG's DCT scaling, nearly free) while the view keeps
+        # at least `size` pixels a side: bilinear resampling then never shrinks by 2x or more,
+        # so it cannot alias, and a large frame costs less than its full decode.
+        side = min(region[2] - region[0], region[3] - region[1])
+        reduce = next((k for k in (8, 4, 2) if side / k >= size), 1)
+        region = region / reduce
+        width, height = -(-attrs["width"] // reduce), -(-attrs["height"] // reduce)
+        # the pixels bilinear taps can reach: the region and one pixel around it, inside the
+        # frame (taps outside the frame read the zeros the batch is padded with: black)
+        x0 = int(np.clip(np.floor(region[0]) - 1, 0, width))
+        x1 = int(np.clip(np.ceil(region[2]) + 1, x0, width))
+        y0 = int(np.clip(np.floor(region[1]) - 1, 0, height))
+        y1 = int(np.clip(np.ceil(region[3]) + 1, y0, height))
+        frames = np.zeros((len(idx), max(y1 - y0, 1), max(x1 - x0, 1), 3), np.uint8)
+        # looped short clips repeat frames: read and decode each once
+        distinct, where = np.unique(idx, return_inverse=True)
+        for u, data in enumerate(self.frames.jpegs(clip_id, distinct)):
+            try:
+                img = decode_jpeg(data, reduce)
+            except (OSError, SyntaxError, ValueError) as e:  # PIL's words for a broken JPEG
+                raise InputError(f"{self.frames.path}: clip {clip_id!r} frame {distinct[u]} is not a "
+                                 f"readable JPEG ({e})") from None
+            if img.size != (width, height):
+                raise InputError(f"{self.frames.path}: clip {clip_id!r} frame {distinct[u]} is {img.width}x"
+                                 f"{img.height}, its attributes say {attrs['width']}x{attrs['height']}")
+            if y1 > y0 and x1 > x0:
+                frames[where == u] = np.asarray(img.crop((x0, y0, x1, y1)))
+        view = np.array([region[0] - x0, region[1] - y0, region[2] - x0, region[3] - y0, float(mirror)],
+                        np.float32)
+        return torch.from_numpy(frames), torch.from_numpy(view)
+
+    def to_device(self, batch: dict, device) -> dict:
+        """A collated batch on the device: RGB views resampled and normalised, heatmaps
+        scattered into volumes, there."""
+        out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        if "rgb" in out:
+            out["rgb"] = rgb_views(out["rgb"], out.pop("rgb_view"), self.modalities["rgb"][1],
+                                   self.mean.to(device), self.std.to(device))
+        for kind in POSE:
+            if f"{kind}_idx" in out:
+                out[kind] = scatter_volumes(out.pop(f"{kind}_idx"), out.pop(f"{kind}_val"),
+                                            batch[f"{kind}_count"], self.volume_shape(kind))
+                del out[f"{kind}_count"]
+        return out
+
+
+def rgb_views(frames: torch.Tensor, views: torch.Tensor, size: int, mean, std) -> torch.Tensor:
+    """float32 [B, 3, T, size, size] network input from uint8 frames [B, T, H, W, 3] and views
+    [B, 5] (x0, y0, x1, y1 in pixel-edge coordinates of the frames, mirror flag): bilinear
+    sampling at the output pixel centres mapped into the view (outside the frames reads 0,
+    black), the mirror as a negated x axis, then (x - mean) / std per channel.
+
+    One grid_sample per batch: a view is an axis-aligned scale and shift shared by all frames
+    of a sample, so the frames ride in the channel axis (channel c * T + t) and one grid per
+    sample, built from its two 1-D axes, serves them all; the result is already [B, 3, T]."""
+    B, T, H, W, _ = frames.shape
+    views = views.float()
+    x0, y0, x1, y1, mirror = views.unbind(1)
+    # grid_sample's normalised coordinates (align_corners=False): -1 and 1 are the outer pixel
+    # edges, so edge coordinate u of a W-wide frame is 2u/W - 1; output pixel i's centre is
+    # (i + 0.5) / size of the way across the view (from the right edge when mirrored)
+    steps = (torch.arange(size, device=frames.device, dtype=torch.float32) + 0.5) / size
+    across = torch.where(mirror[:, None] > 0, 1 - steps, steps)
+    gx = (x0[:, None] + across * (x1 - x0)[:, None]) * (2 / W) - 1
+    gy = (y0[:, None] + steps * (y1 - y0)[:, None]) * (2 / H) - 1
+    grid = torch.empty(B, size, size, 2, device=frames.device)
+    grid[..., 0] = gx[:, None, :]
+    grid[..., 1] = gy[:, :, None]
+    x = torch.empty(B, 3, T, H, W, device=frames.device)
+    x.copy_(frames.permute(0, 4, 1, 2, 3))  # one pass: uint8 -> float and channels first
+    out = F.grid_sample(x.view(B, 3 * T, H, W), grid, mode="bilinear", padding_mode="zeros",
+                        align_corners=False)
+    return out.view(B, 3, T, size, size).sub_(mean.view(1, 3, 1, 1, 1)).div_(std.view(1, 3, 1, 1, 1))
+
+
+def scatter_volumes(idx: torch.Tensor, val: torch.Tensor, counts, shape) -> torch.Tensor:
+    """float32 [B, *shape] volumes from the batch's drawn pixels: idx (int32 flat index within
+    a sample's volume) and val, `counts[b]` of them for sample b, scattered with a maximum into
+    zeros (several persons draw the same pixel: the maximum is their elementwise maximum)."""
+    n = math.prod(shape)
+    counts = torch.as_tensor(counts)
+    base = torch.arange(len(counts), dtype=torch.int64) * n
+    # the sample offsets are built on the host: repeat_interleave on the device would wait for it
+    offsets = torch.repeat_interleave(base, counts, output_size=int(idx.shape[0])).to(idx.device, non_blocking=True)
+    flat = torch.zeros(len(counts) * n, dtype=torch.float32, device=idx.device)
+    flat.scatter_reduce_(0, idx.long() + offsets, val.float(), "amax")
+    return flat.view(len(counts), *shape)
+
+
+def collate(samples: list[dict]) -> dict:
+    """torch's default collation, with RGB cuts of different sizes padded with zeros (black)
+    at the bottom and right to the largest of the batch, and the drawn pixels of heatmaps
+    concatenated (`<kind>_count` per sample)."""
+    ragged = {"rgb", *(f"{k}_{part}" for k in POSE for part in ("idx", "val"))}
+    rest = torch.utils.data.default_collate([{k: v for k, v in s.items() if k not in ragged} for s in samples])
+    for kind in POSE:
+        if f"{kind}_idx" in samples[0]:
+            rest[f"{kind}_idx"] = torch.cat([s[f"{kind}_idx"] for s in samples])
+            rest[f"{kind}_val"] = torch.cat([s[f"{kind}_val"] for s in samples])
+            rest[f"{kind}_count"] = torch.tensor([len(s[f"{kind}_idx"]) for s in samples], dtype=torch.int64)
+    if "rgb" in samples[0]:
+        cuts = [s["rgb"] for s in samples]
+        T = cuts[0].shape[0]
+        frames = torch.zeros(len(cuts), T, max(c.shape[1] for c in cuts), max(c.shape[2] for c in cuts), 3,
+                             dtype=torch.uint8)
+        for b, c in enumerate(cuts):
+            frames[b, :, :c.shape[1], :c.shape[2]] = c
+        rest["rgb"] = frames
+    return rest
+
+
+class DeviceLoader:
+    """Batches of a DataLoader delivered on the device (ClipDataset.to_device)."""
+
+    def __init__(self, loader, device):
+        self.loader, self.dataset, self.device = loader, loader.dataset, torch.device(device)
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            yield self.dataset.to_device(batch, self.device)
 
 
 def model_samples(spec, config: dict, manifest: pd.DataFrame, split: str, *, train: bool,
@@ -230,16 +360,17 @@ def model_samples(spec, config: dict, manifest: pd.DataFrame, split: str, *, tra
                        flip=flip, **common)
 
 
-def make_loader(dataset, batch_size, *, shuffle_seed=None, workers=0, drop_last=False,
-                rank=0, world=1):
-    """A loader over a seeded permutation; under data parallelism each process takes every
-    world-th index of the same permutation (an equal share, so all processes step together)."""
+def make_loader(dataset, batch_size, *, device, shuffle_seed=None, workers=0, drop_last=False,
+                rank=0, world=1) -> DeviceLoader:
+    """Batches on `device` over a seeded permutation; under data parallelism each process takes
+    every world-th index of the same permutation (an equal share, so all processes step
+    together)."""
     sampler = None
     if shuffle_seed is not None:
         g = torch.Generator().manual_seed(shuffle_seed)
         order = torch.randperm(len(dataset), generator=g).tolist()
         sampler = order[: len(order) // world * world][rank::world]
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+    return DeviceLoader(torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
         drop_last=drop_last, pin_memory=torch.cuda.is_available(),
-        persistent_workers=False)
+        persistent_workers=False), device)

@@ -85,7 +85,7 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
     if has_val:
         val_set = model_samples(spec, config, manifest, "val", train=False, frames_h5=frames_h5,
                                 keypoints_h5=keypoints_h5, views=tcfg["val_views"])
-        val_loader = make_loader(val_set, optim["batch_size"], workers=tcfg["workers"])
+        val_loader = make_loader(val_set, optim["batch_size"], device=device, workers=tcfg["workers"])
     else:
         log.info("%s: no validation split: training %d epochs and keeping the last", name, optim["epochs"])
 
@@ -151,7 +151,7 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
         t0 = time.time()
         model.train()
         train_set.set_epoch(epoch)
-        loader = make_loader(train_set, optim["batch_size"], shuffle_seed=seed * 1000 + epoch,
+        loader = make_loader(train_set, optim["batch_size"], device=device, shuffle_seed=seed * 1000 + epoch,
                              workers=tcfg["workers"], rank=rank, world=world,
                              drop_last=len(train_set) > optim["batch_size"] * world)
         # Running sums stay on the device; the host reads them once per log interval, so the

@@ -27,6 +27,27 @@ def decode_settings(**overrides) -> dict:
     return {"max_side": decode["max_side"], "quality": decode["jpeg_quality"], **overrides}
 
 
+class Finished:
+    """A ClipDataset whose items are what the network sees: each sample collated alone and
+    finished on the CPU (RGB views resampled, heatmaps scattered into volumes), batch axis
+    dropped. Everything else is the dataset's."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getattr__(self, name):
+        return getattr(self.data, name)
+
+    def __getitem__(self, index):
+        from mgpipe.samples import collate
+
+        batch = self.data.to_device(collate([self.data[index]]), "cpu")
+        return {k: v[0] for k, v in batch.items()}
+
+
 def build_manifest(label_table, split_file, videos_dir, *, skeletons_dir=None, kind="imigue",
                    seed=None, mode=None, pose_backend=None, pickle_layout=None, **dataset):
     """The clips stage with the schema's settings, except those given (dataset.<key> by name;

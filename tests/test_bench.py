@@ -24,6 +24,8 @@ def test_bench_reports_the_data_path(demo_stores):
                             keypoints_h5=demo_stores / "keypoints.h5", size="config",
                             base_config=cfg, samples=4)
     kinds = [row.split()[0] for row in table["data path"]]
-    assert kinds == ["joint", "limb", "rgb", "rgb", "heatmap"]
+    # each kind: the sample, then its batch step (rgb: the JPEG floor between them)
+    assert kinds == ["joint", "joint", "limb", "limb", "rgb", "rgb", "rgb", "heatmap"]
     assert (table["ms/sample"] > 0).all() and (table["per second, one thread"] > 0).all()
     assert table["data path"].str.startswith("rgb floor").sum() == 1  # the sample beside its floor
+    assert table["data path"].str.contains("batch step on the CPU").sum() == 3

@@ -30,4 +30,4 @@ def test_gpu_check_on_the_cpu_says_what_it_skipped(tmp_path):
     bench = pd.read_csv(tmp_path / "bench.csv")
     assert list(bench.model) == ["joint", "rgb", "fused_full"] and (bench["full step clips/s"] > 0).all()
     path = pd.read_csv(tmp_path / "bench_data_path.csv")
-    assert [r.split()[0] for r in path["data path"]] == ["joint", "limb", "rgb", "rgb", "heatmap"]  # rgb: sample, floor
+    assert [r.split()[0] for r in path["data path"]] == ["joint", "joint", "limb", "limb", "rgb", "rgb", "rgb", "heatmap"]  # sample, batch step (rgb: floor)

@@ -476,4 +476,10 @@ def test_data_path_benchmark_runs_on_real_skeletons(tmp_path):
                           "--store-clips", "6", "--size", "32"])
     assert {"joint", "limb", "store_1"} <= set(results)
     assert results["joint"]["diff"] <= 1.5 / 255 and results["joint"]["ratio"] > 0
+    assert results["limb"]["diff"] <= 1.5 / 255
+    for kind in ("joint", "limb"):   # worker side = sample + collation, for both
+        r = results[kind]
+        assert r["ours_ms"] == pytest.approx(r["sample_ms"] + r["collate_ms"])
+        assert r["peer_ms"] == pytest.approx(r["peer_sample_ms"] + r["peer_collate_ms"])
+        assert r["step_ms"] > 0
     assert results["store_1"]["ours_clips_per_s"] > 0

@@ -22,6 +22,8 @@ from mgpipe.config import defaults
 from mgpipe.io import InputError
 from mgpipe.layouts import COCO17, LAYOUTS, get_layout
 
+from conftest import Finished
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 J = COCO17.joints.index
 WIDTH, HEIGHT = 320, 240
@@ -69,7 +71,7 @@ def _dataset(tmp_path, clips, modalities, **kw):
     store = _store(_fresh(tmp_path), clips)
     kw = {"train": False, "flip": True, "crop_area": (0.56, 1.0), **SETTINGS, **kw}
     split = "train" if kw["train"] else "test"
-    return ClipDataset(_manifest(clips, split), split, modalities, keypoints_h5=store, **kw)
+    return Finished(ClipDataset(_manifest(clips, split), split, modalities, keypoints_h5=store, **kw))
 
 
 def test_test_sample_equals_oracle(tmp_path):
@@ -146,7 +148,7 @@ def test_training_samples_are_augmented_and_deterministic(tmp_path):
     clips = {f"c{i}": _person(20, seed=i) for i in range(3)}
     kw = dict(train=True, seed=3, flip=True, crop_area=(0.7, 1.0), zoom=(0.8, 1.2), shift=0.1)
     a = _dataset(tmp_path, clips, {"joint": (8, 24), "limb": (8, 24)}, **kw)
-    b = ClipDataset(a.clips, "train", a.modalities, keypoints_h5=a.keypoints.path, **{**SETTINGS, **kw})
+    b = Finished(ClipDataset(a.clips, "train", a.modalities, keypoints_h5=a.keypoints.path, **{**SETTINGS, **kw}))
     for epoch in (0, 1):
         a.set_epoch(epoch)
         b.set_epoch(epoch)
@@ -234,8 +236,8 @@ def test_real_kard_clip_matches_oracle(tmp_path):
     frame["split"] = "test"
     lay = layouts.get_layout(name)
     assert keypoint_channels(tmp_path / "kp.h5") == (lay.num_joints, lay.num_limbs)
-    data = ClipDataset(frame.iloc[:3], "test", {"joint": (16, 32), "limb": (16, 32)}, train=False,
-                       keypoints_h5=tmp_path / "kp.h5", flip=True, **SETTINGS)
+    data = Finished(ClipDataset(frame.iloc[:3], "test", {"joint": (16, 32), "limb": (16, 32)}, train=False,
+                                keypoints_h5=tmp_path / "kp.h5", flip=True, **SETTINGS))
     with h5py.File(tmp_path / "kp.h5") as h5:
         kp = h5["clips"][frame.clip_id[1]]["keypoints"][()]
         w, h = h5["clips"][frame.clip_id[1]].attrs["width"], h5["clips"][frame.clip_id[1]].attrs["height"]
@@ -253,3 +255,37 @@ def test_real_kard_clip_matches_oracle(tmp_path):
     assert s["joint"].amax(dim=(1, 2, 3)).min() > 0.5  # every Kinect joint is present and drawn
     np.testing.assert_allclose(data[3]["joint"].numpy(), flip_volume(s["joint"].numpy(), lay.flip_index, axis=0),
                                atol=1e-6, rtol=0)
+
+
+def test_samples_carry_drawn_pixels_that_scatter_into_the_dense_volume(tmp_path):
+    """A sample ships only its drawn pixels; the batch scatter (maximum over persons) rebuilds
+    exactly the dense render, with several persons on the same pixels and samples of
+    different pixel counts in one batch, in the main process or in loader workers."""
+    from mgpipe.heatmaps import render_joints, render_limbs
+    from mgpipe.samples import collate, make_loader
+
+    two = np.concatenate([_person(6, seed=1), _person(6, seed=1)])
+    two[1, :, :, :2] += 1.0   # a second person overlapping the first, 1 px away
+    two[1, :, :, 2] = 0.9
+    clips = {"one": _person(6, seed=2), "two": two}
+    data = ClipDataset(_manifest(clips), "test", {"joint": (6, 24), "limb": (6, 24)}, train=False,
+                       keypoints_h5=_store(_fresh(tmp_path), clips), **SETTINGS)
+    raw = [data[0], data[1]]
+    for s in raw:
+        assert s["joint_idx"].dtype == torch.int32 and len(s["joint_idx"]) < 0.05 * 17 * 6 * 24 * 24
+    assert len(raw[0]["joint_idx"]) != len(raw[1]["joint_idx"])
+    batch = data.to_device(collate(raw), "cpu")
+    assert tuple(batch["joint"].shape) == (2, 17, 6, 24, 24) and "joint_idx" not in batch
+    for b, cid in enumerate(clips):
+        kp = clips[cid]
+        region = compact_box(kp, WIDTH, HEIGHT, SETTINGS["padding"])
+        rng = data._draw_view(b, 0)[0]
+        sel = kp[:, sample_indices(6, 6, rng)]
+        np.testing.assert_array_equal(batch["joint"][b].numpy(),
+                                      render_joints(sel, region, 24, SETTINGS["sigma"], channels_first=True))
+        sel = kp[:, sample_indices(6, 6, rng)]
+        np.testing.assert_array_equal(batch["limb"][b].numpy(),
+                                      render_limbs(sel, region, 24, SETTINGS["sigma"], COCO17.limbs, channels_first=True))
+    for workers in (0, 2):
+        (got,) = list(make_loader(data, 2, device="cpu", workers=workers))
+        assert torch.equal(got["joint"], batch["joint"]) and torch.equal(got["limb"], batch["limb"])

@@ -26,29 +26,32 @@ ZSTD_LEVEL = 1  # level 3 is 2 % smaller and a third slower to build
 
 
 def _write_volume(group, name, data) -> None:
-    if isinstance(data, Compressed):  # compressed elsewhere: the chunk's bytes go in as they are
-        ds = group.create_dataset(name, shape=data.shape, dtype=np.uint8, chunks=data.shape,
-                                  track_times=False, **hdf5plugin.Zstd(clevel=ZSTD_LEVEL))
-        ds.id.write_direct_chunk((0,) * len(data.shape), data.chunk)
-        return
-    group.create_dataset(name, data=data, chunks=data.shape, track_times=False,
-                         **hdf5plugin.Zstd(clevel=ZSTD_LEVEL))
+    """A volume as one zstd chunk, written as bytes (HDF5's filter pipeline would copy the
+    dense volume twice on the way and cost as much again as the compression)."""
+    data = data if isinstance(data, Compressed) else Compressed(data)
+    ds = group.create_dataset(name, shape=data.shape, dtype=np.uint8, chunks=data.shape,
+                              track_times=False, **hdf5plugin.Zstd(clevel=ZSTD_LEVEL))
+    ds.id.write_direct_chunk((0,) * len(data.shape), data.chunk)
+
+
+_compressor = None   # one per process (a ZstdCompressor must not be shared between threads)
 
 
 class Compressed:
-    """A volume compressed exactly as the store holds it (one zstd chunk): what a worker process
-    sends back instead of the dense volume, so that the parallel build moves megabytes, not
-    gigabytes, between processes."""
+    """A uint8 volume compressed exactly as the store holds it: one zstd frame with its content
+    size, the bytes HDF5's zstd filter writes and reads (any HDF5 reader with hdf5plugin reads
+    the store). Worker processes send these back instead of the dense volumes, so the parallel
+    build moves megabytes, not gigabytes, between processes."""
 
     def __init__(self, volume: np.ndarray):
-        import h5py
+        import zstandard
 
+        global _compressor
+        if _compressor is None:
+            _compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+        volume = np.ascontiguousarray(volume, dtype=np.uint8)
         self.shape = tuple(volume.shape)
-        # The store's own filter, in an in-memory HDF5 file: the same bytes the writer would make.
-        with h5py.File(f"mem-{id(self)}", "w", driver="core", backing_store=False) as h5:
-            ds = h5.create_dataset("v", data=volume, chunks=volume.shape, track_times=False,
-                                   **hdf5plugin.Zstd(clevel=ZSTD_LEVEL))
-            self.chunk = ds.id.read_direct_chunk((0,) * volume.ndim)[1]
+        self.chunk = _compressor.compress(volume)
 
 
 class _Writer:
