@@ -110,7 +110,7 @@ def test_large_views_decode_at_reduced_size_without_aliasing(tmp_path):
     store = _frames(tmp_path / "frames.h5", {"c0": 2}, 400, 300)
     data = _data(store, ["c0"], 2, 48)
     sample = data[0]
-    # 300 px of view for 48 px of output: decoded at 1/4 (75 px >= 48; 1/8 would give 37)
+    # 300 px of view for 48 px of output: decoded at 1/4 (75 px; 1/8 would give 37, under 0.8 x 48)
     assert sample["rgb"].shape[1:3] == (75, 100)
     got = _pixels(data.to_device(collate([sample]), "cpu")["rgb"])[0, 0]
     filtered = np.asarray(Image.fromarray(_decoded(store, "c0", 0).astype(np.uint8)).resize((48, 48), Image.BILINEAR),
@@ -134,11 +134,19 @@ def test_batches_pad_cuts_of_different_sizes_and_workers_change_nothing(tmp_path
             torch.testing.assert_close(batch["rgb"][i], alone[i], atol=1e-5, rtol=0)
 
 
+def test_reduction_keeps_the_bilinear_step_between_1_25x_up_and_1_6x_down(tmp_path):
+    store = _frames(tmp_path / "frames.h5", {"c0": 2}, 320, 240)
+    for size, want in ((96, (120, 160)), (150, (120, 160)), (160, (240, 320)), (40, (60, 80))):
+        # 240 px of view: for 96 px, 1/2 (120 px, shrunk 1.25x) rather than the full frame (2.5x);
+        # for 150, 1/2 enlarged 1.25x; for 160 the full frame (1/2 would enlarge it 1.33x)
+        assert tuple(_data(store, ["c0"], 1, size)[0]["rgb"].shape[1:3]) == want, size
+
+
 def test_broken_frames_are_one_line_errors(tmp_path):
     wrong = tmp_path / "wrong.h5"   # attributes that do not describe the frames
     with frame_store.writer(wrong, max_side=64, jpeg_quality=90) as w:
         w.add("c0", [encode_jpeg(_image(64, 48, 0), 90)] * 2, 80, 60, 1.0)
-    with pytest.raises(InputError, match=r"wrong\.h5: clip 'c0' frame 0 is 64x48, its attributes say 80x60"):
+    with pytest.raises(InputError, match=r"wrong\.h5: clip 'c0' frame 0 is not the 80x60 its attributes say \(decoded at 1/2: 32x24\)"):
         _data(wrong, ["c0"], 2, 32)[0]
     broken = tmp_path / "broken.h5"   # a JPEG cut short
     jpeg = encode_jpeg(_image(64, 48, 0), 90)
