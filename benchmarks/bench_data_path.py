@@ -157,8 +157,8 @@ def render_ours(data, kind, keypoints, region, size):
     """Our volume of a sample, as its batch step builds it from the sample's drawn pixels."""
     entries = data.heatmaps(kind, keypoints, region, size, False)
     counts = torch.tensor([len(entries[f"{kind}_idx"])])
-    shape = (keypoints.shape[2] if kind == "joint" else len(data.layout.limbs), keypoints.shape[1], size, size)
-    return scatter_volumes(entries[f"{kind}_idx"], entries[f"{kind}_val"], counts, shape)[0].numpy()
+    return scatter_volumes(entries[f"{kind}_idx"], entries[f"{kind}_val"], counts,
+                           data.volume_shape(kind))[0].numpy()
 
 
 # ----------------------------------------------------------------------------- timing

@@ -254,7 +254,8 @@ class ClipDataset(torch.utils.data.Dataset):
     def to_device(self, batch: dict, device) -> dict:
         """A collated batch on the device: RGB views resampled and normalised, heatmaps
         scattered into volumes, there."""
-        out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        # the pixel counts stay on the host: scatter_volumes builds the sample offsets there
+        out = {k: v.to(device, non_blocking=True) for k, v in batch.items() if not k.endswith("_count")}
         if "rgb" in out:
             out["rgb"] = rgb_views(out["rgb"], out.pop("rgb_view"), self.modalities["rgb"][1],
                                    self.mean.to(device), self.std.to(device))
@@ -262,7 +263,6 @@ class ClipDataset(torch.utils.data.Dataset):
             if f"{kind}_idx" in out:
                 out[kind] = scatter_volumes(out.pop(f"{kind}_idx"), out.pop(f"{kind}_val"),
                                             batch[f"{kind}_count"], self.volume_shape(kind))
-                del out[f"{kind}_count"]
         return out
 
 
@@ -276,8 +276,7 @@ def rgb_views(frames: torch.Tensor, views: torch.Tensor, size: int, mean, std) -
     of a sample, so the frames ride in the channel axis (channel c * T + t) and one grid per
     sample, built from its two 1-D axes, serves them all; the result is already [B, 3, T]."""
     B, T, H, W, _ = frames.shape
-    views = views.float()
-    x0, y0, x1, y1, mirror = views.unbind(1)
+    x0, y0, x1, y1, mirror = views.float().unbind(1)
     # grid_sample's normalised coordinates (align_corners=False): -1 and 1 are the outer pixel
     # edges, so edge coordinate u of a W-wide frame is 2u/W - 1; output pixel i's centre is
     # (i + 0.5) / size of the way across the view (from the right edge when mirrored)
