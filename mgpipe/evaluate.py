@@ -6,11 +6,12 @@ from __future__ import annotations
 import logging
 
 import pandas as pd
+import torch
 
 from .formats import scores
 from .inference import load_model, predict, top1
 from .io import InputError
-from .runtime import pick_device, seed_everything, set_threads
+from .runtime import pick_device, seed_everything, set_threads, step_precision
 from .samples import make_loader, model_samples
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,10 @@ def score_model(checkpoint, config: dict, *, manifest_csv, frames_h5, keypoints_
     model, ckpt, spec = load_model(checkpoint)
     name = spec.name
     model.to(device)
+    # The layout the model trained in (a speed choice); test scores stay in fp32.
+    _, channels_last = step_precision(config["train"], device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last_3d)
     manifest = pd.read_csv(manifest_csv, dtype={"video_id": str, "clip_id": str})
     tcfg = config["test"]
     tables, summary = [], {}
@@ -35,7 +40,8 @@ def score_model(checkpoint, config: dict, *, manifest_csv, frames_h5, keypoints_
         data = model_samples(spec, config, manifest, split, train=False, frames_h5=frames_h5,
                              keypoints_h5=keypoints_h5, views=tcfg["views"], flip=tcfg["flip"])
         loader = make_loader(data, tcfg["batch_size"], device=device, workers=config["train"]["workers"])
-        probs = predict(model, spec, loader, device, progress=progress, desc=f"{name} {split}")
+        probs = predict(model, spec, loader, device, channels_last=channels_last, progress=progress,
+                        desc=f"{name} {split}")
         tables.append(scores.table(data.clips, {k: p.numpy() for k, p in probs.items()}))
         summary.update({f"{split}_top1_{k}": round(top1(p, data.labels), 4) for k, p in probs.items()})
     scores.write(out_csv, tables)

@@ -39,6 +39,31 @@ def pick_device(choice: str = "auto"):
     return torch.device(choice)
 
 
+def cpu_has_bf16() -> bool:
+    import torch
+
+    native = (getattr(torch.cpu, name, lambda: False) for name in
+              ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return any(f() for f in native)
+
+
+def step_precision(tcfg: dict, device, log=None) -> tuple[bool, bool]:
+    """(bf16 autocast, channels_last_3d) for one job from train.amp and train.channels_last.
+
+    Both apply on the CPU too: oneDNN's 3D convolutions run about 1.4x faster in channels_last_3d
+    and, on CPUs with native bf16 (AVX512-BF16 / AMX), about 2x faster again under bf16 autocast.
+    A CPU without native bf16 would emulate it at a fraction of fp32's speed, so it stays in fp32
+    and says so."""
+    import torch
+
+    amp = tcfg["amp"] == "bf16"
+    if amp and device.type == "cpu" and not cpu_has_bf16():
+        if log is not None:
+            log.warning("train.amp is bf16 but this CPU has no native bf16: running in fp32")
+        amp = False
+    return amp, bool(tcfg["channels_last"])
+
+
 def set_threads(threads: int) -> None:
     import torch
 

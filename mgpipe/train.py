@@ -24,7 +24,7 @@ from .inference import load_model, predict, top1
 from .samples import keypoint_channels, make_loader, model_samples
 from .fingerprint import training_fingerprint
 from .io import InputError, atomic_path
-from .runtime import pick_device, seed_everything, set_threads
+from .runtime import pick_device, seed_everything, set_threads, step_precision
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,7 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
     seed_everything(seed)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
-    amp = tcfg["amp"] == "bf16" and device.type == "cuda"
-    channels_last = tcfg["channels_last"] and device.type == "cuda"
+    amp, channels_last = step_precision(tcfg, device, log)
 
     manifest = pd.read_csv(manifest_csv, dtype={"video_id": str, "clip_id": str})
     num_classes = len(pd.read_csv(classes_csv))
