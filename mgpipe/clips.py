@@ -29,6 +29,7 @@ import pandas as pd
 
 from .io import InputError, atomic_path
 from .pose_backends import reads_frames
+from .video import frames_within
 
 log = logging.getLogger(__name__)
 
@@ -52,25 +53,51 @@ def assign_validation(split: pd.DataFrame, fraction: float, seed: int) -> pd.Dat
     return split
 
 
-def probe_video(path: Path) -> dict:
-    """Frame count, size and rate from the container header (no decoding)."""
+def probe_video(path: Path, *, timestamps: bool = False) -> dict:
+    """Frame count, size as players show it and rate of a video; with `timestamps` (or when the
+    container lists no frame count) also "times", each frame's seconds from the first frame.
+
+    Reads the header, decodes the first frame (its display matrix says how players turn it:
+    mgpipe.video) and, for times, demuxes the packets (no decoding). A variable frame rate is
+    marked ("variable": True) and logged; its seconds map to frames by the times."""
     import av
+
+    from .video import GRID_TOLERANCE, display_size, frame_times, off_grid, orientation
 
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise InputError(f"{path}: not a video (no video stream)")
             stream = container.streams.video[0]
+            stream.thread_type = "SLICE"
             frames = stream.frames
             rate = float(stream.average_rate or stream.guessed_rate or 25)
-            if not frames and stream.duration is not None and stream.time_base is not None:
-                frames = int(round(float(stream.duration * stream.time_base) * rate))
-            return {"width": stream.codec_context.width, "height": stream.codec_context.height,
-                    "fps": rate, "frames": int(frames)}
+            first = next(container.decode(stream), None)
+            if first is None:
+                raise InputError(f"{path}: not a video (no frame decodes)")
+            ops, turned = orientation(first, path)
+            width, height = display_size(first.width, first.height, ops)
+            probe = {"width": width, "height": height, "fps": rate, "frames": int(frames),
+                     "rotated": turned, "variable": False}
+        if timestamps or not frames:
+            with av.open(str(path)) as container:   # afresh: demuxing starts at the first packet
+                times = frame_times(container, container.streams.video[0])
+            probe["times"] = times
+            # a container without a frame count (mkv, webm, some mp4): count the packets
+            probe["frames"] = int(frames or len(times))
+            grid = off_grid(times, rate)
+            probe["variable"] = grid > GRID_TOLERANCE
+            if probe["variable"]:
+                log.info("%s: variable frame rate (frame times up to %.2f frame periods off the "
+                         "nominal %.3g fps): seconds map to frames by their timestamps",
+                         path, grid, rate)
     except (av.error.FFmpegError, OSError) as e:
         if path.is_file() and path.stat().st_size == 0:
             raise InputError(f"{path}: not a video (empty file)") from None
         raise InputError(f"{path}: not a readable video ({type(e).__name__}: {e})") from None
+    if turned:
+        log.info("%s: %s (stored %dx%d, as players show it)", path, turned, width, height)
+    return probe
 
 
 def _row_split(labels, split_file, label_table, val_fraction, seed) -> pd.Series:
@@ -164,14 +191,16 @@ def skeleton_length(backend: str, skeletons, video_id: str, cache: dict) -> int 
     return None
 
 
-def _source_problem(video_id, video, *, use_videos, backend, skeletons, where, cache):
-    """Probe a video once (or check its keypoints in pose-only mode); InputError or a probe dict."""
+def _source_problem(video_id, video, *, use_videos, backend, skeletons, where, cache,
+                    timestamps=False):
+    """Probe a video once (or check its keypoints in pose-only mode); InputError or a probe dict.
+    timestamps: read every frame's time (the label table gives seconds)."""
     try:
         probe = {"width": np.nan, "height": np.nan, "fps": np.nan, "frames": 0}
         if use_videos:
             if not video.is_file():
                 raise InputError(f"{video}: video not found ({where})")
-            probe = probe_video(video)
+            probe = probe_video(video, timestamps=timestamps)
         if backend == "openpose" and skeletons is not None:
             folder = Path(skeletons) / video_id
             if not folder.is_dir():
@@ -250,6 +279,7 @@ def _build_manifest(label_table, split_file, videos_dir, *, kind, time_unit, fps
 
     rows, skipped = [], 0
     probes: dict[str, dict | InputError] = {}
+    in_seconds = _in_seconds(table)
     for i, r in table.iterrows():
         name = video_pattern.format(video_id=r.video_id, split=split_of[i])
         video = Path(videos_dir) / name if videos_dir else Path(r.video_id)
@@ -257,7 +287,8 @@ def _build_manifest(label_table, split_file, videos_dir, *, kind, time_unit, fps
         if r.video_id not in probes:
             probes[r.video_id] = _source_problem(
                 r.video_id, video, use_videos=use_videos, backend=pose_backend,
-                skeletons=skeletons_dir, where=where, cache=cache)
+                skeletons=skeletons_dir, where=where, cache=cache,
+                timestamps=bool(in_seconds[table.video_id == r.video_id].any()))
         probe = probes[r.video_id]
         problem = probe if isinstance(probe, InputError) else None
         if problem is None:
@@ -300,13 +331,31 @@ def _build_manifest(label_table, split_file, videos_dir, *, kind, time_unit, fps
     return manifest, classes
 
 
+def _in_seconds(table: pd.DataFrame) -> pd.Series:
+    """Rows whose segment is given in seconds (a start time and no start frame)."""
+    if "start_time" not in table:
+        return pd.Series(False, index=table.index)
+    start_frame = table["start_frame"] if "start_frame" in table else pd.Series(pd.NA, index=table.index)
+    return table.start_time.notna() & (start_frame.isna() | (start_frame < 0)).fillna(True).astype(bool)
+
+
 def _frame_range(r, probe, fps, video, where):
-    """(start, end, problem) in frames for a label row: seconds converted with the video's rate,
-    end -1 = the last frame, ends past the video truncated with a warning."""
+    """(start, end, problem) in frames for a label row: seconds converted with the video's rate
+    (a variable-rate video: the frames whose timestamps lie in the segment), end -1 = the last
+    frame, ends past the video truncated with a warning."""
     rate = probe["fps"] if probe["fps"] == probe["fps"] else fps  # NaN in pose-only mode
     total = int(probe["frames"] or 0)
     if pd.notna(r.get("start_time")) and (pd.isna(r.get("start_frame")) or r.get("start_frame") < 0):
-        start, end = int(round(r.start_time * rate)), int(round(r.end_time * rate))
+        if probe.get("variable"):
+            times = probe["times"]
+            inside = frames_within(times, r.start_time, r.end_time)
+            if inside is None:
+                return 0, 0, InputError(
+                    f"{video}: no frame lies in the segment {r.start_time:g}-{r.end_time:g} s "
+                    f"(frames at {times[0]:g}-{times[-1]:g} s, variable frame rate) ({where})")
+            start, end = inside
+        else:
+            start, end = int(round(r.start_time * rate)), int(round(r.end_time * rate))
     else:
         start, end = int(r.start_frame), int(r.end_frame)
     if end == -1:

@@ -1,7 +1,9 @@
 """Stage 2: decode videos into the frame store (formats/frames.py), JPEG frames per clip.
 
 Frames are read sequentially with PyAV (frame-exact, no seeking) and only the frames inside a
-labelled segment are kept.
+labelled segment are kept. Frame k is the k-th in presentation order (the manifest's frame numbers,
+seconds already mapped by timestamps in the clips stage) and is stored as players show it: turned
+by the video's display matrix (mgpipe.video).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from tqdm import tqdm
 from .formats import frames as frame_store
 from .formats.frames import encode_jpeg
 from .io import InputError
+from .video import orientation, upright
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +34,8 @@ def _resize(img: Image.Image, max_side: int) -> Image.Image:
 
 
 def decode_video(job):
-    """Decode one video; return {clip_id: [jpeg arrays]} and the stored frame size.
+    """Decode one video; return its path, {clip_id: [jpeg arrays]}, the stored frame size and
+    the turn applied from its rotation metadata ("" when none).
 
     job = (video path, [(clip_id, start, end)], max_side, quality). Runs in a worker process.
     A damaged video (truncated, corrupt) is refused, naming the file; one that is sound but
@@ -42,7 +46,7 @@ def decode_video(job):
     path, clips, max_side, quality = job
     last = max(end for _, _, end in clips)
     out = {cid: [] for cid, _, _ in clips}
-    size, decoded, header_frames = None, 0, 0
+    size, decoded, header_frames, ops, turned = None, 0, 0, (), ""
     try:
         if Path(path).stat().st_size == 0:
             raise InputError(f"{path}: not a video (empty file)")
@@ -59,10 +63,12 @@ def decode_video(job):
                 if index > last:
                     break
                 decoded = index + 1
+                if index == 0:
+                    ops, turned = orientation(frame, path)
                 wanted = [cid for cid, start, end in clips if start <= index <= end]
                 if not wanted:
                     continue
-                img = _resize(frame.to_image(), max_side)
+                img = _resize(upright(frame.to_image(), ops), max_side)
                 size = img.size
                 data = encode_jpeg(img, quality)
                 for cid in wanted:
@@ -76,7 +82,7 @@ def decode_video(job):
         raise InputError(f"{path}: damaged or not a video ({cause})") from None
     except OSError as e:
         raise InputError(f"{path}: cannot read the video ({e.strerror or e})") from None
-    return str(path), out, size
+    return str(path), out, size, turned
 
 
 def build_frame_store(manifest: pd.DataFrame, out_h5, *, max_side: int, quality: int, threads=1,
@@ -99,8 +105,10 @@ def build_frame_store(manifest: pd.DataFrame, out_h5, *, max_side: int, quality:
         pool = ctx.Pool(threads) if threads > 1 else None
         results = pool.imap(decode_video, jobs) if pool else map(decode_video, jobs)
         try:
-            for path, clips, size in tqdm(results, total=len(jobs), desc="decode", unit="video",
-                                          disable=not progress):
+            for path, clips, size, turned in tqdm(results, total=len(jobs), desc="decode",
+                                                  unit="video", disable=not progress):
+                if turned:
+                    log.info("%s: %s (stored as players show it)", path, turned)
                 for cid, frames in clips.items():
                     if not frames:
                         raise InputError(f"{path}: no frames decoded for clip {cid}")

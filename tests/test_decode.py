@@ -62,5 +62,5 @@ def test_damaged_video_is_refused_sound_short_one_kept(tmp_path):
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError, match=rf"^{cut}: damaged video: decoding failed after \d+ frame\(s\) of the 30 "):
         decode_video((cut, [("c", 0, 29)], 0, 90))
-    _, clips, _ = decode_video((whole, [("w", 20, 40)], 0, 90))
+    _, clips, _, _ = decode_video((whole, [("w", 20, 40)], 0, 90))
     assert len(clips["w"]) == 10
