@@ -69,12 +69,12 @@ def probe_video(path: Path, *, timestamps: bool = False) -> dict:
             if not container.streams.video:
                 raise InputError(f"{path}: not a video (no video stream)")
             stream = container.streams.video[0]
-            stream.thread_type = "SLICE"
+            stream.codec_context.thread_count = 1   # one frame: a thread pool costs more than it
             frames = stream.frames
             rate = float(stream.average_rate or stream.guessed_rate or 25)
             first = next(container.decode(stream), None)
             if first is None:
-                raise InputError(f"{path}: not a video (no frame decodes)")
+                raise InputError(f"{path}: damaged or not a video (no frame decodes)")
             ops, turned = orientation(first, path)
             width, height = display_size(first.width, first.height, ops)
             probe = {"width": width, "height": height, "fps": rate, "frames": int(frames),

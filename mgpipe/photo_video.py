@@ -59,7 +59,7 @@ def _camera_path(frames: int, rng: np.random.Generator) -> tuple[np.ndarray, np.
 
 def pan_zoom_video(photo: np.ndarray, out_path, *, frames: int = 48, size=(320, 240), fps: int = 25,
                    seed: int = 0, region=None, max_zoom: float = 1.5, crf: int = 18,
-                   fill: int = 128) -> np.ndarray:
+                   fill: int = 128, display_rotation: int = 0) -> np.ndarray:
     """Write an H.264 mp4 of a smooth pan + zoom over `photo`; return float64 [T, 2, 3] affines.
 
     affines[t] @ (x, y, 1) is where photo point (x, y) appears in frame t (continuous pixel
@@ -69,6 +69,11 @@ def pan_zoom_video(photo: np.ndarray, out_path, *, frames: int = 48, size=(320, 
     in view in every frame. The widest view (zoom 1) is max_zoom times the tightest frame-shaped
     crop around the region, the narrowest is that tight crop, and the pan moves the crop only as
     far as keeps the region inside it. Areas beyond the photo's edges are grey (`fill`).
+
+    display_rotation (0, 90, -90, 180; counterclockwise degrees as PyAV's frame.rotation reads
+    them) films as a phone does: the frames are stored turned the other way, with a display
+    matrix that turns them back, so players (and mgpipe) show `size` and the affines hold for
+    what they show. -90 is a phone held upright: frames stored sideways, shown turned clockwise.
     """
     import av
 
@@ -78,6 +83,8 @@ def pan_zoom_video(photo: np.ndarray, out_path, *, frames: int = 48, size=(320, 
     width, height = (int(v) for v in size)
     if width <= 0 or height <= 0 or width % 2 or height % 2:
         raise ValueError(f"size {size}: width and height must be positive and even")
+    if display_rotation not in (0, 90, -90, 180):
+        raise ValueError(f"display_rotation={display_rotation}: use 0, 90, -90 or 180")
     if frames < 1 or max_zoom < 1:
         raise ValueError(f"frames={frames} must be >= 1 and max_zoom={max_zoom} >= 1")
     ph, pw = photo.shape[:2]
@@ -114,14 +121,19 @@ def pan_zoom_video(photo: np.ndarray, out_path, *, frames: int = 48, size=(320, 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(out_path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(crf)}
+        quarter = display_rotation in (90, -90)
+        stream.width, stream.height = (height, width) if quarter else (width, height)
+        stream.pix_fmt, stream.options = "yuv420p", {"crf": str(crf)}
+        if display_rotation:
+            stream.set_display_rotation(display_rotation)
         for t in range(frames):
             # resize() with a float box samples exactly that rectangle and filters the
             # downscale (Image.transform would alias).
             box = (left[t] + pad, top[t] + pad, left[t] + pad + crop_w[t], top[t] + pad + crop_h[t])
             frame = canvas.resize((width, height), Image.Resampling.LANCZOS, box=box)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.asarray(frame), format="rgb24")):
+            # players turn the stored frame counterclockwise by display_rotation: store it turned back
+            stored = np.ascontiguousarray(np.rot90(np.asarray(frame), -display_rotation // 90))
+            for packet in stream.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)

@@ -87,10 +87,11 @@ def display_size(width: int, height: int, ops) -> tuple[int, int]:
 
 def frame_times(container, stream) -> np.ndarray:
     """Seconds from the first frame to each frame, in presentation (= decoding output) order,
-    from the packets' timestamps. A packet without pts (some AVI) uses its dts; a stream with
+    from the packets' timestamps. Packets the decoder drops (an edit list's pre-roll, flagged
+    discard) are not frames. A packet without pts (some AVI) uses its dts; a stream with
     neither gives NaN times (counted, not timed)."""
     stamps = [packet.pts if packet.pts is not None else packet.dts
-              for packet in container.demux(stream) if packet.size]
+              for packet in container.demux(stream) if packet.size and not packet.is_discard]
     if not stamps:
         return np.zeros(0)
     if any(s is None for s in stamps):

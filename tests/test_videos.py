@@ -151,7 +151,7 @@ def test_phone_video_through_clips_and_decode(tmp_path, caplog):
 # --- variable frame rate ---------------------------------------------------------------------
 
 # 100 frames 20 ms apart (0-1.98 s), then 20 frames 100 ms apart (2.0-3.9 s): 2.5-3.5 s holds
-# frames 105-115, where the nominal rate (mp4: ~30 fps average) would say frames ~76-106.
+# frames 105-115, where the nominal rate (mp4: 31.7 fps on average; mkv: 25) said 79-111 (62-88).
 VFR_MS = [20 * i for i in range(100)] + [2000 + 100 * i for i in range(20)]
 
 
@@ -257,3 +257,25 @@ def test_broken_video_is_one_line_naming_it(tmp_path, case):
     text = str(e.value)
     assert "\n" not in text and text.startswith(f"{videos / 'v.mkv'}: ")
     assert re.search(message, text), text
+
+
+def test_pan_zoom_phone_video_is_shown_as_filmed(tmp_path):
+    """photo_video films a phone video (stored sideways, display matrix -90): decoded, it shows
+    the same frames as the upright film of the same camera path, so its affines still hold."""
+    from mgpipe.formats.frames import decode_jpeg
+    from mgpipe.photo_video import pan_zoom_video
+
+    photo = marked(5, 96, 64)
+    upright = pan_zoom_video(photo, tmp_path / "flat.mp4", frames=4, size=(64, 48), seed=1)
+    phone = pan_zoom_video(photo, tmp_path / "phone.mp4", frames=4, size=(64, 48), seed=1,
+                           display_rotation=-90)
+    np.testing.assert_array_equal(upright, phone)
+    with av.open(str(tmp_path / "phone.mp4")) as c:
+        first = next(c.decode(video=0))
+        assert (first.width, first.height, first.rotation) == (48, 64, -90)
+    shown = {}
+    for name in ("flat", "phone"):
+        _, clips, size, turned = decode_video((tmp_path / f"{name}.mp4", [("c", 0, 3)], 0, 95))
+        assert size == (64, 48) and bool(turned) == (name == "phone")
+        shown[name] = np.stack([np.asarray(decode_jpeg(f), np.float32) for f in clips["c"]])
+    assert np.abs(shown["flat"] - shown["phone"]).mean() < 4
