@@ -16,6 +16,7 @@ from conftest import build_manifest
 from mgpipe.clips import probe_video
 from mgpipe.decode import build_frame_store, decode_video
 from mgpipe.formats import frames as frame_store
+from mgpipe.formats.frames import decode_jpeg
 from mgpipe.io import InputError
 
 W, H = 64, 48
@@ -103,15 +104,14 @@ def test_rotation_metadata_is_applied_where_videos_are_read(tmp_path, case):
     with av.open(str(video)) as c:                       # PyAV reads back what was written
         first = next(c.decode(video=0))
         assert (first.width, first.height) == (W, H)
+        # PyAV's int rotation: a half turn reads -180, and so does a left-right mirror
         assert first.rotation == (-180 if (rotation == 180 or hflip and not rotation) else rotation)
     want = turn(marked(0))
     probe = probe_video(video)
     assert (probe["height"], probe["width"]) == want.shape[:2]
     assert probe["rotated"].startswith("display matrix")
-    path, clips, size, turned = decode_video((video, [("c", 0, 1)], 0, 95))
+    _, clips, size, turned = decode_video((video, [("c", 0, 1)], 0, 95))
     assert turned and size == (want.shape[1], want.shape[0]) and len(clips["c"]) == 2
-    from mgpipe.formats.frames import decode_jpeg
-
     img = np.asarray(decode_jpeg(clips["c"][0]), np.float32)
     assert img.shape == want.shape
     assert np.abs(img - want).mean() < 6
@@ -262,7 +262,6 @@ def test_broken_video_is_one_line_naming_it(tmp_path, case):
 def test_pan_zoom_phone_video_is_shown_as_filmed(tmp_path):
     """photo_video films a phone video (stored sideways, display matrix -90): decoded, it shows
     the same frames as the upright film of the same camera path, so its affines still hold."""
-    from mgpipe.formats.frames import decode_jpeg
     from mgpipe.photo_video import pan_zoom_video
 
     photo = marked(5, 96, 64)
