@@ -27,7 +27,7 @@ def _config(args) -> dict:
             raise InputError(f"--config-json: not valid JSON ({e})") from None
         except RecursionError:
             raise InputError("--config-json: refused: nested too deeply") from None
-        return cfg.validate(data, "--config-json")
+        return cfg.validate(data, "--config-json", partial=True)
     return cfg.load(args.config)
 
 

@@ -149,9 +149,9 @@ def _describe(error) -> str:
         names = ", ".join(f"{key + '.' if key else ''}{e}" for e in extra)
         return f"unknown config key {names}"
     if error.validator == "uniqueItems":
-        seen: list = []
-        twice = next(v for v in error.instance if v in seen or seen.append(v))
-        return f"config key {key}: {twice!r} is listed twice (every entry names one output, once)"
+        # (dataset.classes [0, 0, 1, 2] would make four outputs, one of them never trained)
+        earlier = [v for i, v in enumerate(error.instance) if v in error.instance[:i]]
+        return f"config key {key}: {earlier[0]!r} is listed twice (each entry may appear once)"
     return f"config key {key or '<root>'}: {error.message}"
 
 
@@ -160,14 +160,19 @@ def _validator():
     return _Validator(load_yaml(schema_path()))
 
 
-def validate(config: dict, source: str = "config") -> dict:
-    """Validate in place (filling defaults) and return config; raise ConfigError with one line."""
+def validate(config: dict, source: str = "config", partial: bool = False) -> dict:
+    """Validate in place (filling defaults) and return config; raise ConfigError with one line.
+
+    partial: config holds only the sections one stage reads (--config-json), so the memory
+    estimates that read other sections are left to the whole config's validation (a default
+    standing in for the user's setting could refuse what the whole config allows)."""
     # A config from Snakemake's own YAML load (or --config-json) may share one value many times
     # over (YAML aliases): bound its expanded size before anything walks it.
     problem = _expansion_problem(config, _python_children)
     if problem:
         raise ConfigError(f"{source}: refused: the config {problem}")
     given = set(config) if isinstance(config, dict) else set()
+    sections = given if partial else None
     validator = _validator()
     # Defaults are filled while validating, so validate twice: the second pass sees the filled
     # values (a default dict may itself need its sub-defaults).
@@ -176,13 +181,13 @@ def validate(config: dict, source: str = "config") -> dict:
         if errors:
             if errors[0].validator in ("maximum", "maxItems"):
                 # a value above its maximum: say what it would cost where that is known
-                _check_memory(config, source)
+                _check_memory(config, source, sections)
             raise ConfigError(f"{source}: {_describe(errors[0])}")
     _check_finite(config, source)
     if {"rgb", "pose_model"} <= given and config.get("mode", "full") == "full":
         # (a stage given only one pathway's settings, or pose-only mode, has no fused network)
         _check_fused_shapes(config, source)
-    _check_memory(config, source)
+    _check_memory(config, source, sections)
     if "pose" in given and config.get("mode") == "pose" and reads_frames(config["pose"]["backend"]):
         raise ConfigError(f"{source}: config key mode: pose-only mode reads provided keypoints; "
                           f"pose.backend {config['pose']['backend']} needs videos (use openpose or pickle)")
@@ -258,9 +263,10 @@ class _Term:
         return f"{self.value}{'^2' if self.power == 2 else ''}{self.label}"
 
 
-def _estimates(config: dict) -> list[tuple[str, list[_Term]]]:
+def _estimates(config: dict, layout_known: bool = True) -> list[tuple[str, list[_Term]]]:
     """[(what, terms)], bytes = the product of the terms, for the estimates whose settings are
-    all valid (the schema reports the others)."""
+    all valid (the schema reports the others). layout_known False: the config has no pose
+    section (a stage's own sections), so a layout counts as one channel, a lower bound."""
     try:
         from .layouts import get_layout
 
@@ -275,6 +281,8 @@ def _estimates(config: dict) -> list[tuple[str, list[_Term]]]:
         return _Term(label, _key(config, key), power, key, _key(defaults, default_key))
 
     def channels(kind):
+        if not layout_known:
+            return _Term(" channel (at least)", 1)
         count = {"joints": layout.num_joints, "limbs": layout.num_limbs}
         default = {"joints": coco.num_joints, "limbs": coco.num_limbs}
         return _Term(f" {kind}", sum(count[k] for k in kind.split("+")), 1, "pose.layout",
@@ -329,11 +337,14 @@ def _largest(terms: list[_Term], key: str) -> int:
     return most
 
 
-def _check_memory(config: dict, source: str) -> None:
+def _check_memory(config: dict, source: str, sections=None) -> None:
     """Refuse a combination of settings whose estimate is above MEMORY_BUDGET, naming the key
     that grew most beyond its default, the figure, and how far that key may go (in every
-    estimate it enters, the others as they are)."""
-    estimates = _estimates(config)
+    estimate it enters, the others as they are). sections: only the estimates that read no
+    other top-level section (None: all)."""
+    layout_known = sections is None or "pose" in sections
+    estimates = [(what, terms) for what, terms in _estimates(config, layout_known)
+                 if sections is None or all(t.key.split(".")[0] in sections for t in terms if t.key)]
     for what, terms in estimates:
         need = math.prod(t.value ** t.power for t in terms)
         if need <= MEMORY_BUDGET:

@@ -163,8 +163,21 @@ def test_heatmaps_stage_refuses_a_huge_size_before_reading_the_store(tmp_path, c
     rc, err = _run(capsys, "heatmaps", "--keypoints", tmp_path / "kp.h5", "--config-json",
                    '{"heatmaps": {"size": 100000}}', "--out", tmp_path / "hm.h5")
     _one_error_line(rc, err, "heatmaps")
-    assert "config key heatmaps.size: 100000 needs 31.8 TiB" in err
+    # the stage is not told the layout (it is the keypoint store's): one channel, a lower bound
+    assert "config key heatmaps.size: 100000 needs 931.3 GiB" in err and "1 channel (at least)" in err
     assert not list(tmp_path.iterdir())
+
+
+def test_a_stage_is_judged_on_the_sections_it_is_given():
+    """A stage's --config-json holds only the sections it reads: defaults standing in for the
+    others must not refuse what the whole config allows (the workflow judges the whole)."""
+    big = {"name": "big", "joints": [f"j{i}" for i in range(1000)], "limbs": []}
+    whole = {"pose": {"layout": big}, "mode": "pose",
+             "pose_model": {"input": {"frames": 8, "size": 16, "test_size": 16}}}
+    config.validate(copy.deepcopy(whole))
+    config.validate({"pose": {"layout": big}}, "--config-json", partial=True)   # the pose stage
+    with pytest.raises(ConfigError, match="config key pose.layout: 1000 joints needs 4.9 GiB"):
+        config.validate({"pose": {"layout": big}})
 
 
 # ----------------------------------------------------------------------------- YAML
