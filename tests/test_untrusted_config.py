@@ -43,15 +43,18 @@ def _one_error_line(rc, err, command):
     assert "Traceback" not in err
 
 
-def _bounded(argv, cwd=REPO, timeout=120, env=None):
-    """Run argv as a child of a fresh Python: (CompletedProcess, the peak resident memory in MiB
-    of argv and its children). A hang fails through the timeout instead of stalling the suite."""
+def _bounded(argv, cwd=REPO, timeout=120, env=None, address_space_mib=None):
+    """Run argv as a child of a fresh Python, under an address-space ulimit if given:
+    (CompletedProcess, the peak resident memory in MiB of argv and its children). A hang fails
+    through the timeout instead of stalling the suite."""
     probe = ("import json, resource, subprocess, sys\n"
+             "limit = json.loads(sys.argv[2])\n"
+             "if limit: resource.setrlimit(resource.RLIMIT_AS, (limit * 2**20, limit * 2**20))\n"
              "p = subprocess.run(json.loads(sys.argv[1]), capture_output=True, text=True)\n"
              "print(json.dumps([p.returncode, p.stdout, p.stderr, "
              "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024]))\n")
-    outer = subprocess.run([sys.executable, "-c", probe, json.dumps(argv)], cwd=cwd, env=env,
-                           capture_output=True, text=True, timeout=timeout)
+    outer = subprocess.run([sys.executable, "-c", probe, json.dumps(argv), json.dumps(address_space_mib)],
+                           cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     rc, out, err, peak_mib = json.loads(outer.stdout)
     return subprocess.CompletedProcess(argv, rc, out, err), peak_mib
 
@@ -195,7 +198,7 @@ def test_alias_bomb_through_the_command_ends_at_once_in_little_memory(tmp_path):
     p.write_text(_alias_bomb())
     proc, peak_mib = _bounded([sys.executable, "-m", "mgpipe", "-q", "decode", "--manifest",
                                str(tmp_path / "clips.csv"), "--config", str(p), "--out",
-                               str(tmp_path / "frames.h5")], timeout=60)
+                               str(tmp_path / "frames.h5")], timeout=60, address_space_mib=2048)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert f"{p}: refused: the YAML expands" in proc.stderr
     assert peak_mib < 500, peak_mib     # (before: minutes and past a GB)
@@ -298,6 +301,20 @@ def test_every_stage_refuses_an_output_that_is_an_input(tmp_path, capsys, argv, 
     _one_error_line(rc, err, argv[0])
     assert message.format(d=d) in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]   # nothing written
+
+
+def test_every_command_lists_what_it_reads_and_writes():
+    """A new subcommand must say which of its arguments are inputs and outputs, or its outputs
+    would go unchecked."""
+    import argparse
+
+    from mgpipe.cli import _PATHS, parser
+
+    sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == set(_PATHS)
+    for command, (inputs, outputs, folders) in _PATHS.items():
+        dests = {a.dest for a in sub.choices[command]._actions}
+        assert set(inputs) | set(outputs) | set(folders) <= dests, command
 
 
 def test_an_output_beside_its_input_is_fine(tmp_path):
