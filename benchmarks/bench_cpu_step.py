@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mgpipe.config import load_yaml  # noqa: E402
 from mgpipe.runtime import cpu_has_bf16  # noqa: E402
 from mgpipe.models.single import build_single  # noqa: E402
 
@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    pose = yaml.safe_load(Path(args.config).read_text())["pose_model"]
+    pose = load_yaml(args.config)["pose_model"]
     frames, size = pose["input"]["frames"], pose["input"]["size"]
     model = build_single("pose", args.channels, args.classes, pose["network"])
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)

@@ -27,7 +27,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mgpipe.config import validate  # noqa: E402
+from mgpipe.config import load_yaml, validate  # noqa: E402
 from mgpipe.evaluate import score_model  # noqa: E402
 from mgpipe.formats.scores import read as read_scores, stream_probs  # noqa: E402
 from mgpipe.skeleton_io import import_pickle  # noqa: E402
@@ -50,7 +50,7 @@ def load_config(path, overrides) -> tuple[dict, str, dict]:
     """(validated config, keypoint layout of the pickle, split map). The dataset and pose
     sections are the workflow's (this script reads the pickle itself), so only the rest is
     validated here."""
-    config = yaml.safe_load(Path(path).read_text())
+    config = load_yaml(path)
     for item in overrides:
         key, _, value = item.partition("=")
         set_key(config, key, value)

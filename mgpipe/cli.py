@@ -25,7 +25,9 @@ def _config(args) -> dict:
             data = json.loads(args.config_json)
         except json.JSONDecodeError as e:
             raise InputError(f"--config-json: not valid JSON ({e})") from None
-        return cfg.validate(data, "--config-json")
+        except RecursionError:
+            raise InputError("--config-json: refused: nested too deeply") from None
+        return cfg.validate(data, "--config-json", partial=True)
     return cfg.load(args.config)
 
 
@@ -190,6 +192,83 @@ def cmd_bench(args):
             write_csv(path_table, Path(args.out).with_name(Path(args.out).stem + "_data_path.csv"))
 
 
+# Which arguments of each command are read and which are written (a folder's entry: the files
+# the command writes into it). No output may be an input or another output: `clips --out` equal
+# to `--labels` would replace the user's label table.
+_PATHS = {  # command: (inputs, outputs, {folder output: files written in it})
+    "demo-data": ((), (), {"out": ("labels.csv", "split.csv", "README.txt", "videos", "skeletons")}),
+    "clips": (("labels", "split", "videos", "skeletons"), ("out", "classes_out"), {}),
+    "decode": (("manifest",), ("out",), {}),
+    "pose": (("manifest", "skeletons", "frames"), ("out",), {}),
+    "predict": (("video", "model", "classes", "skeletons"), (),
+                {"out_dir": ("prediction.json", "timeline.csv", "windows.csv", "timeline.png")}),
+    "photo-video": ((), ("out",), {}),
+    "export-pickle": (("keypoints", "manifest"), ("out",), {}),
+    "heatmaps": (("keypoints",), ("out",), {}),
+    "train": (("manifest", "frames", "keypoints", "classes", "init"), (),
+              {"out_dir": ("model.pt", "log.csv", "curve.png"), "state_dir": ("last.pt", "best.pt", "lock")}),
+    "merge": (("rgb", "pose"), ("out",), {}),
+    "test": (("checkpoint", "manifest", "frames", "keypoints"), ("out",), {}),
+    "ensemble": (("classes",), (), {"out_dir": ("metrics.json", "confusion.png", "summary.md", "summary.html")}),
+    "bench": (("stores",), ("out",), {}),
+}
+
+
+def _same_path(a: str, b: str) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)   # also a hard link, or another spelling of a mount
+    except OSError:
+        return False
+
+
+_POSITIONAL = {"demo-data": "out", "photo-video": "out", "predict": "video", "test": "checkpoint"}
+
+
+def _flag(command: str, name: str) -> str:
+    return name if _POSITIONAL.get(command) == name else "--" + name.replace("_", "-")
+
+
+def _path_args(args) -> tuple[list, list]:
+    """([(argument, path) read], [(argument, path) written]) of the parsed command line."""
+    inputs, outputs, folders = _PATHS.get(args.command, ((), (), {}))
+    read = [(_flag(args.command, n), getattr(args, n)) for n in inputs if getattr(args, n, None)]
+    if getattr(args, "config_json", None) is None and getattr(args, "config", None):
+        read += [("--config", c) for c in args.config]
+    read += [("--scores", path) for _, _, path in (item.partition("=") for item in getattr(args, "scores", ()))
+             if path]
+    if getattr(args, "stores", None):   # bench reads these files of the results folder
+        read += [("--stores", os.path.join(args.stores, f)) for f in ("clips.csv", "frames.h5", "keypoints.h5")]
+    written = [(_flag(args.command, n), getattr(args, n)) for n in outputs if getattr(args, n, None)]
+    for name, files in folders.items():
+        folder = getattr(args, name, None)
+        if name == "state_dir" and not folder:
+            folder = os.path.join(args.out_dir, "state")   # train's default
+        if folder:
+            written += [(_flag(args.command, name), os.path.join(folder, f)) for f in files]
+    if args.command == "bench" and args.out:
+        written.append(("--out", str(Path(args.out).with_name(Path(args.out).stem + "_data_path.csv"))))
+    if args.log:
+        written.append(("--log", args.log))
+    return read, written
+
+
+def check_paths(args) -> None:
+    """InputError naming both when an output path is an input path (or another output path),
+    checked before anything is read or written."""
+    read, written = _path_args(args)
+    for i, (out_flag, out) in enumerate(written):
+        for in_flag, path in read:
+            if _same_path(out, path):
+                raise InputError(f"{out_flag} {out} is the same file as {in_flag} {path}: refusing to "
+                                 "write over an input; give the output another path")
+        for other_flag, other in written[:i]:
+            if _same_path(out, other):
+                raise InputError(f"{out_flag} {out} is the same file as {other_flag} {other}, which this "
+                                 "command also writes: give each output its own path")
+
+
 def _add_config(p):
     g = p.add_mutually_exclusive_group()
     g.add_argument("--config", nargs="+", default=["config.yaml"], metavar="YAML",
@@ -346,6 +425,7 @@ def main(argv=None) -> int:
         # In a rule's log file, a progress line every 15 s is progress; ten a second is noise.
         os.environ.setdefault("TQDM_MININTERVAL", "15")
     try:
+        check_paths(args)
         setup_logging(args.log)
         args.func(args)
     except InputError as e:

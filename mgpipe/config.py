@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import math
@@ -15,6 +16,10 @@ from .io import InputError
 from .pose_backends import reads_frames
 
 
+class ConfigError(InputError):
+    pass
+
+
 def schema_path() -> Path:
     """The schema ships in workflow/schemas (source tree) and inside the package (wheel)."""
     here = Path(__file__).resolve().parent
@@ -23,6 +28,102 @@ def schema_path() -> Path:
         if candidate.is_file():
             return candidate
     raise FileNotFoundError("config.schema.yaml not found next to the mgpipe package")
+
+
+# ----------------------------------------------------------------------------- untrusted YAML
+# YAML aliases let a 1 KB file name one value a billion times ("billion laughs"): PyYAML builds
+# it cheaply as shared references, but everything that walks the result (validation, JSON for
+# Snakemake params, deep copies) expands it, for minutes and gigabytes. Every YAML file mgpipe
+# reads goes through load_yaml, which bounds the expanded size before building anything.
+YAML_MAX_BYTES = 16 * 2**20     # a config file is a few KB; a custom layout with names a few 10 KB
+YAML_MAX_VALUES = 100_000       # values after alias expansion (the paper config holds ~400)
+YAML_MAX_DEPTH = 64             # nesting levels (configs nest 4-5 deep)
+
+
+def _yaml_children(node):
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return node.value if isinstance(node, yaml.SequenceNode) else ()
+
+
+def _python_children(value):
+    if isinstance(value, dict):
+        return [*value.keys(), *value.values()]
+    return value if isinstance(value, (list, tuple)) else ()
+
+
+def _expansion_problem(root, children) -> str | None:
+    """What is wrong with the size of a value graph once every shared (aliased) part is counted
+    as often as it is reached, or None: above YAML_MAX_VALUES values, deeper than YAML_MAX_DEPTH,
+    or a value that contains itself. Linear in the distinct parts (shared ones are counted once
+    and remembered)."""
+    sizes: dict[int, tuple[int, int]] = {}   # id -> (expanded values, height)
+    active: set[int] = set()
+
+    def visit(node, depth: int) -> tuple[int, int]:
+        kids = children(node)
+        if not kids:
+            return 1, 1
+        key = id(node)
+        if key in active:
+            raise _Refused("contains itself (a recursive alias)")
+        if key not in sizes:
+            if depth > YAML_MAX_DEPTH:
+                raise _Refused(f"nests deeper than {YAML_MAX_DEPTH} levels")
+            active.add(key)
+            total, height = 1, 0
+            for kid in kids:
+                n, h = visit(kid, depth + 1)
+                total, height = total + n, max(height, h)
+                if total > YAML_MAX_VALUES:
+                    raise _Refused(f"expands to more than {YAML_MAX_VALUES} values once its aliases "
+                                   "are expanded (a YAML alias bomb?)")
+            active.discard(key)
+            sizes[key] = (total, height + 1)
+        total, height = sizes[key]
+        if depth + height - 1 > YAML_MAX_DEPTH:
+            raise _Refused(f"nests deeper than {YAML_MAX_DEPTH} levels")
+        return total, height
+
+    try:
+        visit(root, 1)
+    except _Refused as e:
+        return str(e)
+    return None
+
+
+class _Refused(Exception):
+    pass
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that checks the composed document's expanded size before any
+    Python value is built from it."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        problem = _expansion_problem(node, _yaml_children)
+        if problem:
+            raise _Refused(problem)
+        return node
+
+
+def load_yaml(path):
+    """The data of a YAML file (safe tags only), or ConfigError naming the file: too large, an
+    alias bomb, too deeply nested, or not valid YAML. FileNotFoundError passes through."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        data = f.read(YAML_MAX_BYTES + 1)
+    if len(data) > YAML_MAX_BYTES:
+        raise ConfigError(f"{path}: refused: larger than {YAML_MAX_BYTES // 2**20} MiB (a config file is a few KB)")
+    try:
+        return yaml.load(data, Loader=_BoundedLoader)
+    except _Refused as e:
+        raise ConfigError(f"{path}: refused: the YAML {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: refused: the YAML nests deeper than {YAML_MAX_DEPTH} levels") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
 
 
 def _with_defaults(cls):
@@ -47,28 +148,46 @@ def _describe(error) -> str:
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         names = ", ".join(f"{key + '.' if key else ''}{e}" for e in extra)
         return f"unknown config key {names}"
+    if error.validator == "uniqueItems":
+        # (dataset.classes [0, 0, 1, 2] would make four outputs, one of them never trained)
+        earlier = [v for i, v in enumerate(error.instance) if v in error.instance[:i]]
+        return f"config key {key}: {earlier[0]!r} is listed twice (each entry may appear once)"
     return f"config key {key or '<root>'}: {error.message}"
 
 
-class ConfigError(InputError):
-    pass
+@functools.lru_cache(maxsize=1)
+def _validator():
+    return _Validator(load_yaml(schema_path()))
 
 
-def validate(config: dict, source: str = "config") -> dict:
-    """Validate in place (filling defaults) and return config; raise ConfigError with one line."""
+def validate(config: dict, source: str = "config", partial: bool = False) -> dict:
+    """Validate in place (filling defaults) and return config; raise ConfigError with one line.
+
+    partial: config holds only the sections one stage reads (--config-json), so the memory
+    estimates that read other sections are left to the whole config's validation (a default
+    standing in for the user's setting could refuse what the whole config allows)."""
+    # A config from Snakemake's own YAML load (or --config-json) may share one value many times
+    # over (YAML aliases): bound its expanded size before anything walks it.
+    problem = _expansion_problem(config, _python_children)
+    if problem:
+        raise ConfigError(f"{source}: refused: the config {problem}")
     given = set(config) if isinstance(config, dict) else set()
-    schema = yaml.safe_load(schema_path().read_text())
-    validator = _Validator(schema)
+    sections = given if partial else None
+    validator = _validator()
     # Defaults are filled while validating, so validate twice: the second pass sees the filled
     # values (a default dict may itself need its sub-defaults).
     for _ in range(2):
         errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
         if errors:
+            if errors[0].validator in ("maximum", "maxItems"):
+                # a value above its maximum: say what it would cost where that is known
+                _check_memory(config, source, sections)
             raise ConfigError(f"{source}: {_describe(errors[0])}")
     _check_finite(config, source)
     if {"rgb", "pose_model"} <= given and config.get("mode", "full") == "full":
         # (a stage given only one pathway's settings, or pose-only mode, has no fused network)
         _check_fused_shapes(config, source)
+    _check_memory(config, source, sections)
     if "pose" in given and config.get("mode") == "pose" and reads_frames(config["pose"]["backend"]):
         raise ConfigError(f"{source}: config key mode: pose-only mode reads provided keypoints; "
                           f"pose.backend {config['pose']['backend']} needs videos (use openpose or pickle)")
@@ -110,6 +229,165 @@ def _check_fused_shapes(config: dict, source: str) -> None:
                           f"rgb.size / 4 ({rgb['size'] / 4:g}) for the fused network")
 
 
+# ----------------------------------------------------------------------------- memory
+# The schema's maxima bound each key alone; these estimates bound the combinations that decide
+# memory: a batch's network input (float32 on the device; the network's activations are many
+# times more), and a clip's rendered heatmaps in the heatmap export. The paper recipe's largest
+# is 0.1 GiB; a batch whose input alone is above the budget cannot train on any current GPU.
+MEMORY_BUDGET = 4 * 2**30
+HEATMAP_CLIP_FRAMES = 100   # the clip length the heatmap export is judged at (4 s at 25 fps)
+
+
+def _key(config, dotted: str):
+    """A positive integer setting, or None (absent, or not yet valid: the schema says why)."""
+    value = config
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+class _Term:
+    """One factor of an estimate: value ** power, from config key `key` (or the layout's
+    channel count), `default` being its value at the schema defaults (None: a constant)."""
+
+    def __init__(self, label, value, power=1, key=None, default=None):
+        self.label, self.value, self.power, self.key, self.default = label, value, power, key, default
+
+    def growth(self) -> float:
+        """How many times this factor exceeds its default (0 for a constant)."""
+        return (self.value / self.default) ** self.power if self.default else 0.0
+
+    def __str__(self):
+        return f"{self.value}{'^2' if self.power == 2 else ''}{self.label}"
+
+
+def _estimates(config: dict, layout_known: bool = True) -> list[tuple[str, list[_Term]]]:
+    """[(what, terms)], bytes = the product of the terms, for the estimates whose settings are
+    all valid (the schema reports the others). layout_known False: the config has no pose
+    section (a stage's own sections), so a layout counts as one channel, a lower bound."""
+    try:
+        from .layouts import get_layout
+
+        layout = get_layout((config.get("pose") or {}).get("layout", "coco17"))
+        coco = get_layout("coco17")
+    except Exception:   # an invalid layout is reported where it is read
+        return []
+    defaults = _schema_defaults()
+
+    def setting(label, key, power=1):
+        default_key = key.replace("limb.optim", "pose_model.optim")   # limb.optim defaults to it
+        return _Term(label, _key(config, key), power, key, _key(defaults, default_key))
+
+    def channels(kind):
+        if not layout_known:
+            return _Term(" channel (at least)", 1)
+        count = {"joints": layout.num_joints, "limbs": layout.num_limbs}
+        default = {"joints": coco.num_joints, "limbs": coco.num_limbs}
+        return _Term(f" {kind}", sum(count[k] for k in kind.split("+")), 1, "pose.layout",
+                     sum(default[k] for k in kind.split("+")))
+
+    def batch(what, batch_key, chans, frames_key, size_key):
+        return (what, [setting("", batch_key), chans, setting(" frames", frames_key),
+                       setting(" px", size_key, 2), _Term(" bytes", 4)])
+
+    pose = "pose_model.input"
+    limb_on = (config.get("limb") or {}).get("enabled", True) is not False and layout.num_limbs > 0
+    limb_batch = "limb.optim.batch_size" if _key(config, "limb.optim.batch_size") else "pose_model.optim.batch_size"
+    out = []
+    for name, kind, batch_key in [("joint", "joints", "pose_model.optim.batch_size")] + (
+            [("limb", "limbs", limb_batch)] if limb_on else []):
+        out += [batch(f"one training batch of the {name} model", batch_key, channels(kind),
+                      f"{pose}.frames", f"{pose}.size"),
+                batch(f"one validation batch of the {name} model", batch_key, channels(kind),
+                      f"{pose}.frames", f"{pose}.test_size"),
+                batch(f"one test batch of the {name} model", "test.batch_size", channels(kind),
+                      f"{pose}.frames", f"{pose}.test_size")]
+    if config.get("mode", "full") == "full":
+        for model, batch_key in (("rgb", "rgb.optim.batch_size"), ("fused", "fused.optim.batch_size")):
+            for stage, key in (("training", batch_key), ("test", "test.batch_size")):
+                out.append(batch(f"the RGB input of one {stage} batch of the {model} model", key,
+                                 _Term(" channels", 3), "rgb.frames", "rgb.size"))
+                if model == "fused":  # tested at its training size (specs.ModelSpec.modalities)
+                    out.append(batch(f"the pose input of one {stage} batch of the fused model", key,
+                                     channels("joints"), f"{pose}.frames", f"{pose}.size"))
+    out.append((f"one {HEATMAP_CLIP_FRAMES}-frame clip of the heatmap export",
+                [_Term(" frames", HEATMAP_CLIP_FRAMES), channels("joints+limbs"),
+                 setting(" px", "heatmaps.size", 2), _Term(" byte", 1)]))
+    return [(what, terms) for what, terms in out if all(t.value for t in terms)]
+
+
+def _gib(n: float) -> str:
+    for unit, scale in (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n / 2**30:.2f} GiB"
+
+
+def _largest(terms: list[_Term], key: str) -> int:
+    """The largest value of setting `key` that keeps the product of terms within MEMORY_BUDGET."""
+    term = next(t for t in terms if t.key == key)
+    rest = math.prod(t.value ** t.power for t in terms) / term.value ** term.power
+    most = int((MEMORY_BUDGET / rest) ** (1 / term.power))
+    while most > 0 and most ** term.power * rest > MEMORY_BUDGET:
+        most -= 1
+    while (most + 1) ** term.power * rest <= MEMORY_BUDGET:
+        most += 1
+    return most
+
+
+def _check_memory(config: dict, source: str, sections=None) -> None:
+    """Refuse a combination of settings whose estimate is above MEMORY_BUDGET, naming the key
+    that grew most beyond its default, the figure, and how far that key may go (in every
+    estimate it enters, the others as they are). sections: only the estimates that read no
+    other top-level section (None: all)."""
+    layout_known = sections is None or "pose" in sections
+    estimates = [(what, terms) for what, terms in _estimates(config, layout_known)
+                 if sections is None or all(t.key.split(".")[0] in sections for t in terms if t.key)]
+    for what, terms in estimates:
+        need = math.prod(t.value ** t.power for t in terms)
+        if need <= MEMORY_BUDGET:
+            continue
+        blamed = max(terms, key=_Term.growth)
+        formula = " x ".join(map(str, terms))
+        if blamed.key == "pose.layout":   # (joints, limbs or both: a count of this estimate only)
+            given, most = f"{blamed.value}{blamed.label}", _largest(terms, blamed.key)
+            hint = f" with at most {most}{blamed.label}"
+        else:
+            given = blamed.value
+            most = min(_largest(other, blamed.key) for _, other in estimates
+                       if any(t.key == blamed.key for t in other))
+            most = min(most, _schema_maximum(blamed.key) or most)
+            hint = f" ({blamed.key} <= {most})"
+        raise ConfigError(f"{source}: config key {blamed.key}: {given} needs {_gib(need)} for {what} "
+                          f"({formula}); at most {_gib(MEMORY_BUDGET)} fits{hint if most >= 1 else ''}")
+
+
+def _schema_maximum(dotted: str):
+    """The schema's maximum of a key (None where it has none)."""
+    schema = _validator().schema
+    node = schema
+    for part in dotted.split("."):
+        while "$ref" in node:   # "#/$defs/name"
+            node = schema["$defs"][node["$ref"].rsplit("/", 1)[1]]
+        node = node.get("properties", {}).get(part, {})
+    return node.get("maximum")
+
+
+@functools.lru_cache(maxsize=1)
+def _schema_defaults_json() -> str:
+    config: dict = {}
+    for _ in range(2):   # as validate: the second pass fills the defaults of filled sections
+        for _ in _validator().iter_errors(config):
+            pass
+    return json.dumps(config)
+
+
+def _schema_defaults() -> dict:
+    return json.loads(_schema_defaults_json())
+
+
 def _update(base: dict, other: dict) -> dict:
     """Nested update, as snakemake merges several --configfile files."""
     for key, value in other.items():
@@ -126,11 +404,9 @@ def load(paths, overrides: dict | None = None) -> dict:
     config: dict = {}
     for path in map(Path, paths):
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = load_yaml(path) or {}
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a config file holds a mapping of keys")
         _update(config, data)
