@@ -109,13 +109,16 @@ def test_tiny_run_in_hostile_results_and_data_folders(tmp_path):
     assert tree(tmp_path, skip) == before
 
 
-def test_braces_in_the_results_path_stop_with_one_line(tmp_path):
-    """Braces are the one thing a path cannot hold (Snakemake reads them as wildcards)."""
+@pytest.mark.parametrize("results, message", [
+    # Snakemake reads braces as wildcards; a command reads a leading "-" as an option.
+    ("results/run {1}", "mgpipe: config key results: results/run {1}: braces are not allowed in a path "
+                        "(Snakemake wildcards)"),
+    ("-run", "mgpipe: config key results: -run: a path starting with '-' reads as an option; write ./-run"),
+])
+def test_paths_a_command_cannot_take_stop_with_one_line(tmp_path, results, message):
     workdir = make_workdir(tmp_path / "wf")
-    (workdir / "braces.json").write_text(json.dumps({"results": "results/run {1}"}))
-    proc = smk(workdir, "-n", "--cores", "2", "--configfile", "tiny.yaml", "braces.json", check=False)
+    (workdir / "bad.json").write_text(json.dumps({"results": results}))
+    proc = smk(workdir, "-n", "--cores", "2", "--configfile", "tiny.yaml", "bad.json", check=False)
     assert proc.returncode != 0
-    lines = [l for l in (proc.stdout + proc.stderr).splitlines() if "braces are not allowed" in l]
-    assert lines == ["mgpipe: config key results: results/run {1}: braces are not allowed in a path "
-                     "(Snakemake wildcards)"], proc.stderr
+    assert [l for l in (proc.stdout + proc.stderr).splitlines() if "mgpipe:" in l] == [message], proc.stderr
     assert "Traceback" not in proc.stderr

@@ -64,13 +64,15 @@ else:
             name = "dataset.label_table" if key == "labels" else f"dataset.{key}"
             sys.exit(f"mgpipe: config key {name}: {value} does not exist")
 
-# Snakemake reads braces in a file name as a wildcard; any other character (spaces, quotes, $) is
-# safe: every shell command quotes its paths.
+# Snakemake reads braces in a file name as a wildcard, and a command reads a leading "-" as an
+# option; any other character (spaces, quotes, $) is safe: every shell command quotes its paths.
 PATH_KEYS = {"results": R} if DEMO else {"results": R, "dataset.label_table": DATA["labels"], "dataset.split": DATA["split"],
                                           "dataset.videos": DATA["videos"], "dataset.skeletons": DATA["skeletons"]}
 for key, value in PATH_KEYS.items():
     if value and ("{" in str(value) or "}" in str(value)):
         sys.exit(f"mgpipe: config key {key}: {value}: braces are not allowed in a path (Snakemake wildcards)")
+    if value and str(value).startswith("-"):
+        sys.exit(f"mgpipe: config key {key}: {value}: a path starting with '-' reads as an option; write ./{value}")
 
 # The model registry (mgpipe/specs.py) decides which models this config trains and what each
 # reads; the rules below only turn that into jobs.
