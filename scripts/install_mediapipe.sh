@@ -80,7 +80,11 @@ case "$base_version" in
 esac
 
 if [[ ! -x "$VENV/bin/python" ]]; then
-    log "creating $VENV with $("$PYTHON" -c 'import sys; print(sys.executable)')"
+    # From inside a venv or conda environment, venv builds on the interpreter that one was made
+    # from: name both. No package of either is shared (see above), so the caller's kind does not matter.
+    log "creating $VENV with Python $base_version at $("$PYTHON" -c 'import sys
+base = getattr(sys, "_base_executable", sys.executable)
+print(base if base == sys.executable else f"{base} (the base of {sys.executable})")')"
     mkdir -p "$(dirname "$VENV")"
     "$PYTHON" -m venv "$VENV"
 fi

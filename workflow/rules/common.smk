@@ -64,6 +64,16 @@ else:
             name = "dataset.label_table" if key == "labels" else f"dataset.{key}"
             sys.exit(f"mgpipe: config key {name}: {value} does not exist")
 
+# Snakemake reads braces in a file name as a wildcard, and a command reads a leading "-" as an
+# option; any other character (spaces, quotes, $) is safe: every shell command quotes its paths.
+PATH_KEYS = {"results": R} if DEMO else {"results": R, "dataset.label_table": DATA["labels"], "dataset.split": DATA["split"],
+                                          "dataset.videos": DATA["videos"], "dataset.skeletons": DATA["skeletons"]}
+for key, value in PATH_KEYS.items():
+    if value and ("{" in str(value) or "}" in str(value)):
+        sys.exit(f"mgpipe: config key {key}: {value}: braces are not allowed in a path (Snakemake wildcards)")
+    if value and str(value).startswith("-"):
+        sys.exit(f"mgpipe: config key {key}: {value}: a path starting with '-' reads as an option; write ./{value}")
+
 # The model registry (mgpipe/specs.py) decides which models this config trains and what each
 # reads; the rules below only turn that into jobs.
 MODELS = specs.trained_models(config)
@@ -103,10 +113,13 @@ def gpu_count():
     return config["train"]["gpus"] if config["train"]["device"] != "cpu" else 0
 
 
-# More than one GPU per training job: data-parallel processes launched by torchrun.
-LAUNCHER = f"torchrun --standalone --nproc_per_node {gpu_count()} -m" if gpu_count() > 1 else ""
+# More than one GPU per training job: data-parallel processes launched by torchrun. A command
+# prefix of several words, so it goes into the command as it is, each word quoted here.
+LAUNCHER = shlex.join(["torchrun", "--standalone", "--nproc_per_node", str(gpu_count()), "-m"]) if gpu_count() > 1 else ""
 
 
+# Every path and value that goes into a shell command is quoted, with `{x:q}` in the command or
+# with shlex.quote here for params that hold several arguments (these go in without :q).
 def optional_arg(flag, value):
     return f"{flag} {shlex.quote(str(value))}" if value else ""
 
@@ -137,8 +150,8 @@ def train_inputs(wildcards):
 
 
 def frames_arg(wildcards, input):
-    return f"--frames {input.frames}" if "frames" in input.keys() else ""
+    return optional_arg("--frames", input.frames) if "frames" in input.keys() else ""
 
 
 def init_arg(wildcards, input):
-    return f"--init {input.init}" if "init" in input.keys() else ""
+    return optional_arg("--init", input.init) if "init" in input.keys() else ""

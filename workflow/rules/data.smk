@@ -22,7 +22,7 @@ if DEMO:
         conda:
             "../envs/mgpipe.yaml"
         shell:
-            "mgpipe demo-data {params.out} --config-json {params.cfg:q} 2> {log}"
+            "mgpipe demo-data {params.out:q} --config-json {params.cfg:q} 2> {log:q}"
 
 
 rule clips:
@@ -46,8 +46,8 @@ rule clips:
     conda:
         "../envs/mgpipe.yaml"
     shell:
-        "mgpipe clips {params.sources} --config-json {params.cfg:q} --out {output.manifest} "
-        "--classes-out {output.classes} 2> {log}"
+        "mgpipe clips {params.sources} --config-json {params.cfg:q} --out {output.manifest:q} "
+        "--classes-out {output.classes:q} 2> {log:q}"
 
 
 rule decode:
@@ -68,5 +68,5 @@ rule decode:
     conda:
         "../envs/mgpipe.yaml"
     shell:
-        "mgpipe decode --manifest {input.manifest} --config-json {params.cfg:q} "
-        "--out {output.frames} --threads {threads} 2> {log}"
+        "mgpipe decode --manifest {input.manifest:q} --config-json {params.cfg:q} "
+        "--out {output.frames:q} --threads {threads} 2> {log:q}"

@@ -25,9 +25,9 @@ rule test:
     conda:
         "../envs/mgpipe.yaml"
     shell:
-        "mgpipe test {input.model} --config-json {params.cfg:q} --manifest {input.manifest} "
-        "{params.frames} --keypoints {input.keypoints} --out {output.scores} "
-        "--threads {threads} 2> {log}"
+        "mgpipe test {input.model:q} --config-json {params.cfg:q} --manifest {input.manifest:q} "
+        "{params.frames} --keypoints {input.keypoints:q} --out {output.scores:q} "
+        "--threads {threads} 2> {log:q}"
 
 
 rule ensemble:
@@ -41,7 +41,8 @@ rule ensemble:
         html=report(f"{R}/ensemble/summary.html", caption="../report/summary.rst", category="Results"),
     params:
         cfg=mgconfig.canonical({"ensemble": ENSEMBLE, "fused": config["fused"]}),
-        named=lambda wildcards, input: " ".join(f"{m}={f}" for m, f in zip(MODELS, input.scores)),
+        # several arguments: each quoted here, the whole not again
+        named=lambda wildcards, input: " ".join(shlex.quote(f"{m}={f}") for m, f in zip(MODELS, input.scores)),
         out_dir=lambda wildcards, output: os.path.dirname(output.metrics),
         code=code("ensemble"),
     log:
@@ -49,5 +50,5 @@ rule ensemble:
     conda:
         "../envs/mgpipe.yaml"
     shell:
-        "mgpipe ensemble --scores {params.named} --classes {input.classes} "
-        "--out-dir {params.out_dir} --config-json {params.cfg:q} 2> {log}"
+        "mgpipe ensemble --scores {params.named} --classes {input.classes:q} "
+        "--out-dir {params.out_dir:q} --config-json {params.cfg:q} 2> {log:q}"

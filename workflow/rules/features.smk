@@ -9,7 +9,7 @@ rule pose:
     params:
         cfg=stage_config("pose"),
         skeletons=optional_arg("--skeletons", DATA["skeletons"]),
-        frames=lambda wildcards, input: f"--frames {input.frames}" if IMAGE_POSE else "",
+        frames=lambda wildcards, input: optional_arg("--frames", input.frames) if IMAGE_POSE else "",
         code=code("pose"),
     log:
         f"{R}/logs/pose.log",
@@ -21,8 +21,8 @@ rule pose:
     conda:
         "../envs/mgpipe.yaml"
     shell:
-        "mgpipe pose --manifest {input.manifest} {params.skeletons} {params.frames} "
-        "--config-json {params.cfg:q} --out {output.keypoints} --threads {threads} 2> {log}"
+        "mgpipe pose --manifest {input.manifest:q} {params.skeletons} {params.frames} "
+        "--config-json {params.cfg:q} --out {output.keypoints:q} --threads {threads} 2> {log:q}"
 
 
 rule heatmaps:
@@ -43,8 +43,8 @@ rule heatmaps:
     conda:
         "../envs/mgpipe.yaml"
     shell:
-        "mgpipe heatmaps --keypoints {input.keypoints} --config-json {params.cfg:q} "
-        "--out {output.heatmaps} --threads {threads} 2> {log}"
+        "mgpipe heatmaps --keypoints {input.keypoints:q} --config-json {params.cfg:q} "
+        "--out {output.heatmaps:q} --threads {threads} 2> {log:q}"
 
 
 # Not part of `all`: `snakemake results/<name>/keypoints.pkl` exports the keypoints for pyskl /
@@ -60,5 +60,5 @@ rule export_pickle:
     conda:
         "../envs/mgpipe.yaml"
     shell:
-        "mgpipe export-pickle --keypoints {input.keypoints} --manifest {input.manifest} "
-        "--out {output.pickle} 2> {log}"
+        "mgpipe export-pickle --keypoints {input.keypoints:q} --manifest {input.manifest:q} "
+        "--out {output.pickle:q} 2> {log:q}"

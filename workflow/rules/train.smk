@@ -33,10 +33,10 @@ rule train:
     conda:
         "../envs/mgpipe.yaml"
     shell:
-        "{params.launcher} mgpipe train {wildcards.model} --config-json {params.cfg:q} "
-        "--manifest {input.manifest} --classes {input.classes} {params.frames} "
-        "--keypoints {input.keypoints} {params.init} --out-dir {params.out_dir} "
-        "--state-dir {params.state} --threads {threads} 2> {log}"
+        "{params.launcher} mgpipe train {wildcards.model:q} --config-json {params.cfg:q} "
+        "--manifest {input.manifest:q} --classes {input.classes:q} {params.frames} "
+        "--keypoints {input.keypoints:q} {params.init} --out-dir {params.out_dir:q} "
+        "--state-dir {params.state:q} --threads {threads} 2> {log:q}"
 
 
 rule merge:
@@ -55,5 +55,5 @@ rule merge:
     conda:
         "../envs/mgpipe.yaml"
     shell:
-        "mgpipe merge --rgb {input.rgb} --pose {input.pose} --model {wildcards.model} "
-        "--out {output.merged} --config-json {params.cfg:q} 2> {log}"
+        "mgpipe merge --rgb {input.rgb:q} --pose {input.pose:q} --model {wildcards.model:q} "
+        "--out {output.merged:q} --config-json {params.cfg:q} 2> {log:q}"
