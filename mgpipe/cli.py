@@ -300,7 +300,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("video")
     p.add_argument("--model", required=True, help="model.pt of a trained model (fused, rgb, joint or limb)")
     _add_config(p)
-    p.add_argument("--classes", help="classes.csv of the run (default: the one beside the model's results)")
+    p.add_argument("--classes", help="a class table to check against the model's own (which names the classes)")
     p.add_argument("--skeletons", help="provided keypoints of this video (OpenPose folder holding "
                    "<video name>/..., or a pickle) when pose.backend is openpose or pickle")
     p.add_argument("--top-k", type=_count, default=5)
