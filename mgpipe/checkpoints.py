@@ -138,10 +138,17 @@ def record(ckpt: dict, path) -> dict:
         raise InputError(f"{path}: the checkpoint does not record what the model was trained on "
                          f"(no {', '.join(missing)}; written by an older mgpipe): retrain it")
     classes, layout, inputs = (ckpt[k] for k in RECORD_KEYS)
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
     if not (isinstance(classes, list) and len(classes) == ckpt["num_classes"]
-            and all(isinstance(c, dict) and {"label_id", "name"} <= set(c) for c in classes)
-            and isinstance(layout, dict) and {"name", "joints", "limbs"} <= set(layout)
-            and isinstance(inputs, dict)):
+            and all(isinstance(c, dict) and is_int(c.get("label_id")) and isinstance(c.get("name"), str)
+                    for c in classes)
+            and isinstance(layout, dict) and isinstance(layout.get("name"), str)
+            and isinstance(layout.get("joints"), list) and all(isinstance(j, str) for j in layout["joints"])
+            and isinstance(layout.get("limbs"), list)
+            and all(isinstance(e, (list, tuple)) and len(e) == 2 and all(map(is_int, e)) for e in layout["limbs"])
+            and isinstance(inputs, dict) and all(isinstance(k, str) for k in inputs)):
         raise InputError(f"{path}: the checkpoint's record of classes, layout and inputs is malformed")
     return {k: ckpt[k] for k in RECORD_KEYS}
 
@@ -191,6 +198,12 @@ def fit_config(ckpt: dict, path, config: dict, given=None) -> dict:
         for part in inner:
             node = node.setdefault(part, {})
         node[last] = copy.deepcopy(trained)
+    # the recorded values come from a file: held to the schema (types, minima, maxima) like any
+    # config. (mode pose: a single-pathway model's settings need not fit a fused network's)
+    from .config import validate
+
+    validate({"mode": "pose", **{s: copy.deepcopy(out[s]) for s in {k.split(".")[0] for k in inputs}}},
+             f"{path} (its recorded input settings)")
     return out
 
 
@@ -235,7 +248,12 @@ def check_classes(ckpt: dict, path, classes: list[dict], where) -> None:
 
 def check_manifest_classes(ckpt: dict, path, manifest, where) -> None:
     """Every clip of a manifest must name a class of the model, at the model's output for it."""
+    import pandas as pd
+
     trained = class_pairs(record(ckpt, path)["classes"])
+    for column in ("label", "label_id"):
+        if column in manifest and not pd.api.types.is_integer_dtype(manifest[column]):
+            raise InputError(f"{where}: column {column} holds values that are not integers")
     labels = manifest.label.to_numpy()
     beyond = manifest[(labels < 0) | (labels >= len(trained))]
     if len(beyond):

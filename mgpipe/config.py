@@ -162,7 +162,7 @@ STAGE_MODULES = {
     "merge": ["merge.py", "specs.py", "inference.py", "models", "checkpoints.py"],
     "test": ["evaluate.py", "clips.py", "inference.py", "samples.py", "heatmaps.py", "layouts.py", "specs.py", "models",
              "checkpoints.py", "formats"],
-    "ensemble": ["ensemble.py", "formats", "specs.py"],
+    "ensemble": ["ensemble.py", "formats", "specs.py", "checkpoints.py"],
 }
 
 
