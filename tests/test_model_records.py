@@ -206,7 +206,7 @@ def test_predict_refuses_a_disagreeing_config_and_uses_the_models_settings(demo_
 ])
 def test_bad_predict_numbers_are_one_line(tmp_path, args, problem):
     proc = mgpipe("predict", "v.mp4", "--model", "m.pt", *args, cwd=tmp_path)
-    assert one_line_error(proc) == f"mgpipe predict: error: {problem}" or problem in proc.stderr
+    assert one_line_error(proc).startswith(f"mgpipe predict: error: {problem}")
 
 
 def test_a_checkpoint_without_its_record_is_refused(demo_stores, trained, tmp_path):
