@@ -72,7 +72,8 @@ def prepare(pickle_path, work: Path, layout: str, splits: dict):
     frame.to_csv(manifest, index=False)
     labels = sorted(frame.label.unique())
     classes = work / "classes.csv"
-    pd.DataFrame({"label": range(len(labels)), "class_id": labels}).to_csv(classes, index=False)
+    pd.DataFrame({"label": range(len(labels)), "label_id": labels,
+                  "name": [str(v) for v in labels]}).to_csv(classes, index=False)
     return kp_h5, manifest, classes, frame
 
 

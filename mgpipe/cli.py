@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -29,6 +30,29 @@ def _config(args) -> dict:
             raise InputError("--config-json: refused: nested too deeply") from None
         return cfg.validate(data, "--config-json", partial=True)
     return cfg.load(args.config)
+
+
+def _given(args) -> set:
+    """The dotted keys ("a", "a.b", "a.b.c") the user's config files or JSON set themselves, as
+    opposed to schema defaults: predict and test take a model's own input settings for the rest."""
+    import yaml
+
+    from . import config as cfg
+
+    if args.config_json:
+        data = json.loads(args.config_json)
+    else:
+        data = {}
+        for path in args.config:  # already read and validated by _config
+            cfg._update(data, yaml.safe_load(Path(path).read_text()) or {})
+    keys, todo = set(), [("", data)]
+    while todo:
+        prefix, node = todo.pop()
+        for k, v in node.items():
+            keys.add(prefix + str(k))
+            if isinstance(v, dict):
+                todo.append((f"{prefix}{k}.", v))
+    return keys
 
 
 def cmd_photo_video(args):
@@ -120,7 +144,7 @@ def cmd_test(args):
 
     score_model(args.checkpoint, _config(args), manifest_csv=args.manifest, frames_h5=args.frames,
                 keypoints_h5=args.keypoints, out_csv=args.out, threads=args.threads,
-                progress=not args.quiet)
+                progress=not args.quiet, classes_csv=args.classes, given=_given(args))
 
 
 def cmd_predict(args):
@@ -129,11 +153,10 @@ def cmd_predict(args):
     if not Path(args.model).is_file():
         raise InputError(f"{args.model}: model checkpoint not found")
     config = _config(args)
-    ignore = [int(x) for x in args.ignore.split(",")] if args.ignore else []
     result = predict_video(args.video, args.model, config, classes_csv=args.classes, skeletons=args.skeletons,
                  k=args.top_k, spot=args.spot, window_s=args.window, stride_s=args.stride,
-                 threshold=args.threshold, ignore=ignore, out_dir=args.out_dir,
-                 threads=args.threads, progress=not args.quiet)
+                 threshold=args.threshold, ignore=args.ignore, out_dir=args.out_dir,
+                 threads=args.threads, progress=not args.quiet, given=_given(args))
     table = result["table"]
     if args.spot:
         print(f"{args.video}: {len(table)} micro-gesture segment(s) in {result['windows']} windows")
@@ -277,8 +300,44 @@ def _add_config(p):
     g.add_argument("--config-json", help="config as a JSON string (what the workflow passes)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments end in one line (`mgpipe predict: error: argument --window: ...`), as every
+    other input error does; --help still shows the usage. Subcommand parsers are of this class."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _number(kind, test, wants):
+    """An argparse type: a number of `kind` (int, float) passing `test`, else one line saying
+    what it `wants`."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number ({wants})") from None
+        if not test(value):
+            raise argparse.ArgumentTypeError(f"{text}: {wants}")
+        return value
+    return parse
+
+
+_seconds = _number(float, lambda v: math.isfinite(v) and v > 0, "a positive finite number of seconds")
+_probability = _number(float, lambda v: 0 <= v <= 1, "a probability between 0 and 1")
+_count = _number(int, lambda v: v >= 1, "a whole number of at least 1")
+
+
+def _label_ids(text):
+    """--ignore: comma-separated integer label ids."""
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated integer label ids expected "
+                                         "(e.g. 99 or 7,99)") from None
+
+
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="mgpipe", description=__doc__.splitlines()[0])
+    ap = _Parser(prog="mgpipe", description=__doc__.splitlines()[0])
     ap.add_argument("--log", help="also append log lines to this file")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -320,17 +379,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("video")
     p.add_argument("--model", required=True, help="model.pt of a trained model (fused, rgb, joint or limb)")
     _add_config(p)
-    p.add_argument("--classes", help="classes.csv of the run (default: the one beside the model's results)")
+    p.add_argument("--classes", help="a class table to check against the model's own (which names the classes)")
     p.add_argument("--skeletons", help="provided keypoints of this video (OpenPose folder holding "
                    "<video name>/..., or a pickle) when pose.backend is openpose or pickle")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=_count, default=5)
     p.add_argument("--spot", action="store_true", help="slide a window over the video; write a timeline")
-    p.add_argument("--window", type=float, default=2.0, help="window length in seconds (--spot)")
-    p.add_argument("--stride", type=float, default=0.5, help="window step in seconds (--spot)")
-    p.add_argument("--threshold", type=float, default=0.5, help="least probability of a spotted gesture")
-    p.add_argument("--ignore", help="comma-separated label ids never reported (e.g. a non-gesture class)")
+    p.add_argument("--window", type=_seconds, default=2.0, help="window length in seconds (--spot)")
+    p.add_argument("--stride", type=_seconds, default=0.5, help="window step in seconds (--spot)")
+    p.add_argument("--threshold", type=_probability, default=0.5, help="least probability of a spotted gesture")
+    p.add_argument("--ignore", type=_label_ids, default=[],
+                   help="comma-separated label ids never reported (e.g. a non-gesture class)")
     p.add_argument("--out-dir", help="write prediction.json (and timeline.csv/.png, windows.csv with --spot)")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=_count, default=1)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("photo-video", help="a pan-and-zoom video of a real photo that ships in a package")
@@ -385,6 +445,7 @@ def parser() -> argparse.ArgumentParser:
     _add_config(p)
     for flag, req in data_args:
         p.add_argument(flag, required=req)
+    p.add_argument("--classes", help="the run's classes.csv: refused unless it is the model's class table")
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_test)

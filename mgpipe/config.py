@@ -436,9 +436,9 @@ STAGE_MODULES = {
     "train": ["train.py", "samples.py", "heatmaps.py", "layouts.py", "specs.py", "inference.py", "models",
               "checkpoints.py", "fingerprint.py", "formats"],
     "merge": ["merge.py", "specs.py", "inference.py", "models", "checkpoints.py"],
-    "test": ["evaluate.py", "inference.py", "samples.py", "heatmaps.py", "layouts.py", "specs.py", "models",
+    "test": ["evaluate.py", "clips.py", "inference.py", "samples.py", "heatmaps.py", "layouts.py", "specs.py", "models",
              "checkpoints.py", "formats"],
-    "ensemble": ["ensemble.py", "formats", "specs.py"],
+    "ensemble": ["ensemble.py", "formats", "specs.py", "checkpoints.py"],
 }
 
 

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .formats.scores import read as read_scores, stream_probs, streams_of
+from .checkpoints import describe_class_difference
+from .formats.scores import class_table, read as read_scores, stream_probs, streams_of
 from .io import InputError, atomic_path, write_json, write_text
 from .specs import REGISTRY, combine_streams
 
@@ -93,6 +94,29 @@ def _aligned(scores: dict, split: str) -> tuple[dict, np.ndarray]:
     return out, ref.label.to_numpy()
 
 
+def _check_class_tables(score_files: dict, scores: dict, classes: pd.DataFrame, classes_csv) -> None:
+    """Every score file must hold the run's class table (count, order, ids and names): averaging
+    columns of different classes gives a plausible and wrong ensemble."""
+    first = None
+    for name, frame in scores.items():
+        table = class_table(frame)
+        first = first or (score_files[name], table)
+        diff = describe_class_difference(first[1], table)
+        if diff:
+            raise InputError(f"{first[0]} and {score_files[name]}: score files of different class tables "
+                             f"({diff}); ensemble the models of one run")
+        # (a class table without label ids, written by hand, is held to its names)
+        ids = ([i for i, _ in table] + [-1] * len(classes))[:len(classes)]
+        if "label_id" in classes:
+            try:
+                ids = [int(i) for i in classes.label_id]
+            except (TypeError, ValueError):
+                raise InputError(f"{classes_csv}: column label_id holds a value that is not an integer") from None
+        diff = describe_class_difference(table, list(zip(ids, classes.name)))
+        if diff:
+            raise InputError(f"{score_files[name]}: its class table differs from {classes_csv} ({diff})")
+
+
 def build_report(score_files: dict, classes_csv, out_dir, *, members: dict, search: bool = False,
         variants_order=None) -> dict:
     out_dir = Path(out_dir)
@@ -105,6 +129,7 @@ def build_report(score_files: dict, classes_csv, out_dir, *, members: dict, sear
                                                f"class name {twice!r} appears twice"))
     K = len(classes)
     scores = {name: read_scores(p) for name, p in score_files.items()}
+    _check_class_tables(score_files, scores, classes, classes_csv)
     fused_names = [n for n in scores if _variant_flags(n)]
     first_fused = f"fused_{variants_order[0]}" if variants_order else (fused_names or [None])[0]
     members = {first_fused if m == "fused" else m: w for m, w in members.items()}
@@ -169,9 +194,11 @@ def plot_confusion(matrix: np.ndarray, names: list[str], path, title="") -> None
         if matrix[i, j]:
             ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8,
                     color="white" if matrix[i, j] > rows[i, 0] / 2 else "black")
-    ax.set_xticks(range(n), names, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(n), names, fontsize=8)
-    ax.set_xlabel("predicted"), ax.set_ylabel("true"), ax.set_title(title, fontsize=9)
+    # class names are shown as written: "$x^2$" or "a$b" is not matplotlib mathtext (which
+    # would render or, malformed, fail at savefig after all the training)
+    ax.set_xticks(range(n), names, rotation=60, ha="right", fontsize=8, parse_math=False)
+    ax.set_yticks(range(n), names, fontsize=8, parse_math=False)
+    ax.set_xlabel("predicted"), ax.set_ylabel("true"), ax.set_title(title, fontsize=9, parse_math=False)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=90, format="png")

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import logging
 
-import pandas as pd
 import torch
 
+from . import checkpoints
+from .clips import read_manifest
 from .formats import scores
+from .formats.keypoints import Reader as KeypointReader
 from .inference import load_model, predict, top1
 from .io import InputError
 from .runtime import pick_device, seed_everything, set_threads, step_precision
@@ -18,18 +20,27 @@ log = logging.getLogger(__name__)
 
 
 def score_model(checkpoint, config: dict, *, manifest_csv, frames_h5, keypoints_h5, out_csv,
-                splits=("val", "test"), threads=1, progress=True) -> dict:
+                splits=("val", "test"), threads=1, progress=True, classes_csv=None, given=None) -> dict:
+    """Scores of a checkpoint on the manifest's val and test clips. The model's record (classes,
+    keypoint layout, input settings) must agree with the manifest, the keypoint store, the
+    class table (if given) and the config; `given`: the dotted keys the user's config sets
+    itself (None: every key; a key it leaves out takes the model's value)."""
     set_threads(threads)
     seed_everything(config["seed"])
     device = pick_device(config["train"]["device"])
     model, ckpt, spec = load_model(checkpoint)
     name = spec.name
+    config = checkpoints.fit_config(ckpt, checkpoint, config, given)
+    manifest = read_manifest(manifest_csv)
+    checkpoints.check_manifest_classes(ckpt, checkpoint, manifest, manifest_csv)
+    if classes_csv is not None:
+        checkpoints.check_classes(ckpt, checkpoint, checkpoints.class_table(classes_csv), classes_csv)
+    checkpoints.check_layout(ckpt, checkpoint, spec, KeypointReader(keypoints_h5).layout, keypoints_h5)
     model.to(device)
     # The layout the model trained in (a speed choice); test scores stay in fp32.
     _, channels_last = step_precision(config["train"], device)
     if channels_last:
         model.to(memory_format=torch.channels_last_3d)
-    manifest = pd.read_csv(manifest_csv, dtype={"video_id": str, "clip_id": str})
     tcfg = config["test"]
     tables, summary = [], {}
     # A dataset without a validation split is scored on test alone.
@@ -42,7 +53,7 @@ def score_model(checkpoint, config: dict, *, manifest_csv, frames_h5, keypoints_
         loader = make_loader(data, tcfg["batch_size"], device=device, workers=config["train"]["workers"])
         probs = predict(model, spec, loader, device, channels_last=channels_last, progress=progress,
                         desc=f"{name} {split}")
-        tables.append(scores.table(data.clips, {k: p.numpy() for k, p in probs.items()}))
+        tables.append(scores.table(data.clips, {k: p.numpy() for k, p in probs.items()}, ckpt["classes"]))
         summary.update({f"{split}_top1_{k}": round(top1(p, data.labels), 4) for k, p in probs.items()})
     scores.write(out_csv, tables)
     log.info("%s: %s", name, summary)

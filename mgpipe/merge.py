@@ -111,11 +111,16 @@ def merge_checkpoints(rgb_ckpt, pose_ckpt, config: dict, model: str, out) -> dic
     from .runtime import seed_everything
     from .checkpoints import save as save_checkpoint
 
+    from . import checkpoints
+
     rgb, rgb_meta, _ = load_model(rgb_ckpt)
     pose, pose_meta, _ = load_model(pose_ckpt)
-    if rgb_meta["num_classes"] != pose_meta["num_classes"]:
-        raise InputError(f"{rgb_ckpt} has {rgb_meta['num_classes']} classes but {pose_ckpt} "
-                         f"has {pose_meta['num_classes']}")
+    rgb_record, pose_record = checkpoints.record(rgb_meta, rgb_ckpt), checkpoints.record(pose_meta, pose_ckpt)
+    differ = checkpoints.describe_class_difference(checkpoints.class_pairs(rgb_record["classes"]),
+                                                   checkpoints.class_pairs(pose_record["classes"]))
+    if differ:
+        raise InputError(f"{rgb_ckpt} + {pose_ckpt}: the models were trained on different class "
+                         f"tables ({differ})")
     if pose_meta["arch"].get("kind") != "pose" or rgb_meta["arch"].get("kind") != "rgb":
         raise InputError(f"{rgb_ckpt} + {pose_ckpt}: merge takes an RGB and a joint checkpoint, got "
                          f"{rgb_meta['name']} and {pose_meta['name']}")
@@ -132,8 +137,14 @@ def merge_checkpoints(rgb_ckpt, pose_ckpt, config: dict, model: str, out) -> dic
         report = merge_into(fused, rgb, pose)
     except ValueError as e:
         raise InputError(f"{rgb_ckpt} + {pose_ckpt}: cannot merge ({e})") from None
+    # What the merged network was trained on: the two models' classes, the joint model's layout;
+    # its input settings are the config's pathways (the fused training's) with the joint model's
+    # heatmap settings (the merge stage's config carries no heatmaps section).
+    inputs = spec.input_settings({**config, "heatmaps": {
+        k.split(".", 1)[1]: v for k, v in pose_record["inputs"].items() if k.startswith("heatmaps.")}})
     save_checkpoint({"model": fused.state_dict(), "arch": arch, "num_classes": rgb_meta["num_classes"],
                  "name": name, "epoch": 0, "val_top1": None,
-                 "merged_from": [str(rgb_ckpt), str(pose_ckpt)]}, out)
+                 "merged_from": [str(rgb_ckpt), str(pose_ckpt)], "classes": rgb_record["classes"],
+                 "layout": pose_record["layout"], "inputs": inputs}, out)
     logging.getLogger(__name__).info("merged %s + %s -> %s: %s", rgb_ckpt, pose_ckpt, out, report)
     return report

@@ -9,6 +9,7 @@ classified, and runs of windows that agree on a confident class become timeline 
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import specs
+from . import checkpoints, specs
 from .inference import load_model, predict
+from .layouts import get_layout
 from .pose_backends import reads_frames
 from .clips import MANIFEST_COLUMNS, probe_video
 from .samples import make_loader, model_samples
@@ -62,30 +64,43 @@ def _manifest(video: Path, probe: dict, win: Windows) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
 
 
-def _classes(path, num_classes: int) -> pd.DataFrame:
-    if path is None:
-        return pd.DataFrame({"label": range(num_classes), "label_id": range(num_classes),
-                             "name": [str(k) for k in range(num_classes)]})
-    try:
-        classes = pd.read_csv(path)
-    except FileNotFoundError:
-        raise InputError(f"{path}: class table not found (give --classes)") from None
-    if len(classes) != num_classes or not {"label_id", "name"} <= set(classes.columns):
-        raise InputError(f"{path}: class table with columns label_id, name and {num_classes} rows "
-                         f"expected (the model has {num_classes} outputs)")
-    return classes
+def _classes(checkpoint, ckpt: dict, classes_csv=None) -> pd.DataFrame:
+    """The model's class table (its checkpoint's record); a --classes table must be the same."""
+    classes = checkpoints.record(ckpt, checkpoint)["classes"]
+    if classes_csv is not None:
+        checkpoints.check_classes(ckpt, checkpoint, checkpoints.class_table(classes_csv), classes_csv)
+    return pd.DataFrame({"label": range(len(classes)), "label_id": [int(c["label_id"]) for c in classes],
+                         "name": [str(c["name"]) for c in classes]})
 
 
-def default_classes(checkpoint) -> Path | None:
-    """results/<name>/classes.csv for a model at results/<name>/models/<model>/model.pt."""
-    candidate = Path(checkpoint).resolve().parent.parent.parent / "classes.csv"
-    return candidate if candidate.is_file() else None
+def check_options(*, k=5, window_s=None, stride_s=None, threshold=0.5) -> None:
+    """predict's numbers, refused in one line where they mean nothing (NaN, infinite, <= 0)."""
+    for flag, value in (("--window", window_s), ("--stride", stride_s)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise InputError(f"{flag} {value}: a length in seconds must be a positive finite number")
+    if not (math.isfinite(threshold) and 0 <= threshold <= 1):
+        raise InputError(f"--threshold {threshold}: a probability between 0 and 1 is expected")
+    if not k >= 1:
+        raise InputError(f"--top-k {k}: at least 1")
+
+
+def _fit_inputs(checkpoint, ckpt, spec, config: dict, given) -> dict:
+    """The config with the model's input settings and keypoint layout (see checkpoints.fit_config):
+    a pose.layout the config sets must be the model's; left out, the model's is used."""
+    config = checkpoints.fit_config(ckpt, checkpoint, config, given)
+    if given is None or "pose.layout" in given:
+        checkpoints.check_layout(ckpt, checkpoint, spec, get_layout(config["pose"]["layout"]),
+                                 "the config's pose.layout")
+    else:
+        config["pose"]["layout"] = dict(checkpoints.record(ckpt, checkpoint)["layout"])
+    return config
 
 
 def video_probabilities(video, checkpoint, config: dict, *, skeletons=None, window_s=None,
-                        stride_s=None, threads=1, work_dir=None, progress=True):
+                        stride_s=None, threads=1, work_dir=None, progress=True, given=None):
     """Class probabilities [W, K] of each window (one window = the whole video by default),
-    the windows, and the model's name."""
+    the windows, and the model's name. The model's input settings and layout are used
+    (`given`: the dotted keys the user's config sets; None: all, each held to the model's)."""
     from .decode import build_frame_store
     from .pose import build_keypoint_store
 
@@ -96,6 +111,7 @@ def video_probabilities(video, checkpoint, config: dict, *, skeletons=None, wind
     seed_everything(config["seed"])
     model, ckpt, spec = load_model(checkpoint)
     name = spec.name
+    config = _fit_inputs(checkpoint, ckpt, spec, config, given)
     probe = probe_video(video)
     if not probe["frames"]:
         raise InputError(f"{video}: the container reports no frames")
@@ -217,14 +233,15 @@ def plot_timeline(probs: np.ndarray, win: Windows, classes: pd.DataFrame, segmen
     ax.axhline(threshold, color="grey", ls="--", lw=0.8)
     ax.set_ylabel("probability")
     ax.set_ylim(0, 1.02)
-    ax.set_title(title)
-    ax.legend(fontsize=7, ncol=min(show, 5), loc="upper right")
+    ax.set_title(title, parse_math=False)  # names and file names shown as written, not as mathtext
+    for text in ax.legend(fontsize=7, ncol=min(show, 5), loc="upper right").get_texts():
+        text.set_parse_math(False)
     label_index = {int(v): i for i, v in enumerate(classes.label_id)}
     for seg in segments.itertuples():
         k = label_index[int(seg.label_id)]
         bar.axvspan(seg.start_s, seg.end_s, color=colour[k], alpha=0.85)
         bar.text((seg.start_s + seg.end_s) / 2, 0.5, str(seg._6), ha="center", va="center",
-                 fontsize=7, rotation=90 if seg.end_s - seg.start_s < 2.0 else 0)
+                 fontsize=7, rotation=90 if seg.end_s - seg.start_s < 2.0 else 0, parse_math=False)
     duration = (win.ends.max() + 1) / win.fps
     bar.set_xlim(0, duration)
     bar.set_yticks([])
@@ -238,13 +255,20 @@ def plot_timeline(probs: np.ndarray, win: Windows, classes: pd.DataFrame, segmen
 
 def predict_video(video, checkpoint, config: dict, *, classes_csv=None, skeletons=None, k=5, spot=False,
         window_s=2.0, stride_s=0.5, threshold=0.5, ignore=(), out_dir=None, threads=1,
-        progress=True) -> dict:
+        progress=True, given=None) -> dict:
     """Predict (top-k over the whole video) or spot (timeline). Writes into out_dir when given:
-    prediction.json, and with spot timeline.csv, windows.csv, timeline.png."""
+    prediction.json, and with spot timeline.csv, windows.csv, timeline.png. Classes are the
+    model's (its checkpoint's record; classes_csv, if given, must be the same table)."""
+    check_options(k=k, window_s=window_s if spot else None, stride_s=stride_s if spot else None,
+                  threshold=threshold)
+    classes = _classes(checkpoint, checkpoints.load(checkpoint), classes_csv)
+    unknown = sorted(set(ignore) - set(classes.label_id))
+    if unknown:
+        raise InputError(f"--ignore {unknown[0]}: the model has no class of that label id "
+                         f"(its ids: {', '.join(map(str, classes.label_id))})")
     probs, win, name = video_probabilities(
         video, checkpoint, config, skeletons=skeletons, window_s=window_s if spot else None,
-        stride_s=stride_s, threads=threads, progress=progress)
-    classes = _classes(classes_csv or default_classes(checkpoint), probs.shape[1])
+        stride_s=stride_s, threads=threads, progress=progress, given=given)
     result = {"video": str(video), "model": name}
     if not spot:
         table = top_k(probs[0], classes, k)

@@ -69,6 +69,25 @@ class ModelSpec:
                 out[section] = config[section]
         return out
 
+    def input_settings(self, config: dict) -> dict:
+        """{dotted config key: value} of the settings that shape the model's test-time input
+        (what modalities() and the samples read): its checkpoint records them, and predict and
+        test hold a config to them. heatmaps.size is not one (the heatmap store is an export;
+        samples render at the model's input size)."""
+        keys = ["heatmaps.padding"]  # every view is cut from the padded compact box
+        if "rgb" in self.inputs:
+            keys += ["rgb.frames", "rgb.size", "rgb.mean", "rgb.std"]
+        if set(self.inputs) & set(POSE_INPUTS):
+            keys += ["pose_model.input.frames", "heatmaps.sigma",
+                     "pose_model.input.size" if self.is_fused else "pose_model.input.test_size"]
+        out = {}
+        for key in keys:
+            value = config
+            for part in key.split("."):
+                value = value[part]
+            out[key] = copy.deepcopy(value)
+        return out
+
     def modalities(self, config: dict, train: bool) -> dict:
         """{input: (frames, size)} in forward-argument order. The fused network's laterals need
         the pose grid at exactly a quarter of the RGB size, so it is tested at the training

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from . import checkpoints, specs
 from .inference import load_model, predict, top1
+from .formats.keypoints import Reader as KeypointReader
 from .samples import keypoint_channels, make_loader, model_samples
 from .fingerprint import training_fingerprint
 from .io import InputError, atomic_path
@@ -73,8 +74,11 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
     amp, channels_last = step_precision(tcfg, device, log)
 
     manifest = pd.read_csv(manifest_csv, dtype={"video_id": str, "clip_id": str})
-    num_classes = len(pd.read_csv(classes_csv))
+    classes = checkpoints.class_table(classes_csv)
+    num_classes = len(classes)
     arch = spec.network(config, keypoint_channels(keypoints_h5))
+    # what the model is trained on, kept in every checkpoint (predict and test hold data to it)
+    trained_on = checkpoints.model_record(spec, config, classes, KeypointReader(keypoints_h5).layout)
     train_set = model_samples(spec, config, manifest, "train", train=True, frames_h5=frames_h5,
                               keypoints_h5=keypoints_h5)
     # Without a validation split the fixed schedule runs to its end and the last epoch is kept:
@@ -90,7 +94,8 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
 
     model = specs.build(arch, num_classes)
     if init is not None:
-        init_model, _, _ = load_model(init)
+        init_model, init_ckpt, _ = load_model(init)
+        checkpoints.check_classes(init_ckpt, init, classes, classes_csv)
         try:
             model.load_state_dict(init_model.state_dict())
         except RuntimeError as e:
@@ -115,7 +120,7 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
     result_settings = {k: v for k, v in tcfg.items() if k not in ("threads", "workers")}
     fingerprint = training_fingerprint(
         {"arch": arch, "optim": optim, "train": result_settings, "seed": seed, "name": name,
-         "augment": augment, "heatmaps": config["heatmaps"]},
+         "augment": augment, "heatmaps": config["heatmaps"], "inputs": trained_on["inputs"]},
         rows=manifest[manifest.split.isin(["train", "val"])],
         files={"classes": classes_csv, "frames": frames_h5, "keypoints": keypoints_h5, "init": init})
     history, best, start = [], -1.0, 0
@@ -208,7 +213,7 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
                 checkpoints.save({"model": model.state_dict(), "arch": arch, "num_classes": num_classes,
                                   "name": name, "epoch": epoch + 1, "val_top1": score if has_val else None,
                                   "selected": "best validation top-1" if has_val else "last epoch (no validation split)",
-                                  "fingerprint": fingerprint}, best_file)
+                                  "fingerprint": fingerprint, **trained_on}, best_file)
         if main:
             checkpoints.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                               "torch_rng": torch.get_rng_state(), "epoch": epoch, "best": best,

@@ -16,8 +16,8 @@ def _scores(path, labels, rng, model="joint"):
     probs[np.arange(len(labels)), labels] += 1   # mostly right
     frame = pd.DataFrame({"clip_id": [f"c{i:03d}" for i in range(len(labels))], "label": labels,
                           "split": ["val"] * 3 + ["test"] * (len(labels) - 3)})
-    for k in range(3):
-        frame[f"{model}:{k}"] = probs[:, k] / probs.sum(1)
+    for k, (label_id, name) in enumerate([(10, "10"), (20, "20"), (30, "30")]):
+        frame[f"{model}:{k}:{label_id}:{name}"] = probs[:, k] / probs.sum(1)
     frame.to_csv(path, index=False)
     return path
 

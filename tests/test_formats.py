@@ -80,16 +80,20 @@ def test_foreign_old_and_unmarked_stores_are_one_line(tmp_path, reader):
 def test_score_file_round_trip_and_hostile_files(tmp_path):
     rows = pd.DataFrame({"clip_id": ["a", "b"], "split": ["test", "test"], "label": [0, 1]})
     probs = {"rgb": np.array([[0.9, 0.1], [0.2, 0.8]]), "pose": np.array([[0.6, 0.4], [0.5, 0.5]])}
-    scores.write(tmp_path / "s.csv", [scores.table(rows, probs)])
+    classes = [{"label_id": 7, "name": "nod, twice"}, {"label_id": 99, "name": "a:b $x$"}]
+    scores.write(tmp_path / "s.csv", [scores.table(rows, probs, classes)])
     back = scores.read(tmp_path / "s.csv")
     assert scores.streams_of(back) == ["rgb", "pose"]
+    assert scores.class_table(back) == [(7, "nod, twice"), (99, "a:b $x$")]
     np.testing.assert_allclose(scores.stream_probs(back, "pose").numpy(), probs["pose"], atol=1e-6)
     bad = {
-        "no column 'label'": "clip_id,split,rgb:0\na,test,0.5\n",
-        "no <stream>:<class>": "clip_id,split,label\na,test,0\n",
-        "class columns": "clip_id,split,label,rgb:0,rgb:2\na,test,0,0.5,0.5\n",
-        "non-numeric": "clip_id,split,label,rgb:0\na,test,0,high\n",
-        "finite and within": "clip_id,split,label,rgb:0\na,test,0,7\n",
+        "no column 'label'": "clip_id,split,rgb:0:1:a\na,test,0.5\n",
+        "no <stream>:<output>": "clip_id,split,label\na,test,0\n",
+        "output columns": "clip_id,split,label,rgb:0:1:a,rgb:2:2:b\na,test,0,0.5,0.5\n",
+        "different class tables": "clip_id,split,label,rgb:0:1:a,pose:0:2:a\na,test,0,0.5,0.5\n",
+        "format 1": "clip_id,split,label,rgb:0\na,test,0,0.5\n",
+        "non-numeric": "clip_id,split,label,rgb:0:1:a\na,test,0,high\n",
+        "finite and within": "clip_id,split,label,rgb:0:1:a\na,test,0,7\n",
     }
     for problem, text in bad.items():
         (tmp_path / "bad.csv").write_text(text)

@@ -101,8 +101,8 @@ def test_scores_have_one_row_per_clip_and_stream_columns(demo_stores, tmp_path):
     scores = pd.read_csv(out)
     manifest = pd.read_csv(demo_stores / "clips.csv")
     assert len(scores) == (manifest.split != "train").sum()
-    num_classes = len(pd.read_csv(demo_stores / "classes.csv"))
-    probs = scores[[f"limb:{k}" for k in range(num_classes)]].to_numpy()
+    classes = pd.read_csv(demo_stores / "classes.csv", dtype={"name": str}, keep_default_na=False)
+    probs = scores[[f"limb:{k}:{c.label_id}:{c.name}" for k, c in enumerate(classes.itertuples())]].to_numpy()
     assert abs(probs.sum(1) - 1).max() < 1e-4
     model, ckpt, _ = load_model(tmp_path / "limb" / "model.pt")
     assert ckpt["name"] == "limb"

@@ -123,7 +123,9 @@ def test_tiny_run_writes_every_output(tiny_run):
     for f in ("confusion.png", "summary.md", "summary.html"):
         assert (r / "ensemble" / f).stat().st_size > 0
     scores = pd.read_csv(r / "scores" / "fused_full.csv")
-    assert {"rgb:0", "pose:6"} <= set(scores.columns) and set(scores.split) == {"val", "test"}
+    classes = pd.read_csv(r / "classes.csv", dtype={"name": str}, keep_default_na=False)
+    assert [f"{s}:{k}:{c.label_id}:{c.name}" for s in ("rgb", "pose") for k, c in enumerate(classes.itertuples())] \
+        == list(scores.columns[3:]) and set(scores.split) == {"val", "test"}
     log = pd.read_csv(r / "models" / "joint" / "log.csv")
     assert list(log.epoch) == [1, 2] and "val_top1" in log
     for rule in ("decode", "pose", "train_joint", "train_fused_full", "ensemble"):
@@ -289,7 +291,7 @@ def test_a_new_model_needs_one_registry_entry_and_no_rule(tiny_run, tmp_path):
     log = pd.read_csv(r / "models" / "toy" / "log.csv")
     assert list(log.epoch) == [1] and "train_top1_toy" in log      # its own schedule and stream
     scores = pd.read_csv(r / "scores" / "toy.csv")
-    assert "toy:0" in scores.columns
+    assert scores.columns[3].startswith("toy:0:")
     metrics = json.loads((r / "ensemble" / "metrics.json").read_text())
     assert set(metrics["models"]) == {"joint", "toy"} and metrics["ensemble"]["weights"] == {"joint": 1.0, "toy": 1.0}
     from mgpipe.checkpoints import load

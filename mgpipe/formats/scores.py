@@ -1,10 +1,13 @@
 """scores/<model>.csv: a model's multi-view class probabilities, one row per clip.
 
-Columns: clip_id, split, label, then `<stream>:<k>` for every stream of the model (its spec's
-streams: rgb / joint / limb for single models, rgb and pose for the fused network) and every
-class k = 0..K-1, in stream order. Scores are written for the val split too, so that ensemble
-weights can be searched there and applied to test. The header is the format: the reader checks
-it, and that the probabilities are finite and in [0, 1].
+Format 2. Columns: clip_id, split, label, then `<stream>:<k>:<label_id>:<name>` for every
+stream of the model (its spec's streams: rgb / joint / limb for single models, rgb and pose for
+the fused network) and every output k = 0..K-1, in stream order: label_id and name are the
+model's class table (its checkpoint's record), so a score file says which class each column is
+and the ensemble can refuse files of different class tables. (Format 1 had `<stream>:<k>` and
+is refused with a line saying to rerun the test stage.) Scores are written for the val split
+too, so that ensemble weights can be searched there and applied to test. The header is the
+format: the reader checks it, and that the probabilities are finite and in [0, 1].
 """
 
 from __future__ import annotations
@@ -15,15 +18,20 @@ import torch
 
 from ..io import InputError, atomic_path
 
+VERSION = 2
 KEYS = ("clip_id", "split", "label")
 
 
-def table(rows: pd.DataFrame, probs: dict) -> pd.DataFrame:
+def table(rows: pd.DataFrame, probs: dict, classes: list[dict]) -> pd.DataFrame:
     """Score rows of some clips: rows holds clip_id, split, label; probs {stream: [N, K]} in
-    the same row order."""
+    the same row order; classes the model's class table ({label_id, name} per output)."""
     out = rows[list(KEYS)].reset_index(drop=True)
-    cols = [pd.DataFrame(np.asarray(p), columns=[f"{stream}:{k}" for k in range(p.shape[1])])
-            for stream, p in probs.items()]
+    cols = []
+    for stream, p in probs.items():
+        if p.shape[1] != len(classes):
+            raise ValueError(f"{stream}: {p.shape[1]} outputs for a table of {len(classes)} classes")
+        cols.append(pd.DataFrame(np.asarray(p), columns=[f"{stream}:{k}:{int(c['label_id'])}:{c['name']}"
+                                                         for k, c in enumerate(classes)]))
     return pd.concat([out, *cols], axis=1)
 
 
@@ -31,6 +39,24 @@ def write(path, tables: list[pd.DataFrame]) -> None:
     """One score file from the tables of its splits."""
     with atomic_path(path) as tmp:
         pd.concat(tables, ignore_index=True).to_csv(tmp, index=False, float_format="%.6f")
+
+
+def _class_columns(path, frame: pd.DataFrame) -> dict:
+    """{stream: [(k, label_id, name, column)]} of a score file's probability columns."""
+    out: dict = {}
+    for c in frame.columns:
+        if c in KEYS:
+            continue
+        parts = c.split(":", 3)
+        if len(parts) == 2:
+            raise InputError(f"{path}: score file format 1 (columns without class ids and names); this "
+                             f"mgpipe reads format {VERSION}: rerun its test stage")
+        if len(parts) != 4 or not parts[1].isdigit() or not parts[2].lstrip("-").isdigit():
+            raise InputError(f"{path}: column {c[:60]!r} is not <stream>:<output>:<label_id>:<name>")
+        out.setdefault(parts[0], []).append((int(parts[1]), int(parts[2]), parts[3], c))
+    if not out:
+        raise InputError(f"{path}: no <stream>:<output>:<label_id>:<name> probability columns")
+    return out
 
 
 def read(path) -> pd.DataFrame:
@@ -41,18 +67,15 @@ def read(path) -> pd.DataFrame:
     missing = [k for k in KEYS if k not in frame.columns]
     if missing:
         raise InputError(f"{path}: not a score file (no column {missing[0]!r})")
-    streams = streams_of(frame)
-    if not streams:
-        raise InputError(f"{path}: no <stream>:<class> probability columns")
-    widths = set()
-    for s in streams:
-        ks = sorted(int(c.split(":", 1)[1]) for c in frame.columns if c.startswith(f"{s}:"))
+    tables = set()
+    for s, cols in _class_columns(path, frame).items():
+        ks = [k for k, *_ in cols]
         if ks != list(range(len(ks))):
-            raise InputError(f"{path}: stream {s!r} has class columns {ks[:5]}..., expected 0..K-1")
-        widths.add(len(ks))
-    if len(widths) > 1:
-        raise InputError(f"{path}: streams have different class counts {sorted(widths)}")
-    values = frame[[c for c in frame.columns if ":" in c]]
+            raise InputError(f"{path}: stream {s!r} has output columns {ks[:5]}..., expected 0..K-1 in order")
+        tables.add(tuple((i, n) for _, i, n, _ in cols))
+    if len(tables) > 1:
+        raise InputError(f"{path}: streams have different class tables")
+    values = frame[[c for c in frame.columns if c not in KEYS]]
     if not all(pd.api.types.is_numeric_dtype(t) for t in values.dtypes):
         raise InputError(f"{path}: probability columns hold non-numeric values")
     v = values.to_numpy(dtype=np.float64)
@@ -63,10 +86,17 @@ def read(path) -> pd.DataFrame:
 
 def streams_of(frame: pd.DataFrame) -> list[str]:
     """Stream names in column order."""
-    return list(dict.fromkeys(c.split(":")[0] for c in frame.columns if ":" in c))
+    return list(dict.fromkeys(c.split(":")[0] for c in frame.columns if c not in KEYS))
+
+
+def class_table(frame: pd.DataFrame) -> list[tuple[int, str]]:
+    """The class table of a score file read by `read`: (label_id, name) per output, in order."""
+    stream = streams_of(frame)[0]
+    cols = [c.split(":", 3) for c in frame.columns if c not in KEYS and c.split(":", 1)[0] == stream]
+    return [(int(p[2]), p[3]) for p in sorted(cols, key=lambda p: int(p[1]))]
 
 
 def stream_probs(frame: pd.DataFrame, stream: str) -> torch.Tensor:
-    cols = [c for c in frame.columns if c.startswith(f"{stream}:")]
+    cols = [c for c in frame.columns if c not in KEYS and c.split(":", 1)[0] == stream]
     cols.sort(key=lambda c: int(c.split(":")[1]))
     return torch.tensor(frame[cols].to_numpy(), dtype=torch.float64)
