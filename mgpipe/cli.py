@@ -35,8 +35,6 @@ def _config(args) -> dict:
 def _given(args) -> set:
     """The dotted keys ("a", "a.b", "a.b.c") the user's config files or JSON set themselves, as
     opposed to schema defaults: predict and test take a model's own input settings for the rest."""
-    import yaml
-
     from . import config as cfg
 
     if args.config_json:
@@ -44,7 +42,7 @@ def _given(args) -> set:
     else:
         data = {}
         for path in args.config:  # already read and validated by _config
-            cfg._update(data, yaml.safe_load(Path(path).read_text()) or {})
+            cfg._update(data, cfg.load_yaml(path) or {})
     keys, todo = set(), [("", data)]
     while todo:
         prefix, node = todo.pop()
@@ -231,7 +229,7 @@ _PATHS = {  # command: (inputs, outputs, {folder output: files written in it})
     "train": (("manifest", "frames", "keypoints", "classes", "init"), (),
               {"out_dir": ("model.pt", "log.csv", "curve.png"), "state_dir": ("last.pt", "best.pt", "lock")}),
     "merge": (("rgb", "pose"), ("out",), {}),
-    "test": (("checkpoint", "manifest", "frames", "keypoints"), ("out",), {}),
+    "test": (("checkpoint", "manifest", "frames", "keypoints", "classes"), ("out",), {}),
     "ensemble": (("classes",), (), {"out_dir": ("metrics.json", "confusion.png", "summary.md", "summary.html")}),
     "bench": (("stores",), ("out",), {}),
 }

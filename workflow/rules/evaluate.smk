@@ -26,7 +26,7 @@ rule test:
         "../envs/mgpipe.yaml"
     shell:
         "mgpipe test {input.model:q} --config-json {params.cfg:q} --manifest {input.manifest:q} "
-        "{params.frames} --keypoints {input.keypoints:q} --out {output.scores:q} "
+        "--classes {input.classes:q} {params.frames} --keypoints {input.keypoints:q} --out {output.scores:q} "
         "--threads {threads} 2> {log:q}"
 
 
