@@ -34,13 +34,26 @@ class Windows:
     starts: np.ndarray  # first frame of each window
     ends: np.ndarray    # last frame (inclusive)
     fps: float
+    times: np.ndarray | None = None   # each frame's seconds (a variable-rate video); None: i / fps
+
+    def seconds(self, frames) -> np.ndarray:
+        """Seconds at which frame indexes begin (index len(times) = the end of the last frame)."""
+        frames = np.asarray(frames)
+        if self.times is None:
+            return frames / self.fps
+        ends = np.append(self.times, self.times[-1] + 1 / self.fps)
+        return ends[np.clip(frames, 0, len(self.times))]
 
 
-def windows(num_frames: int, fps: float, length_s: float | None, stride_s: float | None) -> Windows:
+def windows(num_frames: int, fps: float, length_s: float | None, stride_s: float | None,
+            times: np.ndarray | None = None) -> Windows:
     """One window over the whole video, or windows of length_s every stride_s seconds (the last
-    one flush with the end, so every frame is covered)."""
+    one flush with the end, so every frame is covered). With `times` (a variable-rate video's
+    frame times) a window holds the frames whose times fall in its seconds, not a fixed count."""
     if num_frames <= 0:
         raise ValueError("video has no frames")
+    if times is not None:
+        return _timed_windows(np.asarray(times, float), fps, length_s, stride_s)
     if length_s is None:
         return Windows(np.array([0]), np.array([num_frames - 1]), fps)
     length = max(1, int(round(length_s * fps)))
@@ -52,6 +65,23 @@ def windows(num_frames: int, fps: float, length_s: float | None, stride_s: float
         starts.append(num_frames - length)
     starts = np.array(starts)
     return Windows(starts, starts + length - 1, fps)
+
+
+def _timed_windows(times: np.ndarray, fps: float, length_s, stride_s) -> Windows:
+    n = len(times)
+    duration = times[-1] + 1 / fps
+    if length_s is None or length_s >= duration:
+        return Windows(np.array([0]), np.array([n - 1]), fps, times)
+    stride_s = stride_s or length_s / 2
+    begin = list(np.arange(0.0, duration - length_s + 1e-9, stride_s))
+    if begin[-1] + length_s < duration - 1e-9:
+        begin.append(duration - length_s)   # flush with the end
+    begin = np.asarray(begin)
+    starts = np.searchsorted(times, begin - 1e-9, side="left")
+    ends = np.searchsorted(times, begin + length_s - 1e-9, side="left") - 1
+    keep = ends >= starts   # a gap longer than a window holds no frame
+    spans = np.unique(np.stack([starts[keep], ends[keep]], 1), axis=0)
+    return Windows(spans[:, 0], spans[:, 1], fps, times)
 
 
 def _manifest(video: Path, probe: dict, win: Windows) -> pd.DataFrame:
@@ -115,7 +145,11 @@ def video_probabilities(video, checkpoint, config: dict, *, skeletons=None, wind
     probe = probe_video(video)
     if not probe["frames"]:
         raise InputError(f"{video}: the container reports no frames")
-    win = windows(probe["frames"], probe["fps"], window_s, stride_s)
+    # a variable-rate video's windows hold the frames of their seconds (mgpipe.video)
+    if window_s is not None and "times" not in probe:
+        probe = probe_video(video, timestamps=True)
+    times = probe["times"] if probe.get("variable") else None
+    win = windows(probe["frames"], probe["fps"], window_s, stride_s, times)
     manifest = _manifest(video, probe, win)
     pose = config["pose"]
     if pose["backend"] in ("openpose", "pickle") and skeletons is None:
@@ -183,8 +217,8 @@ def spot_segments(probs: np.ndarray, win: Windows, classes: pd.DataFrame, *, thr
         while j + 1 < len(top) and hit[j + 1] and top[j + 1] == top[i]:
             j += 1
         s, e = int(lo[i]), int(hi[j]) - 1
-        rows.append({"start_frame": s, "end_frame": e, "start_s": round(s / win.fps, 3),
-                     "end_s": round((e + 1) / win.fps, 3), "label_id": int(label_ids[top[i]]),
+        rows.append({"start_frame": s, "end_frame": e, "start_s": round(float(win.seconds(s)), 3),
+                     "end_s": round(float(win.seconds(e + 1)), 3), "label_id": int(label_ids[top[i]]),
                      "class": classes.name.iloc[top[i]], "probability": round(float(conf[i:j + 1].mean()), 4),
                      "windows": j - i + 1})
         i = j + 1
@@ -222,7 +256,7 @@ def plot_timeline(probs: np.ndarray, win: Windows, classes: pd.DataFrame, segmen
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    centres = (win.starts + win.ends + 1) / 2 / win.fps
+    centres = (win.seconds(win.starts) + win.seconds(win.ends + 1)) / 2
     shown = np.argsort(-probs.max(0))[:show]
     cmap = plt.get_cmap("tab20")
     colour = {k: cmap(k % 20) for k in range(len(classes))}  # fixed per class across plots
@@ -242,7 +276,7 @@ def plot_timeline(probs: np.ndarray, win: Windows, classes: pd.DataFrame, segmen
         bar.axvspan(seg.start_s, seg.end_s, color=colour[k], alpha=0.85)
         bar.text((seg.start_s + seg.end_s) / 2, 0.5, str(seg._6), ha="center", va="center",
                  fontsize=7, rotation=90 if seg.end_s - seg.start_s < 2.0 else 0, parse_math=False)
-    duration = (win.ends.max() + 1) / win.fps
+    duration = float(win.seconds(win.ends.max() + 1))
     bar.set_xlim(0, duration)
     bar.set_yticks([])
     bar.set_xlabel("time (s)")
@@ -278,8 +312,8 @@ def predict_video(video, checkpoint, config: dict, *, classes_csv=None, skeleton
         return result | {"table": table}
     segments = spot_segments(probs, win, classes, threshold=threshold, ignore=ignore)
     per_window = pd.DataFrame({"start_frame": win.starts, "end_frame": win.ends,
-                               "start_s": np.round(win.starts / win.fps, 3),
-                               "end_s": np.round((win.ends + 1) / win.fps, 3)})
+                               "start_s": np.round(win.seconds(win.starts), 3),
+                               "end_s": np.round(win.seconds(win.ends + 1), 3)})
     per_window = pd.concat([per_window, pd.DataFrame(probs, columns=[str(n) for n in classes.name])], axis=1)
     result.update(windows=len(per_window), segments=segments.to_dict("records"))
     if out_dir:

@@ -278,3 +278,27 @@ def test_pan_zoom_phone_video_is_shown_as_filmed(tmp_path):
         assert size == (64, 48) and bool(turned) == (name == "phone")
         shown[name] = np.stack([np.asarray(decode_jpeg(f), np.float32) for f in clips["c"]])
     assert np.abs(shown["flat"] - shown["phone"]).mean() < 4
+
+
+def test_predict_windows_of_a_variable_rate_video_hold_their_seconds(tmp_path):
+    """predict/spot windows of a variable-rate video: each window holds the frames whose times
+    fall in its seconds, and reports the seconds of those frames (not frame / nominal rate)."""
+    from mgpipe.predict import windows
+
+    path = write(tmp_path / "vfr.mp4", len(VFR_MS), times_ms=VFR_MS)
+    probe = probe_video(path, timestamps=True)
+    assert probe["variable"]
+    times = probe["times"]
+    win = windows(probe["frames"], probe["fps"], 1.0, 0.5, times)
+    begin, end = win.seconds(win.starts), win.seconds(win.ends + 1)
+    for s, e, t0 in zip(win.starts, win.ends, begin):
+        inside = np.flatnonzero((times >= t0 - 1e-6) & (times < t0 + 1.0 - 1e-6))
+        assert (s, e) == (inside[0], inside[-1])
+    # the 20 ms stretch gives windows of 50 frames, the 100 ms stretch windows of 10
+    assert (win.ends - win.starts + 1).max() == 50 and (win.ends - win.starts + 1).min() == 10
+    assert win.ends[-1] == len(VFR_MS) - 1 and win.starts[0] == 0
+    assert end[-1] == pytest.approx(times[-1] + 1 / probe["fps"])
+    # a constant-rate grid gives the same windows with and without times
+    grid = np.arange(103) / 25
+    a, b = windows(103, 25, 2.0, 0.4), windows(103, 25, 2.0, 0.4, grid)
+    assert a.starts.tolist() == b.starts.tolist() and a.ends.tolist() == b.ends.tolist()
