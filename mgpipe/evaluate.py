@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import logging
 
-import pandas as pd
 import torch
 
 from .formats import scores
 from .inference import load_model, predict, top1
+from .clips import read_manifest
 from .io import InputError
 from .runtime import pick_device, seed_everything, set_threads, step_precision
 from .samples import make_loader, model_samples
@@ -29,7 +29,7 @@ def score_model(checkpoint, config: dict, *, manifest_csv, frames_h5, keypoints_
     _, channels_last = step_precision(config["train"], device)
     if channels_last:
         model.to(memory_format=torch.channels_last_3d)
-    manifest = pd.read_csv(manifest_csv, dtype={"video_id": str, "clip_id": str})
+    manifest = read_manifest(manifest_csv)
     tcfg = config["test"]
     tables, summary = [], {}
     # A dataset without a validation split is scored on test alone.

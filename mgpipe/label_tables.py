@@ -92,7 +92,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from .io import InputError
+from .io import InputError, id_problem
+from .skeleton_io import read_pickle_dataset
 
 log = logging.getLogger(__name__)
 
@@ -129,20 +130,6 @@ _SMG_NAME = r"^Sample(\d+)$"
 
 # Videos without a known subject get ids from here up, far from real subject numbers.
 SYNTHETIC_SUBJECT_BASE = 1_000_000
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def id_problem(text: str) -> str | None:
-    """Why `text` cannot be used as an id inside a path or an HDF5 group name, or None."""
-    if text in ("", ".", ".."):
-        return f"{text!r} cannot be used as an id"
-    if "/" in text or "\\" in text:
-        return f"{text!r} contains a path separator"
-    if _CONTROL.search(text):
-        return f"{text!r} contains a control character"
-    return None
-
-
 def ma52_body_part(label_id):
     """MA-52 fine label(s) 0..51 -> body-part label(s) 0..6 (index into MA52_BODY_PARTS)."""
     return np.searchsorted(_MA52_BODY_FIRST, label_id, side="right") - 1
@@ -227,8 +214,6 @@ def read_pyskl(path, *, layout="coco17", split_map=None, subject_from=None, clas
     source_row is the annotation's index in the pickle. `annotations` is {frame_dir: checked
     annotation} (keypoints [M, T, V, 3] in `layout`, label, width, height) for the pose stage.
     """
-    from .skeleton_io import read_pickle_dataset
-
     path = Path(path)
     splits, annotations, index = read_pickle_dataset(path, layout)
     if split_map is None:

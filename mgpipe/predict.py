@@ -19,7 +19,7 @@ import pandas as pd
 from . import specs
 from .inference import load_model, predict
 from .pose_backends import reads_frames
-from .clips import MANIFEST_COLUMNS, probe_video
+from .clips import MANIFEST_COLUMNS, probe_video, read_classes
 from .samples import make_loader, model_samples
 from .io import InputError, atomic_path, write_json
 from .runtime import pick_device, seed_everything, set_threads
@@ -66,10 +66,9 @@ def _classes(path, num_classes: int) -> pd.DataFrame:
     if path is None:
         return pd.DataFrame({"label": range(num_classes), "label_id": range(num_classes),
                              "name": [str(k) for k in range(num_classes)]})
-    try:
-        classes = pd.read_csv(path)
-    except FileNotFoundError:
-        raise InputError(f"{path}: class table not found (give --classes)") from None
+    if not Path(path).is_file():
+        raise InputError(f"{path}: class table not found (give --classes)")
+    classes = read_classes(path)
     if len(classes) != num_classes or not {"label_id", "name"} <= set(classes.columns):
         raise InputError(f"{path}: class table with columns label_id, name and {num_classes} rows "
                          f"expected (the model has {num_classes} outputs)")

@@ -23,6 +23,7 @@ from . import checkpoints, specs
 from .inference import load_model, predict, top1
 from .samples import keypoint_channels, make_loader, model_samples
 from .fingerprint import training_fingerprint
+from .clips import read_classes, read_manifest
 from .io import InputError, atomic_path
 from .runtime import pick_device, seed_everything, set_threads, step_precision
 
@@ -72,8 +73,8 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
         torch.use_deterministic_algorithms(True, warn_only=True)
     amp, channels_last = step_precision(tcfg, device, log)
 
-    manifest = pd.read_csv(manifest_csv, dtype={"video_id": str, "clip_id": str})
-    num_classes = len(pd.read_csv(classes_csv))
+    manifest = read_manifest(manifest_csv)
+    num_classes = len(read_classes(classes_csv))
     arch = spec.network(config, keypoint_channels(keypoints_h5))
     train_set = model_samples(spec, config, manifest, "train", train=True, frames_h5=frames_h5,
                               keypoints_h5=keypoints_h5)
