@@ -92,7 +92,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from .io import InputError, id_problem
+from .io import InputError, id_problem, read_regular_file
 from .skeleton_io import read_pickle_dataset
 
 log = logging.getLogger(__name__)
@@ -339,7 +339,8 @@ def _read_sample_folders(root: Path, suffix: str, subject_from) -> pd.DataFrame:
         raise InputError(f"{root}: no *{suffix} files found (expected <id>/<id>{suffix})")
     parts = []
     for f in files:
-        if not f.read_text(errors="replace").strip():   # a recording may have no gesture at all
+        if not read_regular_file(f, "label file").decode("utf-8", "replace").strip():   # a recording
+            # may have no gesture at all (read_regular_file: a name linked to /dev/zero is refused)
             log.warning("%s: empty label file skipped", f)
             continue
         rows = _read_lines(f, sep=",")
@@ -578,10 +579,10 @@ def _need_columns(raw: pd.DataFrame, path: Path, need) -> None:
 
 def _text(path, what: str) -> list[str]:
     path = Path(path)
-    if not path.is_file():
+    if not path.exists() or path.is_dir():
         raise InputError(f"{path}: {what} not found")
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    try:   # a regular file only: a name linked to /dev/zero or a FIFO would be read without end
+        lines = read_regular_file(path, what).decode("utf-8-sig").splitlines()
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: {what} is not a text file ({e})") from None
     if not any(line.strip() for line in lines):

@@ -68,11 +68,14 @@ _ALLOWED_GLOBALS = frozenset({
 })
 
 
-# Keypoints held as nested lists (not ndarrays) may hold at most this many values in one file,
-# counted before any conversion: shared references let a 435 KB pickle declare 48 GB of them.
-# 2**27 values are 512 MiB as float32; a real pickle of that many listed floats is over 1 GB.
-# (ndarrays hold their bytes in the file itself, so the file's size bounds them.)
-LIST_VALUES_BUDGET = 2 ** 27
+# The keypoint and score values of one file, counted before any conversion, may be at most one
+# per byte of the file (what ndarrays stored in it can hold) plus LIST_VALUES_BUDGET (values held
+# as nested lists): shared references let a 435 KB pickle declare 48 GB of lists, and one array
+# referenced by many annotations, or built by numpy's _reconstruct without its data, would be
+# copied as often. A listed float takes 2 to 9 bytes of pickle, so the per-byte allowance covers
+# real lists; 2**24 more values (64 MiB as float32) leave room for modest sharing such as
+# [[0, 0]] * 17 for a frame without anybody.
+LIST_VALUES_BUDGET = 2 ** 24
 # img_shape / original_shape sides beyond this are no video frame (8K video is 7680 wide).
 MAX_FRAME_SIDE = 65536
 # Scores a little above 1 are heatmap maxima (pose models' scores can pass 1 slightly): taken
@@ -89,7 +92,7 @@ def _show(value) -> str:
     """A short repr for messages, bounded in depth and length; never raises (a 100000-deep list
     or a 5000-digit int cannot be repr'd whole)."""
     try:
-        return _REPR.repr(value)
+        return re.sub(r"\s+", " ", _REPR.repr(value))   # one line (an array's repr has several)
     except Exception:
         return f"a {type(value).__name__}"
 
@@ -199,10 +202,21 @@ def _shape_hw(ann: dict, path: Path, where: str) -> tuple[int | None, int | None
 
 
 class _Budget:
-    """Values that nested keypoint lists may still expand to in this file."""
+    """Keypoint and score values this file may still convert (see LIST_VALUES_BUDGET)."""
 
-    def __init__(self, values: int = LIST_VALUES_BUDGET):
-        self.left = values
+    def __init__(self, path: Path):
+        try:
+            file_bytes = path.stat().st_size
+        except OSError:
+            file_bytes = 0
+        self.total = self.left = LIST_VALUES_BUDGET + file_bytes
+
+    def spend(self, count: int, what: str, path: Path, where: str) -> None:
+        if count > self.left:
+            raise InputError(f"{path}: {where}: {what} expands to {count:.3g} values, beyond the "
+                             f"file's budget of {self.total:.3g} ({LIST_VALUES_BUDGET:.3g} plus one "
+                             "per byte of the file; lists of shared references?)")
+        self.left -= count
 
 
 def _listed_values(value, rank: int, memo: dict) -> int:
@@ -247,18 +261,15 @@ def _real_array(value, rank: int, what: str, path: Path, where: str, budget: _Bu
         if value.ndim != rank:
             raise InputError(f"{path}: {where}: {what} has shape {value.shape} ({value.dtype}), "
                              f"expected numbers {shape}")
+        count = value.size
     elif isinstance(value, (list, tuple)):
         try:
             count = _listed_values(value, rank, {})
         except ValueError as e:
             raise InputError(f"{path}: {where}: {what} {e} (expected numbers {shape})") from None
-        if count > budget.left:
-            raise InputError(f"{path}: {where}: {what} lists expand to {count:.3g} values, beyond "
-                             f"what is left of the file's budget of {LIST_VALUES_BUDGET:.3g} listed "
-                             "values (shared references?): store keypoints as arrays")
-        budget.left -= count
     else:
         raise InputError(f"{path}: {where}: {what} is a {type(value).__name__}, expected numbers {shape}")
+    budget.spend(count, what, path, where)
     try:
         with np.errstate(over="ignore", invalid="ignore"):  # 1e300 -> inf: a missing joint later
             return np.array(value, dtype=np.float32)   # a copy: the stages may write into it
@@ -350,7 +361,7 @@ def check_annotations(annotations, path: Path, lay) -> dict:
     """Each pickle annotation checked, in the pickle's order: {frame_dir: {keypoint [M, T, V, 3]
     float32, label, width, height}}; the first bad one is an InputError naming the file and the
     annotation."""
-    budget, checked = _Budget(), {}
+    budget, checked = _Budget(path), {}
     for i, ann in enumerate(annotations):
         cid, value = _check_annotation(i, ann, path, lay, budget)
         if cid in checked:

@@ -16,6 +16,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -78,15 +79,20 @@ def _clips(capsys, tmp_path, pickle_path, config=None):
                     "--out", tmp_path / "clips.csv", "--classes-out", tmp_path / "classes.csv")
 
 
-def _deep(data, put, depth=100_000) -> bytes:
-    """`data` pickled with one value (placed by `put(data, marker)`) replaced by a list nested
-    `depth` deep: pickle.dumps itself would recurse too deep to write one."""
-    marker = "DEEP-MARKER-7f3a"
+def _splice(data, put, opcodes: bytes) -> bytes:
+    """`data` pickled with one value (placed by `put(data, marker)`) replaced by `opcodes`, pickle
+    opcodes that push one object pickle.dumps would not write."""
+    marker = "SPLICE-MARKER-7f3a"
     put(data, marker)
     raw = pickle.dumps(data, protocol=2)   # protocol 2: no frames whose lengths would change
     token = b"X" + struct.pack("<I", len(marker)) + marker.encode()
     assert raw.count(token) == 1
-    return raw.replace(token, b"]" * depth + b"a" * (depth - 1))
+    return raw.replace(token, opcodes)
+
+
+def _deep(data, put, depth=100_000) -> bytes:
+    """A list nested `depth` deep in place of one value (pickle.dumps would recurse too deep)."""
+    return _splice(data, put, b"]" * depth + b"a" * (depth - 1))
 
 
 def _shared_reference_bomb(data, annotation=0, persons=2000, frames=100_000):
@@ -127,7 +133,7 @@ def test_shared_reference_bomb_real_cli(command, kard, tmp_path):
     proc = _run_limited(*argv)
     assert "Traceback" not in proc.stderr and "MemoryError" not in proc.stderr, proc.stderr[-2000:]
     line = assert_refused(proc.returncode, proc.stderr, command, bomb)
-    assert "annotation 0 ('a01_s01_e01'): keypoint lists expand to 6e+09 values" in line
+    assert "annotation 0 ('a01_s01_e01'): keypoint expands to 6e+09 values, beyond the file's budget" in line
     assert not (tmp_path / ("clips.csv" if command == "clips" else "keypoints.h5")).exists()
 
 
@@ -143,6 +149,17 @@ def test_memo_index_bomb_real_cli(kard, tmp_path):
     assert "expected a dict" in line
 
 
+def test_array_reconstructed_without_its_data(kard, tmp_path):
+    """numpy's _reconstruct (whitelisted: every pickled array uses it) can declare an array of any
+    shape without its data; converting it would fill 2.4 GB. Counted against the budget first."""
+    shape = (200, 100_000, 15, 2)
+    opcodes = (b"cnumpy._core.multiarray\n_reconstruct\ncnumpy\nndarray\n(" +
+               b"".join(b"J" + struct.pack("<i", n) for n in shape) + b"tX\x02\x00\x00\x00f4\x87R")
+    path = tmp_path / "empty.pkl"
+    path.write_bytes(_splice(_copy(kard), lambda d, m: d["annotations"][1].__setitem__("keypoint", m), opcodes))
+    _refused(path, r"annotation 1 \('a01_s01_e02'\): keypoint expands to 6e\+08 values, beyond the file's budget")
+
+
 def test_budget_counts_shared_lists_but_real_lists_load(kard, tmp_path):
     """Keypoints given as plain lists (tolist) load as the arrays did; the count is of values,
     so a modest sharing ([[0, 0]] * 15 frames) passes."""
@@ -154,7 +171,7 @@ def test_budget_counts_shared_lists_but_real_lists_load(kard, tmp_path):
     got = load_pickle_annotations(_write(tmp_path / "lists.pkl", data), "openni15")
     for ann in kard["annotations"][2:]:
         np.testing.assert_array_equal(got[ann["frame_dir"]]["keypoint"][..., :2], ann["keypoint"])
-    assert LIST_VALUES_BUDGET >= 2**27
+    assert LIST_VALUES_BUDGET >= 2**24
 
 
 # ----------------------------------------------------------------------------- quiet wrong answers (case 7)
@@ -328,6 +345,18 @@ def test_deep_nesting_through_the_cli(kard, tmp_path, capsys):
     assert "Traceback" not in err and not (tmp_path / "clips.csv").exists()
 
 
+def test_label_file_linked_to_dev_zero(tmp_path):
+    from mgpipe.label_tables import read_labels
+
+    (tmp_path / "Sample0001").mkdir()
+    link = tmp_path / "Sample0001" / "Sample0001_finelabels.csv"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(InputError, match=re.escape(f"{link}: label file is not a regular file")):
+        read_labels("smg", tmp_path)
+    with pytest.raises(InputError, match=re.escape(f"{link}: label CSV is not a regular file")):
+        read_labels("csv", link)
+
+
 def test_pickle_linked_to_dev_zero(tmp_path, capsys):
     link = tmp_path / "zero.pkl"
     link.symlink_to("/dev/zero")
@@ -378,3 +407,230 @@ def test_openpose_dev_zero_at_the_pose_stage(tmp_path, capsys):
                        *BASE_CONFIG, "--out", tmp_path / "kp.h5")
     assert "not a regular file" in assert_refused(rc, err, "pose", zero)
     assert not (tmp_path / "kp.h5").exists()
+
+
+# ----------------------------------------------------------------------------- fuzz ("Must show")
+# Seeded mutations of the three real pickles (annotation fields' types, values, shapes and dtypes,
+# dropped keys, nesting, shared-reference lists; then raw bytes of the pickle stream) and of the
+# real OpenPose frames (values, types, lengths; raw bytes). Each mutated file either reads or
+# ends in one InputError line naming the file: never another exception, never above the memory
+# bound (the address space this process may grow by while fuzzing).
+FUZZ_SEED = 18
+FUZZ_PICKLES, FUZZ_PICKLE_BYTES, FUZZ_JSON = 400, 300, 300
+FUZZ_HEADROOM = 2**30
+FLORENCE_LAYOUT = {"name": "florence15", "limbs": [], "joints": [
+    "head", "neck", "spine", "left_shoulder", "left_elbow", "left_wrist", "right_shoulder",
+    "right_elbow", "right_wrist", "left_hip", "left_knee", "left_ankle", "right_hip", "right_knee",
+    "right_ankle"]}
+KEYS = ("frame_dir", "label", "img_shape", "original_shape", "total_frames", "keypoint", "keypoint_score")
+
+
+def _address_space() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmSize in /proc/self/status")
+
+
+class _MemoryBound:
+    """RLIMIT_AS at the current address space + FUZZ_HEADROOM for the block, restored after."""
+
+    def __enter__(self):
+        self.saved = resource.getrlimit(resource.RLIMIT_AS)
+        bound = _address_space() + FUZZ_HEADROOM
+        if self.saved[1] != resource.RLIM_INFINITY:
+            bound = min(bound, self.saved[1])
+        resource.setrlimit(resource.RLIMIT_AS, (bound, self.saved[1]))
+
+    def __exit__(self, *exc):
+        resource.setrlimit(resource.RLIMIT_AS, self.saved)
+
+
+def _real_sets():
+    sets = [(p, lay) for p, lay in ((KARD, "openni15"), (FLORENCE, FLORENCE_LAYOUT), (UTKINECT, "kinect_v1_20"))
+            if p.is_file()]
+    if len(sets) < 3:
+        pytest.skip("real pickles not found in ../shared/data")
+    return [(pickle.loads(p.read_bytes()), lay) for p, lay in sets]
+
+
+def _hostile_value(rng, ann):
+    kp, score = ann["keypoint"], ann.get("keypoint_score")
+    score = score if isinstance(score, np.ndarray) and score.dtype.kind == "f" else kp[..., 0]
+    values = [
+        None, "abc", "", "NA", 2.7, True, 1e30, -1, 10**30, 10**5000, float("nan"), float("inf"), 1 + 2j,
+        [], {}, (), [[[[]]]], "../x", "a/b", "x\n", np.array(5), np.float64(3.0), np.int64(2),
+        (float("inf"), 640), (1e30, 1e30), (480, 640, 3), kp.astype(np.complex64), kp.astype(object),
+        kp.astype(bool), kp.astype("U4"), kp.astype(np.float16), kp.astype(np.int32), kp[0], kp[..., 0],
+        kp[None], kp.swapaxes(1, 2), kp[:, :0], kp[:, :, :3], kp.tolist(), kp * 1e30, kp * np.nan,
+        score * 100, score - 2, score.tolist(),
+        np.zeros((1, 2, 3, 4, 5), np.float32), kp.reshape(-1), [kp[0, 0].tolist()] * 3,
+    ]
+    return values[rng.integers(len(values))]
+
+
+def _mutate_dataset(rng, data):
+    """One to three random structural mutations of a (small) pickle dataset, in place."""
+    anns = data["annotations"]
+    for _ in range(rng.integers(1, 4)):
+        op = rng.integers(11)
+        ann = anns[rng.integers(len(anns))] if anns else {}
+        key = KEYS[rng.integers(len(KEYS))]
+        if op <= 2 and isinstance(ann, dict) and isinstance(ann.get("keypoint"), np.ndarray) \
+                and ann["keypoint"].dtype.kind == "f":
+            ann[key] = _hostile_value(rng, ann)
+        elif op == 3 and isinstance(ann, dict):
+            ann.pop(key, None)
+        elif op == 4:
+            data.pop(("split", "annotations")[rng.integers(2)], None)
+        elif op == 5 and isinstance(ann, dict) and isinstance(ann.get("keypoint"), np.ndarray):
+            # keypoints as lists of shared references, sometimes far beyond the budget
+            frame = ann["keypoint"][0, 0].tolist()
+            frames, persons = int(rng.choice([3, 1000, 10**6])), int(rng.choice([1, 2, 3000]))
+            ann["keypoint"] = [[frame] * frames] * persons
+            ann.pop("keypoint_score", None) if rng.random() < 0.5 else None
+        elif op == 6 and isinstance(ann, dict) and key in ann:
+            ann[key] = [ann[key]] if rng.random() < 0.5 else {"value": ann[key]}
+        elif op == 7 and data.get("split"):
+            name = list(data["split"])[rng.integers(len(data["split"]))]
+            ids = data["split"][name]
+            choice = rng.integers(4)
+            if choice == 0 and ids:
+                ids[rng.integers(len(ids))] = [None, 5, ["x"], "missing", b"x"][rng.integers(5)]
+            elif choice == 1:
+                data["split"][7] = ids
+            elif choice == 2:
+                data["split"][name] = "abc"
+            else:
+                data["split"]["xsub_val"] = list(ids)   # one clip in two splits
+        elif op == 8 and anns:
+            anns.append(_copy(anns[0]) if rng.random() < 0.5 else ann)   # a frame_dir twice
+        elif op == 9 and anns:
+            anns[rng.integers(len(anns))] = [None, "ann", [ann], 3][rng.integers(4)]
+        elif op == 10:
+            for a in anns:
+                if isinstance(a, dict) and isinstance(a.get("keypoint_score"), np.ndarray):
+                    a["keypoint_score"] = a["keypoint_score"] * float(rng.choice([100, 1.02, -1, 1e6, 0]))
+    return data
+
+
+def _small(rng, data, n):
+    pick = sorted(rng.choice(len(data["annotations"]), size=n, replace=False))
+    anns = [_copy(data["annotations"][i]) for i in pick]
+    ids = {a["frame_dir"] for a in anns}
+    return {"split": {k: [c for c in v if c in ids] for k, v in data["split"].items()}, "annotations": anns}
+
+
+def _mutate_bytes(rng, raw: bytes) -> bytes:
+    raw = bytearray(raw)
+    for _ in range(rng.integers(1, 3)):
+        op, at = (0 if rng.random() < 0.5 else rng.integers(1, 5)), int(rng.integers(len(raw)))
+        if op == 0:
+            for i in rng.integers(len(raw), size=rng.integers(1, 9)):
+                raw[i] = int(rng.integers(256))
+        elif op == 1:
+            raw[at:at] = bytes(rng.integers(256, size=rng.integers(1, 16)).astype(np.uint8))
+        elif op == 2:
+            del raw[at:at + int(rng.integers(1, 64))]
+        elif op == 3:
+            raw = raw[:at]
+        else:
+            raw[at:at] = raw[at:at + int(rng.integers(1, 256))]
+    return bytes(raw)
+
+
+def _outcome(call, path: Path, failures: list) -> str:
+    """'read', 'refused' (one InputError line naming the file) or 'FAILED' (anything else)."""
+    try:
+        call()
+        return "read"
+    except InputError as e:
+        message = str(e)
+        if message.startswith(f"{path}: ") and "\n" not in message:
+            return "refused"
+        failures.append(f"{path.name}: InputError not naming the file on one line: {message[:300]!r}")
+    except Exception as e:   # noqa: BLE001 - what the fuzz test exists to catch
+        failures.append(f"{path.name}: {type(e).__name__}: {str(e)[:300]}")
+    return "FAILED"
+
+
+def test_fuzz_pickles_and_openpose_frames(tmp_path, capsys):
+    from mgpipe.label_tables import read_pyskl
+
+    started = time.process_time()
+    rng = np.random.default_rng(FUZZ_SEED)
+    sets = _real_sets()
+    frames = [json.loads(p.read_text()) for p in sorted(OPENPOSE_298.glob("*_keypoints.json"))]
+    if not frames:
+        pytest.skip(f"real data {OPENPOSE_298} not found")
+    counts, failures = {}, []
+
+    def tally(kind, outcome):
+        counts.setdefault(kind, {"read": 0, "refused": 0, "FAILED": 0})[outcome] += 1
+
+    def read(path, layout):
+        if rng.random() < 0.5:
+            read_pyskl(path, layout=layout, split_map={"xsub_train": "train", "xsub_val": "test"})
+        else:
+            load_pickle_annotations(path, layout)
+
+    with _MemoryBound():
+        for i in range(FUZZ_PICKLES):
+            data, layout = sets[i % 3]
+            mutated = _mutate_dataset(rng, _small(rng, data, 4))
+            if rng.random() < 0.1:
+                mutated = [mutated] if rng.random() < 0.5 else {"data": mutated}
+            path = tmp_path / f"m{i}.pkl"
+            path.write_bytes(pickle.dumps(mutated, protocol=int(rng.integers(2, 6))))
+            tally("pickle fields", _outcome(lambda: read(path, layout), path, failures))
+            path.unlink()
+        for i in range(FUZZ_PICKLE_BYTES):
+            data, layout = sets[i % 3]
+            raw = pickle.dumps(_small(rng, data, 2), protocol=int(rng.integers(2, 6)))
+            path = tmp_path / f"b{i}.pkl"
+            path.write_bytes(_mutate_bytes(rng, raw))
+            tally("pickle bytes", _outcome(lambda: read(path, layout), path, failures))
+            path.unlink()
+        for i in range(FUZZ_JSON):
+            path = tmp_path / f"j{i}_keypoints.json"
+            path.write_bytes(_mutated_frame(rng, frames[i % len(frames)]))
+            tally("openpose json", _outcome(lambda: read_openpose_frame(path), path, failures))
+            path.unlink()
+    with capsys.disabled():
+        print(f"\nfuzz (seed {FUZZ_SEED}, {time.process_time() - started:.1f} s CPU): " + "; ".join(f"{k}: {sum(v.values())} mutations, {v['read']} read, "
+                                                          f"{v['refused']} refused" for k, v in counts.items()))
+    assert not failures, f"{len(failures)} mutated file(s) not read or refused in one line:\n" + "\n".join(failures[:20])
+    for kind, v in counts.items():   # the mutations reach both outcomes
+        assert v["read"] > 0 and v["refused"] > 0, (kind, v)
+
+
+def _mutated_frame(rng, frame) -> bytes:
+    frame = json.loads(json.dumps(frame))
+    if rng.random() < 0.35:
+        text = json.dumps(frame).encode()
+        return _mutate_bytes(rng, text)
+    people = frame.get("people", [])
+    for _ in range(rng.integers(1, 4)):
+        op = rng.integers(7)
+        person = people[rng.integers(len(people))] if people else {}
+        key = ("pose_keypoints_2d", "hand_left_keypoints_2d", "hand_right_keypoints_2d",
+               "face_keypoints_2d", "person_id")[rng.integers(5)]
+        values = person.get(key)
+        if op == 0 and isinstance(values, list) and values:
+            values[rng.integers(len(values))] = [None, "0.5", True, 1e308, -1e308, [1.0], {"x": 1}, 10**30,
+                                                 -5.0, 2.0][rng.integers(10)]
+        elif op == 1 and isinstance(values, list):
+            del values[rng.integers(len(values) + 1):]
+        elif op == 2 and isinstance(values, list):
+            values.extend([0.5] * int(rng.integers(1, 10)))
+        elif op == 3:
+            person[key] = [None, "abc", 5, {}, [[0.5] * 3] * 25][rng.integers(5)]
+        elif op == 4:
+            person.pop(key, None)
+        elif op == 5:
+            frame["people"] = [None, {}, "x", [[]], people * 3, []][rng.integers(6)]
+            people = frame["people"] if isinstance(frame["people"], list) else []
+            people = [p for p in people if isinstance(p, dict)]
+        else:
+            frame.pop("people", None) if rng.random() < 0.5 else frame.update(version="x")
+    return json.dumps(frame).encode()
