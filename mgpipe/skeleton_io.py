@@ -189,7 +189,9 @@ def _shape_hw(ann: dict, path: Path, where: str) -> tuple[int | None, int | None
         if key not in ann:
             continue
         value = ann[key]
-        sides = list(value) if isinstance(value, (tuple, list, np.ndarray)) and len(value) == 2 else []
+        pair = value.shape == (2,) if isinstance(value, np.ndarray) else (
+            isinstance(value, (tuple, list)) and len(value) == 2)
+        sides = list(value) if pair else []
         sides = [int(v) if isinstance(v, (float, np.floating)) and np.isfinite(v) and float(v).is_integer()
                  else _integer(v) for v in sides]
         if len(sides) != 2 or None in sides:
@@ -332,27 +334,27 @@ def _check_scores(checked: dict, path: Path) -> None:
     with by the pose stage). A file scored 0-100 is rescaled and a little above 1 is clipped,
     each with a logged note; negative scores or scores above 100 are refused."""
     top, where = -np.inf, None
-    for cid, ann in checked.items():
+    for i, (cid, ann) in enumerate(checked.items()):   # (every annotation is checked: i is its index)
         score = ann["keypoint"][..., 2]
         finite = score[np.isfinite(score)]
         if finite.size and finite.min() < 0:
-            raise InputError(f"{path}: annotation {_show(cid)}: keypoint score {finite.min():.4g} "
-                             "is negative (scores lie in [0, 1])")
+            raise InputError(f"{path}: annotation {i} ({_show(cid)}): keypoint score "
+                             f"{finite.min():.4g} is negative (scores lie in [0, 1])")
         if finite.size and finite.max() > top:
-            top, where = float(finite.max()), cid
+            top, where = float(finite.max()), f"{i} ({_show(cid)})"
     if top <= 1:
         return
     if top > _PERCENT:
-        raise InputError(f"{path}: annotation {_show(where)}: keypoint score {top:.4g} lies outside "
+        raise InputError(f"{path}: annotation {where}: keypoint score {top:.4g} lies outside "
                          "[0, 1] (and outside a 0-100 scale)")
     if top <= _SCORE_SLACK:
         log.warning("%s: keypoint scores up to %.4g (annotation %s): taken as at most 1", path,
-                    top, _show(where))
+                    top, where)
         for ann in checked.values():
             np.minimum(ann["keypoint"][..., 2], 1, out=ann["keypoint"][..., 2])
         return
     log.warning("%s: keypoint scores run up to %.4g (annotation %s): the file is on a 0-100 "
-                "scale, divided by 100", path, top, _show(where))
+                "scale, divided by 100", path, top, where)
     for ann in checked.values():
         ann["keypoint"][..., 2] /= _PERCENT   # (the checked arrays are copies)
 

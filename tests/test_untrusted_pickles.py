@@ -232,7 +232,7 @@ def test_scores_a_little_above_one_are_clipped_with_a_note(kard, tmp_path, caplo
 def test_scores_outside_any_scale_are_refused(kard, tmp_path, factor, match):
     data = _copy(kard)
     data["annotations"][9]["keypoint_score"] = data["annotations"][9]["keypoint_score"] * factor
-    _refused(_write(tmp_path / "scores.pkl", data), r"annotation 'a01_s04_e01': " + match)
+    _refused(_write(tmp_path / "scores.pkl", data), r"annotation 9 \('a01_s04_e01'\): " + match)
 
 
 def test_ids_na_null_none_stay_strings_from_pickle_to_keypoints(kard, tmp_path, capsys):
@@ -312,11 +312,19 @@ def test_csv_table_reads_ids_as_written(tmp_path):
     ("img_shape", (480, 0), r"img_shape \(480, 0\) is not a frame size"),
     ("img_shape", "480x640", r"img_shape '480x640' is not \(height, width\)"),
     ("frame_dir", ["a"], r"annotation 0: frame_dir \['a'\] is not a string"),
+    ("img_shape", np.array(480), r"img_shape array\(480\) is not \(height, width\)"),
+    ("original_shape", np.array([480.0, 640.0]), None),   # whole numbers as floats: read
 ])
 def test_bad_annotation_values_are_one_line(kard, tmp_path, key, value, match):
     data = _copy(kard)
     data["annotations"][0][key] = value
-    _refused(_write(tmp_path / "value.pkl", data), match)
+    path = _write(tmp_path / "value.pkl", data)
+    if match is None:
+        data["annotations"][0].pop("img_shape")
+        _, checked, _ = read_pickle_dataset(_write(tmp_path / "value.pkl", data), "openni15")
+        assert (checked["a01_s01_e01"]["height"], checked["a01_s01_e01"]["width"]) == (480, 640)
+    else:
+        _refused(path, match)
 
 
 @pytest.mark.parametrize("where", ["label", "frame_dir", "img_shape", "keypoint", "split entry", "annotations"])
