@@ -27,6 +27,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import pickle
 import re
 import reprlib
@@ -120,9 +121,18 @@ class _SafeUnpickler(pickle._Unpickler):
                        "pickle never holds (loading it could run code)")
 
 
+def _largest_pickle() -> int | None:
+    """Bytes a pickle may have: half the machine's memory (its bytes and the arrays made from
+    them are both held; a sparse file of 20 GB would otherwise fill the memory with zeros)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def _load_pickle(path: Path):
     try:
-        data = read_regular_file(path, "skeleton pickle")
+        data = read_regular_file(path, "skeleton pickle", _largest_pickle())
     except FileNotFoundError:
         raise InputError(f"{path}: skeleton pickle not found") from None
     except OSError as e:

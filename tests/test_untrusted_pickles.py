@@ -365,6 +365,15 @@ def test_label_file_linked_to_dev_zero(tmp_path):
         read_labels("csv", link)
 
 
+def test_sparse_pickle_beyond_memory(tmp_path, capsys):
+    """A sparse file declaring more bytes than half the machine's memory is not read."""
+    huge = tmp_path / "sparse.pkl"
+    with open(huge, "wb") as f:
+        f.truncate(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2 + 1)
+    rc, err = _clips(capsys, tmp_path, huge)
+    assert "such a file can plausibly hold" in assert_refused(rc, err, "clips", huge)
+
+
 def test_pickle_linked_to_dev_zero(tmp_path, capsys):
     link = tmp_path / "zero.pkl"
     link.symlink_to("/dev/zero")
