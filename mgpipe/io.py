@@ -265,9 +265,9 @@ def read_regular_file(path, what: str = "file", max_bytes: int | None = None) ->
         if max_bytes is not None and info.st_size > max_bytes:
             raise InputError(f"{path}: {what} has {info.st_size} bytes, more than the "
                              f"{max_bytes} such a file can plausibly hold")
-        data = f.read() if max_bytes is None else f.read(max_bytes + 1)
-    if max_bytes is not None and len(data) > max_bytes:   # it grew while being read
-        raise InputError(f"{path}: {what} has more than {max_bytes} bytes")
+        data = f.read(info.st_size + 1)   # (read(n) allocates n bytes first: n is the checked size)
+    if len(data) > info.st_size:
+        raise InputError(f"{path}: {what} grew while being read (is it still being written?)")
     return data
 
 
