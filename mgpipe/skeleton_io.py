@@ -31,6 +31,7 @@ import os
 import pickle
 import re
 import reprlib
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -112,7 +113,19 @@ class _Refused(pickle.UnpicklingError):
 class _SafeUnpickler(pickle._Unpickler):
     """The pure-Python unpickler with a whitelist of globals. Not the C one: its memo is an array
     grown to the largest index a (LONG_)BINPUT declares, so an 8-byte pickle can make it zero
-    16 GB; this one's memo is a dict. Both keep their stack on the heap (deep nesting loads)."""
+    16 GB; this one's memo is a dict. Both keep their stack on the heap (deep nesting loads).
+    Every declared length is read as the bytes the stream holds (BYTEARRAY8 fixed below)."""
+
+    def load_bytearray8(self):
+        """BYTEARRAY8 (protocol 5) reading only the bytes the file holds: the stock one zeroes a
+        bytearray of the declared size first (2 GB from a 12-byte pickle)."""
+        (size,) = struct.unpack("<Q", self.read(8))
+        data = self.read(size)   # at most what the stream holds
+        if len(data) < size:
+            raise pickle.UnpicklingError(f"BYTEARRAY8 declares {size} bytes, the pickle holds {len(data)}")
+        self.append(bytearray(data))
+
+    dispatch = {**pickle._Unpickler.dispatch, pickle.BYTEARRAY8[0]: load_bytearray8}
 
     def find_class(self, module, name):
         if "." not in name and (module, name) in _ALLOWED_GLOBALS:
