@@ -184,10 +184,10 @@ def cmd_bench(args):
     if args.size == "config" or args.stores:
         base = _config(args)
     if args.stores:
-        import pandas as pd
+        from .clips import read_manifest
 
         root = Path(args.stores)
-        manifest = pd.read_csv(root / "clips.csv", dtype={"clip_id": str, "video_id": str})
+        manifest = read_manifest(root / "clips.csv")
     modes = args.modes.split(",")
     unknown = sorted(set(modes) - set(MODES))
     if unknown:

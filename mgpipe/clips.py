@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import InputError, atomic_path
+from .io import InputError, atomic_path, read_csv_table
 from .pose_backends import reads_frames
 from .video import frames_within
 
@@ -38,6 +38,9 @@ MANIFEST_COLUMNS = [
     "clip_id", "video_id", "video", "start_frame", "end_frame", "num_frames", "label",
     "label_id", "class_name", "subject_id", "split", "width", "height", "fps",
 ]
+# Read back as written: a video called NA or None is an id, not a missing value.
+MANIFEST_TEXT_COLUMNS = ("clip_id", "video_id", "video", "class_name", "split")
+CLASSES_TEXT_COLUMNS = ("name",)
 
 
 def assign_validation(split: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
@@ -377,4 +380,9 @@ def write_csv(frame: pd.DataFrame, path) -> None:
 
 
 def read_manifest(path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype={"video_id": str, "clip_id": str})
+    return read_csv_table(path, MANIFEST_TEXT_COLUMNS, "clip manifest")
+
+
+def read_classes(path) -> pd.DataFrame:
+    """classes.csv (label, label_id, name): names stay text ("NA", "1e3" are names)."""
+    return read_csv_table(path, CLASSES_TEXT_COLUMNS, "class table")

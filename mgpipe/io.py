@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import socket
+import stat
 import tempfile
 from pathlib import Path
 
@@ -22,6 +23,23 @@ log = logging.getLogger(__name__)
 
 class InputError(RuntimeError):
     """Bad user input: the message names the file and the problem; the CLI prints it on one line."""
+
+
+# --------------------------------------------------------------------- identifiers
+# Video, clip and frame_dir ids become file names and HDF5 group names; every reader of a label
+# table, a pickle or a manifest checks them here (and keeps them as text: see read_csv_table).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def id_problem(text: str) -> str | None:
+    """Why `text` cannot be used as an id inside a path or an HDF5 group name, or None."""
+    if text in ("", ".", ".."):
+        return f"{text!r} cannot be used as an id"
+    if "/" in text or "\\" in text:
+        return f"{text!r} contains a path separator"
+    if _CONTROL.search(text):
+        return f"{text!r} contains a control character"
+    return None
 
 
 class OutputError(RuntimeError):
@@ -231,8 +249,52 @@ def write_json(path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def read_regular_file(path, what: str = "file", max_bytes: int | None = None) -> bytes:
+    """The bytes of `path` if it is a regular file (a link to one included) of at most
+    `max_bytes`; InputError naming it otherwise. A name linked to /dev/zero, a FIFO or a device
+    would otherwise be read without end (or wait for a writer). FileNotFoundError passes through
+    (callers decide whether a missing file is an error)."""
+    path = Path(path)
+    # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(f"{path}: {what} is not a regular file (a device, FIFO or socket, "
+                             "or a link to one)")
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise InputError(f"{path}: {what} has {info.st_size} bytes, more than the "
+                             f"{max_bytes} such a file can plausibly hold")
+        data = f.read(info.st_size + 1)   # (read(n) allocates n bytes first: n is the checked size)
+    if len(data) > info.st_size:
+        raise InputError(f"{path}: {what} grew while being read (is it still being written?)")
+    return data
+
+
 def require_file(path, what: str = "file") -> Path:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: {what} not found")
     return path
+
+
+def read_csv_table(path, text_columns=(), what: str = "table"):
+    """A CSV that a stage wrote or a user gives (manifest, class table, score file) as a DataFrame
+    whose `text_columns` (those present) are read as strings exactly as written: pandas' default
+    would turn ids such as "NA", "null", "None", "nan" or "" into NaN, and 007 into 7. Other
+    columns are read as pandas infers them (numbers, with empty cells as NaN)."""
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        header = pd.read_csv(path, nrows=0, encoding="utf-8-sig").columns
+        text = [c for c in header if c in set(text_columns)]
+        frame = pd.read_csv(path, dtype={c: str for c in text}, encoding="utf-8-sig")
+        if text:
+            frame[text] = pd.read_csv(path, usecols=text, dtype=str, keep_default_na=False,
+                                      encoding="utf-8-sig")[text]
+    except FileNotFoundError:
+        raise InputError(f"{path}: {what} not found") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
+        raise InputError(f"{path}: not a readable {what} ({str(e).splitlines()[0][:160]})") from None
+    return frame

@@ -92,7 +92,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from .io import InputError
+from .io import InputError, id_problem, read_regular_file
+from .skeleton_io import read_pickle_dataset
 
 log = logging.getLogger(__name__)
 
@@ -129,20 +130,6 @@ _SMG_NAME = r"^Sample(\d+)$"
 
 # Videos without a known subject get ids from here up, far from real subject numbers.
 SYNTHETIC_SUBJECT_BASE = 1_000_000
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def id_problem(text: str) -> str | None:
-    """Why `text` cannot be used as an id inside a path or an HDF5 group name, or None."""
-    if text in ("", ".", ".."):
-        return f"{text!r} cannot be used as an id"
-    if "/" in text or "\\" in text:
-        return f"{text!r} contains a path separator"
-    if _CONTROL.search(text):
-        return f"{text!r} contains a control character"
-    return None
-
-
 def ma52_body_part(label_id):
     """MA-52 fine label(s) 0..51 -> body-part label(s) 0..6 (index into MA52_BODY_PARTS)."""
     return np.searchsorted(_MA52_BODY_FIRST, label_id, side="right") - 1
@@ -227,8 +214,6 @@ def read_pyskl(path, *, layout="coco17", split_map=None, subject_from=None, clas
     source_row is the annotation's index in the pickle. `annotations` is {frame_dir: checked
     annotation} (keypoints [M, T, V, 3] in `layout`, label, width, height) for the pose stage.
     """
-    from .skeleton_io import read_pickle_dataset
-
     path = Path(path)
     splits, annotations, index = read_pickle_dataset(path, layout)
     if split_map is None:
@@ -354,7 +339,8 @@ def _read_sample_folders(root: Path, suffix: str, subject_from) -> pd.DataFrame:
         raise InputError(f"{root}: no *{suffix} files found (expected <id>/<id>{suffix})")
     parts = []
     for f in files:
-        if not f.read_text(errors="replace").strip():   # a recording may have no gesture at all
+        if not read_regular_file(f, "label file").decode("utf-8", "replace").strip():   # a recording
+            # may have no gesture at all (read_regular_file: a name linked to /dev/zero is refused)
             log.warning("%s: empty label file skipped", f)
             continue
         rows = _read_lines(f, sep=",")
@@ -593,10 +579,10 @@ def _need_columns(raw: pd.DataFrame, path: Path, need) -> None:
 
 def _text(path, what: str) -> list[str]:
     path = Path(path)
-    if not path.is_file():
+    if not path.exists() or path.is_dir():
         raise InputError(f"{path}: {what} not found")
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    try:   # a regular file only: a name linked to /dev/zero or a FIFO would be read without end
+        lines = read_regular_file(path, what).decode("utf-8-sig").splitlines()
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: {what} is not a text file ({e})") from None
     if not any(line.strip() for line in lines):

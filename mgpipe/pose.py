@@ -14,7 +14,6 @@ in the stage log.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
@@ -29,7 +28,7 @@ from .io import InputError
 from .layouts import BODY25_HANDS_FACE, convert, get_layout
 from .pose_backends import IMAGE_BACKENDS, reads_frames
 from .formats import keypoints as keypoint_store
-from .skeleton_io import openpose_frame_path, openpose_person
+from .skeleton_io import openpose_frame_path, openpose_person, read_openpose_json
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +46,7 @@ def read_openpose_frame(path: Path) -> np.ndarray:
     Values must be numbers or null. A joint with a null, NaN or infinite value, a coordinate
     beyond +-65536 px or a score outside [0, 1] is missing (zeros): no detector writes such a
     joint, and one of them would otherwise stretch the clip's box over the whole heatmap."""
-    try:
-        frame = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: not an OpenPose keypoint file ({type(e).__name__}: {e})") from None
+    frame = read_openpose_json(path)   # bounded: a regular file of plausible size
     if not isinstance(frame, dict) or "people" not in frame:
         what = "an object without 'people'" if isinstance(frame, dict) else f"a JSON {type(frame).__name__}"
         raise InputError(f"{path}: not an OpenPose keypoint file (it holds {what}, expected an "

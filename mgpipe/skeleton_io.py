@@ -12,24 +12,36 @@ score, with the frame size); import and export go through its writer and reader.
 record their layout, so import takes it as an argument and checks V against it.
 
 Loading a pickle can run code; import_pickle therefore unpickles with a whitelist of the few
-globals that plain dicts/lists of numpy arrays need, and refuses anything else.
+globals that plain dicts/lists of numpy arrays need, and refuses anything else. A pickle is also
+untrusted in size and type: it is unpickled by the pure-Python unpickler (its memo is a dict; the
+C one allocates a memo array as long as the largest declared index, so 8 bytes can ask for 16 GB),
+keypoints must be real numbers (ndarrays of an integer or float dtype, or nested lists whose
+element count is taken before conversion and bounded by LIST_VALUES_BUDGET: shared references
+make a 435 KB pickle hold 48 GB of lists), labels and total_frames integers, image sizes whole
+numbers up to MAX_FRAME_SIDE, keypoint scores in [0, 1] (a file scored 0-100 is rescaled with a
+note). Every refusal is one InputError naming the file and the annotation.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import logging
+import os
 import pickle
 import re
+import reprlib
+import struct
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .formats import keypoints as keypoint_store
-from .io import InputError, atomic_path
-from .label_tables import id_problem
+from .io import InputError, atomic_path, id_problem, os_error_cause, read_regular_file
 from .layouts import BODY25_HANDS_FACE, get_layout
 
+log = logging.getLogger(__name__)
 
 UNASSIGNED = "unassigned"
 PICKLE_PROTOCOL = 4
@@ -53,39 +65,112 @@ _ALLOWED_GLOBALS = frozenset({
     ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
     ("_codecs", "encode"), ("collections", "OrderedDict"),
     ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "slice"),
+    ("builtins", "complex"),  # runs no code; loaded so that complex keypoints get their own message
     *(("numpy.dtypes", name) for name in _NUMPY_DTYPE_CLASSES),
 })
+
+
+# The keypoint and score values of one file, counted before any conversion, may be at most one
+# per byte of the file (what ndarrays stored in it can hold) plus LIST_VALUES_BUDGET (values held
+# as nested lists): shared references let a 435 KB pickle declare 48 GB of lists, and one array
+# referenced by many annotations, or built by numpy's _reconstruct without its data, would be
+# copied as often. A listed float takes 2 to 9 bytes of pickle, so the per-byte allowance covers
+# real lists; 2**24 more values (64 MiB as float32) leave room for modest sharing such as
+# [[0, 0]] * 17 for a frame without anybody.
+LIST_VALUES_BUDGET = 2 ** 24
+# img_shape / original_shape sides beyond this are no video frame (8K video is 7680 wide).
+MAX_FRAME_SIDE = 65536
+# Scores a little above 1 are heatmap maxima (pose models' scores can pass 1 slightly): taken
+# as 1 with a note. A file whose scores go further, up to 100, is on a 0-100 scale.
+_SCORE_SLACK = 1.5
+_PERCENT = 100.0
+_REAL_KINDS = "iuf"   # numpy dtype kinds of real numbers: signed, unsigned, float
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 2, 60, 60, 40
+
+
+def _show(value) -> str:
+    """A short repr for messages, bounded in depth and length; never raises (a 100000-deep list
+    or a 5000-digit int cannot be repr'd whole)."""
+    try:
+        return re.sub(r"\s+", " ", _REPR.repr(value))   # one line (an array's repr has several)
+    except Exception:
+        return f"a {type(value).__name__}"
+
+
+def _error_text(error: BaseException) -> str:
+    try:
+        return str(error).splitlines()[0][:200] if str(error) else ""
+    except Exception:   # an exception holding a hostile object (a KeyError of a deep list)
+        return ""
 
 
 class _Refused(pickle.UnpicklingError):
     pass
 
 
-class _SafeUnpickler(pickle.Unpickler):
+class _SafeUnpickler(pickle._Unpickler):
+    """The pure-Python unpickler with a whitelist of globals. Not the C one: its memo is an array
+    grown to the largest index a (LONG_)BINPUT declares, so an 8-byte pickle can make it zero
+    16 GB; this one's memo is a dict. Both keep their stack on the heap (deep nesting loads).
+    Every declared length is read as the bytes the stream holds (BYTEARRAY8 fixed below)."""
+
+    def load_bytearray8(self):
+        """BYTEARRAY8 (protocol 5) reading only the bytes the file holds: the stock one zeroes a
+        bytearray of the declared size first (2 GB from a 12-byte pickle)."""
+        (size,) = struct.unpack("<Q", self.read(8))
+        data = self.read(size)   # at most what the stream holds
+        if len(data) < size:
+            raise pickle.UnpicklingError(f"BYTEARRAY8 declares {size} bytes, the pickle holds {len(data)}")
+        self.append(bytearray(data))
+
+    dispatch = {**pickle._Unpickler.dispatch, pickle.BYTEARRAY8[0]: load_bytearray8}
+
     def find_class(self, module, name):
         if "." not in name and (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
-        raise _Refused(f"refused: it references {module}.{name}, which a skeleton pickle "
-                       "never holds (loading it could run code)")
+        raise _Refused(f"refused: it references {str(module)[:100]}.{str(name)[:100]}, which a skeleton "
+                       "pickle never holds (loading it could run code)")
+
+
+def _largest_pickle() -> int | None:
+    """Bytes a pickle may have: half the machine's memory (its bytes and the arrays made from
+    them are both held; a sparse file of 20 GB would otherwise fill the memory with zeros)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def _load_pickle(path: Path):
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path, "skeleton pickle", _largest_pickle())
     except FileNotFoundError:
         raise InputError(f"{path}: skeleton pickle not found") from None
     except OSError as e:
-        raise InputError(f"{path}: cannot read skeleton pickle ({e})") from None
+        raise InputError(f"{path}: cannot read skeleton pickle ({os_error_cause(e)[1]})") from None
     try:
         return _SafeUnpickler(io.BytesIO(data)).load()
     except _Refused as e:
         raise InputError(f"{path}: {e}") from None
     except Exception as e:  # any unpickling failure is bad input, whatever its type
-        raise InputError(f"{path}: not a readable skeleton pickle ({type(e).__name__}: {str(e)[:200]})") from None
+        raise InputError(f"{path}: not a readable skeleton pickle ({type(e).__name__}: "
+                         f"{_error_text(e)})") from None
+
+
+def _frame_dir(value) -> str | None:
+    """A frame_dir or split entry as text: a string, or an integer (some tools number clips)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and abs(value) < 2**63:
+        return str(int(value))
+    return None
 
 
 def _dataset_pickle(path: Path) -> tuple[dict, list]:
-    """(split map, annotation list) of a pyskl / MMAction2 pickle, checked for their types."""
+    """(split map {name: [frame_dir]}, annotation list) of a pyskl / MMAction2 pickle, checked
+    for their types."""
     data = _load_pickle(path)
     if not isinstance(data, dict):
         raise InputError(f"{path}: skeleton pickle holds a {type(data).__name__}, expected a dict "
@@ -96,44 +181,219 @@ def _dataset_pickle(path: Path) -> tuple[dict, list]:
     splits, annotations = data["split"], data["annotations"]
     if not isinstance(splits, dict) or not all(isinstance(v, (list, tuple)) for v in splits.values()):
         raise InputError(f"{path}: 'split' must map split names to lists of frame_dir")
+    checked = {}
+    for name, ids in splits.items():
+        if not isinstance(name, str):
+            raise InputError(f"{path}: split name {_show(name)} is not a string")
+        checked[name] = [_frame_dir(c) for c in ids]
+        if None in checked[name]:
+            bad = ids[checked[name].index(None)]
+            raise InputError(f"{path}: split {name!r} lists {_show(bad)}, expected frame_dir strings")
     if not isinstance(annotations, (list, tuple)):
         raise InputError(f"{path}: 'annotations' is a {type(annotations).__name__}, expected a list")
-    return splits, annotations
+    return checked, annotations
+
+
+def _integer(value) -> int | None:
+    """`value` as an int when it is an integer (Python or numpy, or a 0-d integer array; not a
+    bool, not a float such as 2.7 or 1e30), else None."""
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value[()]
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    return None
 
 
 def _shape_hw(ann: dict, path: Path, where: str) -> tuple[int | None, int | None]:
     """(height, width) of an annotation's frames; (None, None) when the pickle does not say (the
-    pose stage then estimates the frame from the keypoints)."""
+    pose stage then estimates the frame from the keypoints). Sides are whole numbers (480 or
+    480.0) from 1 to MAX_FRAME_SIDE."""
     for key in ("img_shape", "original_shape"):
-        if key in ann:
-            try:
-                h, w = (int(v) for v in ann[key])
-            except (TypeError, ValueError):
-                raise InputError(f"{path}: {where}: {key} {ann[key]!r} is not (height, width)") from None
-            if h <= 0 or w <= 0:
-                raise InputError(f"{path}: {where}: {key} {ann[key]!r} is not a positive size")
-            return h, w
+        if key not in ann:
+            continue
+        value = ann[key]
+        pair = value.shape == (2,) if isinstance(value, np.ndarray) else (
+            isinstance(value, (tuple, list)) and len(value) == 2)
+        sides = list(value) if pair else []
+        sides = [int(v) if isinstance(v, (float, np.floating)) and np.isfinite(v) and float(v).is_integer()
+                 else _integer(v) for v in sides]
+        if len(sides) != 2 or None in sides:
+            raise InputError(f"{path}: {where}: {key} {_show(value)} is not (height, width)")
+        if not all(1 <= v <= MAX_FRAME_SIDE for v in sides):
+            raise InputError(f"{path}: {where}: {key} {_show(value)} is not a frame size (sides "
+                             f"from 1 to {MAX_FRAME_SIDE} pixels)")
+        return sides[0], sides[1]
     return None, None
 
 
-def _annotation_keypoints(ann: dict, path: Path, where: str) -> np.ndarray:
-    """[M, T, V, 3] float32 x, y, score of one annotation."""
+class _Budget:
+    """Keypoint and score values this file may still convert (see LIST_VALUES_BUDGET)."""
+
+    def __init__(self, path: Path):
+        try:
+            file_bytes = path.stat().st_size
+        except OSError:
+            file_bytes = 0
+        self.total = self.left = LIST_VALUES_BUDGET + file_bytes
+
+    def spend(self, count: int, what: str, path: Path, where: str) -> None:
+        if count > self.left:
+            raise InputError(f"{path}: {where}: {what} expands to {count:.3g} values, beyond the "
+                             f"file's budget of {self.total:.3g} ({LIST_VALUES_BUDGET:.3g} plus one "
+                             "per byte of the file; lists of shared references?)")
+        self.left -= count
+
+
+def _listed_values(value, rank: int, memo: dict) -> int:
+    """Values that nested lists/tuples `value` of depth `rank` convert to, counted without
+    converting: a list shared by reference counts each time it is referenced (the array holds it
+    that often) but is walked once (memo), so counting takes time in proportion to the file.
+    Leaves must be real numbers (or ndarrays of real numbers filling the remaining ranks).
+    Raises ValueError naming the first problem."""
+    key = (id(value), rank)
+    if key in memo:
+        return memo[key]
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in _REAL_KINDS:
+            raise ValueError(f"holds an array of {value.dtype}, expected real numbers")
+        if value.ndim != rank:
+            raise ValueError(f"nests an array of shape {value.shape} at depth {rank}")
+        count = value.size
+    elif isinstance(value, (list, tuple)):
+        if rank == 0:
+            raise ValueError("is nested deeper than its shape")
+        count = sum(_listed_values(v, rank - 1, memo) for v in value)
+    elif rank != 0:
+        raise ValueError(f"holds {_show(value)} where a list is expected")
+    elif isinstance(value, (complex, np.complexfloating)):
+        raise ValueError(f"holds the complex number {_show(value)}; a coordinate or score is real")
+    elif isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"holds {_show(value)}, expected numbers")
+    else:
+        count = 1
+    memo[key] = count
+    return count
+
+
+def _real_array(value, rank: int, what: str, path: Path, where: str, budget: _Budget) -> np.ndarray:
+    """An annotation's keypoint (rank 4) or keypoint_score (rank 3) as a float32 array: an ndarray
+    of an integer or float dtype, or nested lists counted (and budgeted) before conversion."""
+    shape = "[M, T, V, 2]" if rank == 4 else "[M, T, V]"
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in _REAL_KINDS:
+            kind = "complex numbers: a coordinate or score is real" if value.dtype.kind == "c" else "no real numbers"
+            raise InputError(f"{path}: {where}: {what} is an array of {value.dtype} ({kind})")
+        if value.ndim != rank:
+            raise InputError(f"{path}: {where}: {what} has shape {value.shape} ({value.dtype}), "
+                             f"expected numbers {shape}")
+        count = value.size
+    elif isinstance(value, (list, tuple)):
+        try:
+            count = _listed_values(value, rank, {})
+        except ValueError as e:
+            raise InputError(f"{path}: {where}: {what} {e} (expected numbers {shape})") from None
+    else:
+        raise InputError(f"{path}: {where}: {what} is a {type(value).__name__}, expected numbers {shape}")
+    budget.spend(count, what, path, where)
     try:
-        kp = np.asarray(ann["keypoint"])
-    except KeyError:
-        raise InputError(f"{path}: {where}: missing key 'keypoint'") from None
-    if kp.ndim != 4 or kp.shape[-1] not in (2, 3) or not np.issubdtype(kp.dtype, np.number):
-        raise InputError(f"{path}: {where}: keypoint has shape {kp.shape} ({kp.dtype}), "
-                         "expected numbers [M, T, V, 2]")
+        with np.errstate(over="ignore", invalid="ignore"):  # 1e300 -> inf: a missing joint later
+            return np.array(value, dtype=np.float32)   # a copy: the stages may write into it
+    except (ValueError, TypeError, OverflowError) as e:   # ragged lists, ints beyond any float
+        raise InputError(f"{path}: {where}: {what} is not an array {shape} of numbers "
+                         f"({_error_text(e)})") from None
+
+
+def _annotation_keypoints(ann: dict, path: Path, where: str, budget: _Budget) -> np.ndarray:
+    """[M, T, V, 3] float32 x, y, score of one annotation."""
+    if "keypoint" not in ann:
+        raise InputError(f"{path}: {where}: missing key 'keypoint'")
+    kp = _real_array(ann["keypoint"], 4, "keypoint", path, where, budget)
+    if kp.shape[-1] not in (2, 3):
+        raise InputError(f"{path}: {where}: keypoint has shape {kp.shape}, expected numbers "
+                         "[M, T, V, 2]")
     if "keypoint_score" in ann:
-        score = np.asarray(ann["keypoint_score"])
-        if score.shape != kp.shape[:3] or not np.issubdtype(score.dtype, np.number):
+        score = _real_array(ann["keypoint_score"], 3, "keypoint_score", path, where, budget)
+        if score.shape != kp.shape[:3]:
             raise InputError(f"{path}: {where}: keypoint_score has shape {score.shape}, keypoint "
                              f"{kp.shape} needs [M, T, V] = {list(kp.shape[:3])}")
-        return np.concatenate([kp[..., :2], score[..., None]], axis=-1).astype(np.float32)
+        return np.concatenate([kp[..., :2], score[..., None]], axis=-1)
     if kp.shape[-1] == 3:  # some pickles keep the score as a third coordinate
-        return kp.astype(np.float32)
+        return kp
     raise InputError(f"{path}: {where}: missing key 'keypoint_score'")
+
+
+def _check_annotation(i: int, ann, path: Path, lay, budget: _Budget) -> tuple[str, dict]:
+    """(frame_dir, {keypoint [M, T, V, 3] float32, label, width, height}) of annotation i."""
+    where = f"annotation {i}"
+    if not isinstance(ann, dict):
+        raise InputError(f"{path}: {where} is a {type(ann).__name__}, expected a dict")
+    for key in ("frame_dir", "label"):
+        if key not in ann:
+            raise InputError(f"{path}: {where}: missing key {key!r}")
+    cid = _frame_dir(ann["frame_dir"])
+    if cid is None:
+        raise InputError(f"{path}: {where}: frame_dir {_show(ann['frame_dir'])} is not a string")
+    where = f"annotation {i} ({_show(cid)})"
+    if id_problem(cid):
+        raise InputError(f"{path}: {where}: frame_dir cannot be used as a clip id "
+                         f"({id_problem(cid)})")
+    label = _integer(ann["label"])
+    if label is None or not -2**31 <= label < 2**31:
+        raise InputError(f"{path}: {where}: label {_show(ann['label'])} is not an integer "
+                         "(a class id)")
+    kp = _annotation_keypoints(ann, path, where, budget)
+    if kp.shape[2] != lay.num_joints:
+        raise InputError(f"{path}: {where}: keypoints have {kp.shape[2]} joints, layout "
+                         f"{lay.name!r} has {lay.num_joints}")
+    if "total_frames" in ann and _integer(ann["total_frames"]) != kp.shape[1]:
+        raise InputError(f"{path}: {where}: total_frames {_show(ann['total_frames'])} does not "
+                         f"match keypoint's {kp.shape[1]} frames")
+    h, w = _shape_hw(ann, path, where)
+    return cid, {"keypoint": kp, "label": label, "width": w, "height": h}
+
+
+def _check_scores(checked: dict, path: Path) -> None:
+    """Scores in [0, 1], checked over the whole file (non-finite ones are missing joints, dealt
+    with by the pose stage). A file scored 0-100 is rescaled and a little above 1 is clipped,
+    each with a logged note; negative scores or scores above 100 are refused."""
+    top, where = -np.inf, None
+    for i, (cid, ann) in enumerate(checked.items()):   # (every annotation is checked: i is its index)
+        score = ann["keypoint"][..., 2]
+        finite = score[np.isfinite(score)]
+        if finite.size and finite.min() < 0:
+            raise InputError(f"{path}: annotation {i} ({_show(cid)}): keypoint score "
+                             f"{finite.min():.4g} is negative (scores lie in [0, 1])")
+        if finite.size and finite.max() > top:
+            top, where = float(finite.max()), f"{i} ({_show(cid)})"
+    if top <= 1:
+        return
+    if top > _PERCENT:
+        raise InputError(f"{path}: annotation {where}: keypoint score {top:.4g} lies outside "
+                         "[0, 1] (and outside a 0-100 scale)")
+    if top <= _SCORE_SLACK:
+        log.warning("%s: keypoint scores up to %.4g (annotation %s): taken as at most 1", path,
+                    top, where)
+        for ann in checked.values():
+            np.minimum(ann["keypoint"][..., 2], 1, out=ann["keypoint"][..., 2])
+        return
+    log.warning("%s: keypoint scores run up to %.4g (annotation %s): the file is on a 0-100 "
+                "scale, divided by 100", path, top, where)
+    for ann in checked.values():
+        ann["keypoint"][..., 2] /= _PERCENT   # (the checked arrays are copies)
+
+
+def check_annotations(annotations, path: Path, lay) -> dict:
+    """Each pickle annotation checked, in the pickle's order: {frame_dir: {keypoint [M, T, V, 3]
+    float32, label, width, height}}; the first bad one is an InputError naming the file and the
+    annotation."""
+    budget, checked = _Budget(path), {}
+    for i, ann in enumerate(annotations):
+        cid, value = _check_annotation(i, ann, path, lay, budget)
+        if cid in checked:
+            raise InputError(f"{path}: annotation {i} ({_show(cid)}): frame_dir appears twice")
+        checked[cid] = value
+    _check_scores(checked, path)
+    return checked
 
 
 def import_pickle(path, out_h5, *, layout: str = "coco17", splits=None) -> pd.DataFrame:
@@ -157,7 +417,6 @@ def import_pickle(path, out_h5, *, layout: str = "coco17", splits=None) -> pd.Da
     split_of: dict[str, str] = {}
     for name, ids in split_map.items():
         for cid in ids:
-            cid = str(cid)
             if cid in split_of and split_of[cid] != name:
                 raise InputError(f"{path}: clip {cid!r} is in splits {split_of[cid]!r} and "
                                  f"{name!r}; choose one protocol's splits (splits=...)")
@@ -165,7 +424,7 @@ def import_pickle(path, out_h5, *, layout: str = "coco17", splits=None) -> pd.Da
 
     rows = []
     with keypoint_store.writer(out_h5, lay, source=f"pickle:{path.name}") as store:
-        for cid, ann in iter_annotations(annotations, path, lay):
+        for cid, ann in check_annotations(annotations, path, lay).items():
             if ann["width"] is None:
                 raise InputError(f"{path}: annotation {cid!r}: missing key 'img_shape' (and 'original_shape')")
             store.add(cid, ann["keypoint"], ann["width"], ann["height"])
@@ -175,50 +434,16 @@ def import_pickle(path, out_h5, *, layout: str = "coco17", splits=None) -> pd.Da
     return pd.DataFrame(rows, columns=["clip_id", "label", "split", "num_frames", "width", "height"])
 
 
-def iter_annotations(annotations, path: Path, lay):
-    """Check each pickle annotation; yield (frame_dir, {keypoint [M, T, V, 3], label, width,
-    height})."""
-    seen = set()
-    for i, ann in enumerate(annotations):
-        where = f"annotation {i}"
-        if not isinstance(ann, dict):
-            raise InputError(f"{path}: {where} is a {type(ann).__name__}, expected a dict")
-        for key in ("frame_dir", "label"):
-            if key not in ann:
-                raise InputError(f"{path}: {where}: missing key {key!r}")
-        cid = str(ann["frame_dir"])
-        where = f"annotation {i} ({cid!r})"
-        if id_problem(cid):
-            raise InputError(f"{path}: {where}: frame_dir cannot be used as a clip id "
-                             f"({id_problem(cid)})")
-        if cid in seen:
-            raise InputError(f"{path}: {where}: frame_dir appears twice")
-        seen.add(cid)
-        try:
-            label = int(ann["label"])
-        except (TypeError, ValueError):
-            raise InputError(f"{path}: {where}: label {ann['label']!r} is not an integer") from None
-        kp = _annotation_keypoints(ann, path, where)
-        if kp.shape[2] != lay.num_joints:
-            raise InputError(f"{path}: {where}: keypoints have {kp.shape[2]} joints, layout "
-                             f"{lay.name!r} has {lay.num_joints}")
-        if "total_frames" in ann and int(ann["total_frames"]) != kp.shape[1]:
-            raise InputError(f"{path}: {where}: total_frames {ann['total_frames']} does not "
-                             f"match keypoint's {kp.shape[1]} frames")
-        h, w = _shape_hw(ann, path, where)
-        yield cid, {"keypoint": kp, "label": label, "width": w, "height": h}
-
-
 def read_pickle_dataset(path, layout) -> tuple[dict, dict, dict]:
     """A skeleton pickle read as a whole dataset (dataset.kind pyskl): (splits {name: [frame_dir]},
-    annotations {frame_dir: checked annotation, as iter_annotations yields}, index {frame_dir:
+    annotations {frame_dir: checked annotation, as check_annotations gives}, index {frame_dir:
     position in the pickle's annotation list}). Keypoints are checked against `layout` here,
     so a wrong pose.pickle_layout stops the clip stage, before anything else runs."""
     path = Path(path)
     splits, annotations = _dataset_pickle(path)
-    checked = dict(iter_annotations(annotations, path, get_layout(layout)))
+    checked = check_annotations(annotations, path, get_layout(layout))
     index = {cid: i for i, cid in enumerate(checked)}
-    return {str(k): [str(c) for c in v] for k, v in splits.items()}, checked, index
+    return splits, checked, index
 
 
 def load_pickle_annotations(path, layout) -> dict:
@@ -228,7 +453,7 @@ def load_pickle_annotations(path, layout) -> dict:
     data = _load_pickle(path)
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), (list, tuple)):
         raise InputError(f"{path}: skeleton pickle needs a dict with an 'annotations' list")
-    return dict(iter_annotations(data["annotations"], path, get_layout(layout)))
+    return check_annotations(data["annotations"], path, get_layout(layout))
 
 
 def export_pickle(keypoints_h5, manifest: pd.DataFrame, out_path) -> dict:
@@ -277,6 +502,22 @@ def export_pickle(keypoints_h5, manifest: pd.DataFrame, out_path) -> dict:
 
 # OpenPose writes one JSON file per frame: <folder>/<video_id>/<video_id>_<frame:012d>_keypoints.json
 OPENPOSE_SUFFIX = "_keypoints.json"
+# A real frame file is ~3.4 KB (one person, BODY_25 + hands + face); 100 people are ~0.5 MB.
+OPENPOSE_MAX_BYTES = 16 * 2**20
+
+
+def read_openpose_json(path):
+    """The parsed JSON of one OpenPose frame file, read within bounds: a regular file of at most
+    OPENPOSE_MAX_BYTES (a link to /dev/zero would be read without end), nesting and numbers
+    JSON's parser can hold. InputError naming the file otherwise; FileNotFoundError passes
+    through (a missing frame is counted, not an error)."""
+    data = read_regular_file(path, "OpenPose keypoint file", OPENPOSE_MAX_BYTES)
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:   # ValueError: JSONDecodeError,
+        # and integers beyond Python's digit limit
+        raise InputError(f"{path}: not an OpenPose keypoint file ({type(e).__name__}: "
+                         f"{_error_text(e)})") from None
 
 
 def openpose_frame_path(skeletons_dir, video_id: str, frame: int) -> Path:

@@ -15,7 +15,6 @@ import os
 import time
 from pathlib import Path
 
-import pandas as pd
 import torch
 from tqdm import tqdm
 
@@ -24,6 +23,7 @@ from .inference import load_model, predict, top1
 from .formats.keypoints import Reader as KeypointReader
 from .samples import keypoint_channels, make_loader, model_samples
 from .fingerprint import training_fingerprint
+from .clips import read_manifest
 from .io import InputError, atomic_path
 from .runtime import pick_device, seed_everything, set_threads, step_precision
 
@@ -73,7 +73,7 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
         torch.use_deterministic_algorithms(True, warn_only=True)
     amp, channels_last = step_precision(tcfg, device, log)
 
-    manifest = pd.read_csv(manifest_csv, dtype={"video_id": str, "clip_id": str})
+    manifest = read_manifest(manifest_csv)
     classes = checkpoints.class_table(classes_csv)
     num_classes = len(classes)
     arch = spec.network(config, keypoint_channels(keypoints_h5))

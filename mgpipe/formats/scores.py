@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..io import InputError, atomic_path
+from ..io import InputError, atomic_path, read_csv_table
 
 VERSION = 2
 KEYS = ("clip_id", "split", "label")
@@ -61,8 +61,9 @@ def _class_columns(path, frame: pd.DataFrame) -> dict:
 
 def read(path) -> pd.DataFrame:
     try:
-        frame = pd.read_csv(path, dtype={"clip_id": str, "split": str})
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        # ids as written: a clip of a video called NA is not NaN
+        frame = read_csv_table(path, ("clip_id", "split"), "score file")
+    except OSError as e:
         raise InputError(f"{path}: not a readable score file ({str(e).splitlines()[0][:120]})") from None
     missing = [k for k in KEYS if k not in frame.columns]
     if missing:
