@@ -12,7 +12,7 @@ from .formats import scores
 from .inference import load_model, predict, top1
 from .io import InputError
 from .runtime import pick_device, seed_everything, set_threads, step_precision
-from .samples import make_loader, model_samples
+from .samples import check_stores, make_loader, model_samples
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ def score_model(checkpoint, config: dict, *, manifest_csv, frames_h5, keypoints_
     if channels_last:
         model.to(memory_format=torch.channels_last_3d)
     manifest = pd.read_csv(manifest_csv, dtype={"video_id": str, "clip_id": str})
+    check_stores(spec, manifest, frames_h5=frames_h5, keypoints_h5=keypoints_h5)
     tcfg = config["test"]
     tables, summary = [], {}
     # A dataset without a validation split is scored on test alone.

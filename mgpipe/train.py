@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from . import checkpoints, specs
 from .inference import load_model, predict, top1
-from .samples import keypoint_channels, make_loader, model_samples
+from .samples import check_stores, keypoint_channels, make_loader, model_samples
 from .fingerprint import training_fingerprint
 from .io import InputError, atomic_path
 from .runtime import pick_device, seed_everything, set_threads, step_precision
@@ -74,6 +74,7 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
 
     manifest = pd.read_csv(manifest_csv, dtype={"video_id": str, "clip_id": str})
     num_classes = len(pd.read_csv(classes_csv))
+    check_stores(spec, manifest, frames_h5=frames_h5, keypoints_h5=keypoints_h5)
     arch = spec.network(config, keypoint_channels(keypoints_h5))
     train_set = model_samples(spec, config, manifest, "train", train=True, frames_h5=frames_h5,
                               keypoints_h5=keypoints_h5)
