@@ -64,10 +64,14 @@ def attr_number(attrs, name: str, path, where: str = "", *, integer: bool = Fals
     if ok and integer:
         ok = float(number).is_integer()
     if not ok:
-        shown = repr(value)[:60]
+        if hasattr(value, "tolist"):  # numpy scalars and arrays as plain values
+            value = value.tolist()
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
         want = "an integer" if integer else "a number"
-        raise InputError(f"{path}: {where}attribute {name}={shown} is not {want} in "
-                         f"{'(' if open_low else '['}{low:g}, {high:g}]")
+        bounds = "" if math.isinf(low) and math.isinf(high) else \
+            f" in {'(' if open_low else '['}{low:g}, {high:g}]"
+        raise InputError(f"{path}: {where}attribute {name}={repr(value)[:60]} is not {want}{bounds}")
     return int(number) if integer else float(number)
 
 

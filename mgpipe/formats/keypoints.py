@@ -95,8 +95,10 @@ class Reader(LazyStore):
         if self._layout is None:
             try:
                 self._layout = layout_from_attrs(self.h5.attrs, str(self.path))
-            except InputError:
-                raise
+            except InputError as e:
+                if str(self.path) in str(e):
+                    raise
+                raise InputError(f"{self.path}: {e}") from None  # an unknown layout name
             except Exception as e:  # attribute values of types or shapes a layout never has
                 raise InputError(f"{self.path}: layout attributes cannot be read "
                                  f"({type(e).__name__}: {str(e)[:100]})") from None
