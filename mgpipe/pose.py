@@ -211,7 +211,9 @@ def _image_source(manifest, frames_h5, backend, layout, low_score, threads, pyth
     from .formats import frames as frame_store
     from .pose_runner import run_image_backend
 
-    frame_store.Reader(frames_h5).check_manifest(manifest)  # an untrusted store: metadata first
+    frames = frame_store.Reader(frames_h5)
+    frames.check_manifest(manifest)  # an untrusted store: its metadata against the manifest first
+    frames.close()
     dst = get_layout(layout)
     for clip_id, src_name, frames in run_image_backend(
             manifest.clip_id.tolist(), frames_h5, backend, options=options, python=python,
