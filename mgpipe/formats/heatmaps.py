@@ -89,7 +89,12 @@ class Reader(LazyStore):
 
     @property
     def layout(self):
-        return layout_from_attrs(self.h5.attrs, str(self.path))
+        try:
+            return layout_from_attrs(self.h5.attrs, str(self.path))
+        except InputError as e:
+            if str(self.path) in str(e):
+                raise
+            raise InputError(f"{self.path}: {e}") from None  # an unknown layout name
 
     @property
     def settings(self) -> dict:
