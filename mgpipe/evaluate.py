@@ -14,7 +14,7 @@ from .formats.keypoints import Reader as KeypointReader
 from .inference import load_model, predict, top1
 from .io import InputError
 from .runtime import pick_device, seed_everything, set_threads, step_precision
-from .samples import make_loader, model_samples
+from .samples import check_stores, make_loader, model_samples
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ def score_model(checkpoint, config: dict, *, manifest_csv, frames_h5, keypoints_
     name = spec.name
     config = checkpoints.fit_config(ckpt, checkpoint, config, given)
     manifest = read_manifest(manifest_csv)
+    check_stores(spec, manifest, frames_h5=frames_h5, keypoints_h5=keypoints_h5)
     checkpoints.check_manifest_classes(ckpt, checkpoint, manifest, manifest_csv)
     if classes_csv is not None:
         checkpoints.check_classes(ckpt, checkpoint, checkpoints.class_table(classes_csv), classes_csv)

@@ -19,7 +19,13 @@ _CHUNK = 8 << 20
 
 
 def file_digest(path) -> str:
-    """sha256 of a file's bytes (streamed: stores can be many GB; this reads at disk speed)."""
+    """sha256 of a file's bytes (streamed: stores can be many GB; this reads at disk speed).
+
+    For a store this covers exactly the bytes training reads: the store readers refuse every
+    way HDF5 has of reading another file's bytes (external storage, virtual datasets, external
+    and soft links; formats.LazyStore.node), and train checks its stores against the manifest
+    (samples.check_stores) before the fingerprint is taken, so a store's data is all in its own
+    file and a changed byte anywhere it could come from changes this digest."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):

@@ -202,8 +202,12 @@ def _pickle_source(manifest, path, layout, low_score, pickle_layout, progress):
 
 
 def _image_source(manifest, frames_h5, backend, layout, low_score, threads, python, options, progress):
+    from .formats import frames as frame_store
     from .pose_runner import run_image_backend
 
+    frames = frame_store.Reader(frames_h5)
+    frames.check_manifest(manifest)  # an untrusted store: its metadata against the manifest first
+    frames.close()
     dst = get_layout(layout)
     for clip_id, src_name, frames in run_image_backend(
             manifest.clip_id.tolist(), frames_h5, backend, options=options, python=python,

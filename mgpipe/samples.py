@@ -31,7 +31,6 @@ import torch.nn.functional as F
 
 from .formats import frames as frame_store
 from .formats import keypoints as keypoint_store
-from .formats.frames import decode_jpeg
 from .heatmaps import render_joints, render_limbs
 from .io import InputError
 
@@ -137,6 +136,11 @@ class ClipDataset(torch.utils.data.Dataset):
             self.layout = self.keypoints.layout
             if "limb" in modalities and self.layout.num_limbs == 0:
                 raise InputError(f"{keypoints_h5}: layout {self.layout.name!r} has no limbs")
+        # the stores are untrusted: every clip of the split is there, no longer than the
+        # manifest says, with the dtypes and shapes of its format (metadata only, once)
+        for store in (self.keypoints, self.frames):
+            if store is not None:
+                store.check_manifest(self.clips)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -236,11 +240,7 @@ class ClipDataset(torch.utils.data.Dataset):
         # looped short clips repeat frames: read and decode each once
         distinct, where = np.unique(idx, return_inverse=True)
         for u, data in enumerate(self.frames.jpegs(clip_id, distinct)):
-            try:
-                img = decode_jpeg(data, reduce)
-            except (OSError, SyntaxError, ValueError) as e:  # PIL's words for a broken JPEG
-                raise InputError(f"{self.frames.path}: clip {clip_id!r} frame {distinct[u]} is not a "
-                                 f"readable JPEG ({e})") from None
+            img = self.frames.decode(clip_id, int(distinct[u]), data, reduce)  # JPEG only, size checked
             if img.size != (width, height):
                 raise InputError(f"{self.frames.path}: clip {clip_id!r} frame {distinct[u]} is not the "
                                  f"{attrs['width']}x{attrs['height']} its attributes say (decoded at 1/{reduce}: "
@@ -342,6 +342,22 @@ class DeviceLoader:
     def __iter__(self):
         for batch in self.loader:
             yield self.dataset.to_device(batch, self.device)
+
+
+def check_stores(spec, manifest: pd.DataFrame, *, keypoints_h5, frames_h5=None) -> None:
+    """Refuse stores that do not hold exactly the stage's manifest clips (no longer than its
+    num_frames): a store built from another manifest would train or test on other clips
+    without a word. Metadata only; the samples' readers then skip clips checked here."""
+    stores = [keypoint_store.Reader(keypoints_h5)]
+    if frames_h5 is not None and "frames" in spec.stores:
+        stores.append(frame_store.Reader(frames_h5))
+    for store in stores:
+        try:
+            if isinstance(store, keypoint_store.Reader):
+                store.layout  # noqa: B018 (the shapes are checked against it)
+            store.check_manifest(manifest, whole=True)
+        finally:
+            store.close()
 
 
 def model_samples(spec, config: dict, manifest: pd.DataFrame, split: str, *, train: bool,

@@ -472,12 +472,12 @@ def export_pickle(keypoints_h5, manifest: pd.DataFrame, out_path) -> dict:
     annotations = []
     store = keypoint_store.Reader(keypoints_h5)
     store.layout  # opens the store: a missing, foreign or old store is one line here
-    known = set(store.clip_ids())
     try:
+        # every manifest clip there, no longer than the manifest says, only its own data
+        # (metadata only, before anything is read)
+        store.check_manifest(manifest)
         for row in manifest.to_dict("records"):
             cid = str(row["clip_id"])
-            if cid not in known:
-                raise InputError(f"{keypoints_h5}: no keypoints for clip {cid!r} of the manifest")
             kp, w, h = store.clip(cid)
             shape = (int(h), int(w))
             annotations.append({

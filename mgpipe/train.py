@@ -21,7 +21,7 @@ from tqdm import tqdm
 from . import checkpoints, specs
 from .inference import load_model, predict, top1
 from .formats.keypoints import Reader as KeypointReader
-from .samples import keypoint_channels, make_loader, model_samples
+from .samples import check_stores, keypoint_channels, make_loader, model_samples
 from .fingerprint import training_fingerprint
 from .clips import read_manifest
 from .io import InputError, atomic_path
@@ -76,6 +76,7 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
     manifest = read_manifest(manifest_csv)
     classes = checkpoints.class_table(classes_csv)
     num_classes = len(classes)
+    check_stores(spec, manifest, frames_h5=frames_h5, keypoints_h5=keypoints_h5)
     arch = spec.network(config, keypoint_channels(keypoints_h5))
     # what the model is trained on, kept in every checkpoint (predict and test hold data to it)
     trained_on = checkpoints.model_record(spec, config, classes, KeypointReader(keypoints_h5).layout)

@@ -146,7 +146,8 @@ def test_broken_frames_are_one_line_errors(tmp_path):
     wrong = tmp_path / "wrong.h5"   # attributes that do not describe the frames
     with frame_store.writer(wrong, max_side=64, jpeg_quality=90) as w:
         w.add("c0", [encode_jpeg(_image(64, 48, 0), 90)] * 2, 80, 60, 1.0)
-    with pytest.raises(InputError, match=r"wrong\.h5: clip 'c0' frame 0 is not the 80x60 its attributes say \(decoded at 1/2: 32x24\)"):
+    # (refused from the JPEG header, before decoding)
+    with pytest.raises(InputError, match=r"wrong\.h5: clip 'c0' frame 0 is not the 80x60 its attributes say \(its JPEG header declares 64x48"):
         _data(wrong, ["c0"], 2, 32)[0]
     broken = tmp_path / "broken.h5"   # a JPEG cut short
     jpeg = encode_jpeg(_image(64, 48, 0), 90)

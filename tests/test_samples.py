@@ -192,15 +192,15 @@ def test_bad_keypoint_stores(tmp_path):
         ClipDataset(_manifest(good), "test", {"joint": (4, 16)}, train=False, **SETTINGS, keypoints_h5=bad)
     with pytest.raises(ValueError, match="keypoint store"):
         ClipDataset(_manifest(good), "test", {"joint": (4, 16)}, train=False, **SETTINGS)
-    data = ClipDataset(_manifest(["absent"]), "test", {"joint": (4, 16)}, train=False, **SETTINGS,
-                       keypoints_h5=_store(_fresh(tmp_path), good))
+    # a manifest clip missing from the store, or of the wrong shape: refused when the samples
+    # are set up (the store's metadata is checked against the manifest), before any training
     with pytest.raises(InputError, match="'absent'"):
-        data[0]
+        ClipDataset(_manifest(["absent"]), "test", {"joint": (4, 16)}, train=False, **SETTINGS,
+                    keypoints_h5=_store(_fresh(tmp_path), good))
     for kp in (np.zeros((1, 4, 5, 3), np.float32), np.zeros((1, 0, 17, 3), np.float32)):
-        data = ClipDataset(_manifest(["c0"]), "test", {"joint": (4, 16)}, train=False, **SETTINGS,
-                           keypoints_h5=_store(_fresh(tmp_path), {"c0": kp}))
         with pytest.raises(InputError, match="shape"):
-            data[0]
+            ClipDataset(_manifest(["c0"]), "test", {"joint": (4, 16)}, train=False, **SETTINGS,
+                        keypoints_h5=_store(_fresh(tmp_path), {"c0": kp}))
 
 
 def test_augmentation_settings_per_model():

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..io import InputError, atomic_h5
 from ..layouts import layout_attrs, layout_from_attrs
-from . import LazyStore
+from . import LazyStore, attr_number, check_dataset
 
 KIND = "heatmaps"
 VERSION = 1
@@ -85,28 +85,61 @@ class Reader(LazyStore):
     """`volume(id, "joint" | "limb")` -> uint8 [T, C, H, W]; `box(id)`; `layout`; `settings`."""
 
     KIND, VERSION, NOUN = KIND, VERSION, "heatmap"
+    CLIPS = "joint"
 
     @property
     def layout(self):
-        return layout_from_attrs(self.h5.attrs, str(self.path))
+        try:
+            return layout_from_attrs(self.h5.attrs, str(self.path))
+        except InputError as e:
+            if str(self.path) in str(e):
+                raise
+            raise InputError(f"{self.path}: {e}") from None  # an unknown layout name
 
     @property
     def settings(self) -> dict:
-        a = self.h5.attrs
-        return {"size": a["size"], "sigma": float(a["sigma"]), "padding": float(a["padding"]),
-                "num_joints": int(a["num_joints"]), "num_limbs": int(a["num_limbs"])}
+        a, path = self.h5.attrs, self.path
+        size = a.get("size")
+        size = [attr_number({"size": v}, "size", path, integer=True, high=1 << 16)
+                for v in np.atleast_1d(np.asarray(size if size is not None else [None]))[:3]]
+        if len(size) not in (1, 2):
+            raise InputError(f"{path}: attribute size has {len(size)} values, expected 1 or 2")
+        return {"size": size[0] if len(size) == 1 else np.array(size, dtype=np.int64),
+                "sigma": attr_number(a, "sigma", path), "padding": attr_number(a, "padding", path, low=-1),
+                "num_joints": attr_number(a, "num_joints", path, integer=True, high=1 << 12),
+                "num_limbs": attr_number(a, "num_limbs", path, integer=True, open_low=False, high=1 << 12)}
+
+    def check_node(self, key: str, node):
+        """joint|limb/<id>: uint8 [T, joints|limbs, H, W] of the store's size; box/<id>: float [4]."""
+        group, _, clip_id = key.partition("/")
+        where = f"{group} volume of clip {clip_id!r}"
+        if group in ("joint", "limb") and clip_id:
+            shape = check_dataset(node, self.path, where, kinds="u", ranks=(4,), itemsizes=(1,))
+            settings = self.settings
+            h, w = np.broadcast_to(settings["size"], 2)
+            channels = settings["num_joints" if group == "joint" else "num_limbs"]
+            if shape[0] == 0 or shape[1:] != (channels, h, w):
+                raise InputError(f"{self.path}: {where} has shape {shape}, expected [T > 0, {channels}, {h}, {w}]")
+        elif group == "box" and clip_id:
+            shape = check_dataset(node, self.path, f"box of clip {clip_id!r}", kinds="f", ranks=(1,))
+            if shape != (4,):
+                raise InputError(f"{self.path}: box of clip {clip_id!r} has shape {shape}, expected (4,)")
+        return node
+
+    def clip_length(self, clip_id: str) -> int:
+        return self.node(f"joint/{clip_id}").shape[0]
 
     def volume(self, clip_id: str, kind: str = "joint") -> np.ndarray:
         """Reads the whole dataset (one chunk), so callers index frames in numpy."""
         if kind not in ("joint", "limb"):
             raise ValueError(f"kind must be 'joint' or 'limb', got {kind!r}")
         try:
-            return self.node(f"{kind}/{clip_id}")[()]
+            return self.read(f"{kind}/{clip_id}")
         except KeyError:
             raise InputError(f"{self.path}: no {kind} volume for clip {clip_id!r}") from None
 
     def box(self, clip_id: str) -> np.ndarray:
         try:
-            return np.asarray(self.node(f"box/{clip_id}")[()], dtype=np.float32)
+            return np.asarray(self.read(f"box/{clip_id}"), dtype=np.float32)
         except KeyError:
             raise InputError(f"{self.path}: no box for clip {clip_id!r}") from None

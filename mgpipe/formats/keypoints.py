@@ -19,11 +19,13 @@ import numpy as np
 
 from ..io import InputError, atomic_h5
 from ..layouts import layout_attrs, layout_from_attrs
-from . import LazyStore
+from . import LazyStore, attr_number, check_dataset
 
 KIND = "keypoints"
 VERSION = 1
 EPS = 1e-4   # a keypoint with a lower score is missing
+MAX_PERSONS = 64      # persons of a clip (the pose stage stores 1; pyskl pickles a few)
+MAX_FRAME_SIDE = 1 << 16  # a clip's frame width or height in pixels
 
 
 def valid(kp: np.ndarray) -> np.ndarray:
@@ -91,32 +93,57 @@ class Reader(LazyStore):
     @property
     def layout(self):
         if self._layout is None:
-            self._layout = layout_from_attrs(self.h5.attrs, str(self.path))
+            try:
+                self._layout = layout_from_attrs(self.h5.attrs, str(self.path))
+            except InputError as e:
+                if str(self.path) in str(e):
+                    raise
+                raise InputError(f"{self.path}: {e}") from None  # an unknown layout name
+            except Exception as e:  # attribute values of types or shapes a layout never has
+                raise InputError(f"{self.path}: layout attributes cannot be read "
+                                 f"({type(e).__name__}: {str(e)[:100]})") from None
         return self._layout
 
     @property
     def source(self) -> str:
         return str(self.h5.attrs.get("source", ""))
 
-    def clip_ids(self) -> list[str]:
-        return sorted(self.h5["clips"].keys()) if "clips" in self.h5 else []
+    def check_node(self, key: str, node):
+        """clips/<id>/keypoints: float [M <= MAX_PERSONS, T, V of the layout, 3]; clips/<id>: a
+        group with a positive integer width and height."""
+        parts = key.split("/")
+        if parts[0] != "clips" or len(parts) not in (2, 3):
+            return node
+        where = f"clip {parts[1]!r}"
+        if len(parts) == 2:
+            import h5py
+
+            if not isinstance(node, h5py.Group):
+                raise InputError(f"{self.path}: {where} is not a group")
+            self._sizes[parts[1]] = tuple(
+                attr_number(node.attrs, name, self.path, f"{where}: ", integer=True, high=MAX_FRAME_SIDE)
+                for name in ("width", "height"))
+        elif parts[2] == "keypoints":
+            shape = check_dataset(node, self.path, f"{where} keypoints", kinds="f", ranks=(4,),
+                                  itemsizes=(2, 4, 8))
+            V = self.layout.num_joints
+            if shape[1] == 0 or shape[2:] != (V, 3) or shape[0] > MAX_PERSONS:
+                raise InputError(f"{self.path}: {where} keypoints have shape {shape}, expected "
+                                 f"[M <= {MAX_PERSONS}, T > 0, {V}, 3] for layout {self.layout.name!r}")
+        return node
+
+    def clip_length(self, clip_id: str) -> int:
+        self.node(f"clips/{clip_id}")  # checks the frame size
+        return self.node(f"clips/{clip_id}/keypoints").shape[1]
 
     def clip(self, clip_id: str) -> tuple[np.ndarray, int, int]:
         """(float32 [M, T>0, V, 3], width, height) of one clip; a malformed clip is one line."""
         try:
-            kp = self.node(f"clips/{clip_id}/keypoints")[()]
-            if clip_id not in self._sizes:
-                attrs = self.node(f"clips/{clip_id}").attrs
-                self._sizes[clip_id] = int(attrs["width"]), int(attrs["height"])
-            width, height = self._sizes[clip_id]
+            self.node(f"clips/{clip_id}")
+            kp = self.read(f"clips/{clip_id}/keypoints")
         except KeyError:
             raise InputError(f"{self.path}: clip {clip_id!r} has no keypoints with width/height") from None
-        V = self.layout.num_joints
-        if kp.ndim != 4 or kp.shape[1] == 0 or kp.shape[2:] != (V, 3):
-            raise InputError(f"{self.path}: clip {clip_id!r} keypoints have shape {kp.shape}, "
-                             f"expected [M, T>0, {V}, 3] for layout {self.layout.name!r}")
-        if width <= 0 or height <= 0:
-            raise InputError(f"{self.path}: clip {clip_id!r} has frame size {width}x{height}")
+        width, height = self._sizes[clip_id]
         return kp.astype(np.float32, copy=False), width, height
 
     def box(self, clip_id: str, padding: float, clip=None) -> np.ndarray:

@@ -14,13 +14,13 @@ Protocol on stdout, one JSON object a line: {"layout": ...} once the model is lo
 exits with status 3, so the caller can report it without a traceback from this process.
 
 This module may run under an interpreter that has only numpy, h5py, Pillow and the backend's
-own packages: keep its imports to those.
+own packages: keep its imports to those (mgpipe.formats.frames needs no more). Frames are read
+through the frame store's checked reader and decoded as JPEG only, their size checked first.
 """
 
 from __future__ import annotations
 
 import importlib
-import io
 import json
 import os
 import sys
@@ -28,7 +28,9 @@ import time
 
 import h5py
 import numpy as np
-from PIL import Image
+
+from mgpipe.formats import frames as frame_store
+from mgpipe.io import InputError
 
 EXIT_ERROR = 3
 
@@ -56,17 +58,14 @@ def load_estimator(backend: str, options: dict):
         raise WorkerError(f"pose backend {backend!r}: {e}") from None
 
 
-def decode_frame(data) -> np.ndarray:
-    img = Image.open(io.BytesIO(np.asarray(data, dtype=np.uint8).tobytes()))
-    return np.asarray(img.convert("RGB"))
-
-
-def run_clip(estimator, frames: h5py.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    scale = float(frames.attrs.get("scale", 1.0))
+def run_clip(estimator, store: frame_store.Reader, clip_id: str) -> tuple[np.ndarray, np.ndarray]:
+    ds, attrs = store.clip(clip_id)
+    scale = attrs["scale"]
     estimator.reset()
-    people, counts = [], np.zeros(len(frames), np.int32)
-    for t in range(len(frames)):
-        found = np.asarray(estimator(decode_frame(frames[t])), dtype=np.float32)
+    people, counts = [], np.zeros(len(ds), np.int32)
+    for t in range(len(ds)):
+        image = store.decode(clip_id, t, store.read(f"clips/{clip_id}", t))
+        found = np.asarray(estimator(np.asarray(image)), dtype=np.float32)
         if found.ndim != 3 or found.shape[-1] != 3:
             raise WorkerError(f"backend returned shape {found.shape}, expected [P, V, 3]")
         found = found.copy()
@@ -85,20 +84,20 @@ def run(job: dict) -> None:
     out = job["out"]
     tmp = f"{out}.part{os.getpid()}"
     try:
-        with h5py.File(job["frames"], "r") as src, h5py.File(tmp, "w") as dst:
+        store = frame_store.Reader(job["frames"])
+        with h5py.File(tmp, "w") as dst:
             dst.attrs.update(layout=estimator.layout, backend=job["backend"])
             for cid in job["clips"]:
                 key = f"clips/{cid}"
-                if key not in src:
-                    raise WorkerError(f"{job['frames']}: no frames for clip {cid}")
                 t0 = time.time()
-                people, counts = run_clip(estimator, src[key])
+                people, counts = run_clip(estimator, store, cid)
                 g = dst.create_group(key)
                 g.create_dataset("people", data=people)
                 g.create_dataset("counts", data=counts)
                 g.attrs["seconds"] = time.time() - t0
                 _emit({"done": cid, "frames": int(len(counts))})
         os.replace(tmp, out)
+        store.close()
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -114,7 +113,7 @@ def main(argv=None) -> int:
         with open(argv[0]) as f:
             job = json.load(f)
         run(job)
-    except WorkerError as e:
+    except (WorkerError, InputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
     return 0
