@@ -4,11 +4,13 @@ score files that disagree with one line, never a traceback or a plausible wrong 
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import h5py
 import pandas as pd
 import pytest
 import torch
@@ -45,8 +47,12 @@ def fewer_classes(stores, out):
     classes[classes.label < kept].to_csv(out / "classes.csv", index=False)
     manifest = pd.read_csv(stores / "clips.csv", dtype={"video_id": str, "clip_id": str})
     manifest[manifest.label < kept].to_csv(out / "clips.csv", index=False)
-    for name in ("frames.h5", "keypoints.h5"):
-        (out / name).symlink_to(stores / name)
+    (out / "frames.h5").symlink_to(stores / "frames.h5")
+    # a keypoint store of exactly these clips (train refuses a store built from another manifest)
+    shutil.copy(stores / "keypoints.h5", out / "keypoints.h5")
+    with h5py.File(out / "keypoints.h5", "a") as h5:
+        for cid in set(h5["clips"]) - set(manifest[manifest.label < kept].clip_id):
+            del h5["clips"][cid]
     return out
 
 
@@ -116,7 +122,7 @@ def test_test_of_a_model_on_a_manifest_of_more_classes_is_refused(demo_stores, t
         from mgpipe.evaluate import score_model
         few = trained["root"] / "few_data"
         score_model(trained["few"], trained["config"], manifest_csv=few / "clips.csv", frames_h5=None,
-                    keypoints_h5=demo_stores / "keypoints.h5", out_csv=out, progress=False,
+                    keypoints_h5=few / "keypoints.h5", out_csv=out, progress=False,
                     classes_csv=demo_stores / "classes.csv")
 
 
