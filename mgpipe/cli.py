@@ -88,6 +88,15 @@ def cmd_export_pickle(args):
              {k: len(v) for k, v in data["split"].items()})
 
 
+def cmd_export_checkpoint(args):
+    from .transfer.mmaction import export
+
+    summary = export(args.checkpoint, args.out)
+    log.info("export-checkpoint: %s -> %s (MMAction2 format): %d tensors%s", args.checkpoint, args.out,
+             summary["tensors"], f"; kept in meta only (no MMAction2 counterpart): {len(summary['not_in_mmaction'])}"
+             if summary["not_in_mmaction"] else "")
+
+
 def cmd_heatmaps(args):
     from .heatmaps import build_heatmap_store
 
@@ -269,6 +278,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_export_pickle)
+
+    p = sub.add_parser("export-checkpoint", help="an mgpipe model -> a pyskl / MMAction2 checkpoint "
+                                                 "({meta, state_dict}; meta.mmaction_model is the model config)")
+    p.add_argument("checkpoint")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_export_checkpoint)
 
     p = sub.add_parser("heatmaps", help="keypoints -> joint and limb heatmap volumes (HDF5) "
                                         "(settings: heatmaps)")

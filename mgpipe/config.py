@@ -158,7 +158,7 @@ STAGE_MODULES = {
     "pose": ["pose.py", "pose_runner.py", "pose_backends", "layouts.py", "skeleton_io.py", "formats"],
     "heatmaps": ["heatmaps.py", "layouts.py", "formats"],
     "train": ["train.py", "samples.py", "heatmaps.py", "layouts.py", "specs.py", "inference.py", "models",
-              "checkpoints.py", "fingerprint.py", "formats"],
+              "checkpoints.py", "fingerprint.py", "formats", "transfer"],
     "merge": ["merge.py", "specs.py", "inference.py", "models", "checkpoints.py"],
     "test": ["evaluate.py", "inference.py", "samples.py", "heatmaps.py", "layouts.py", "specs.py", "models",
              "checkpoints.py", "formats"],

@@ -20,7 +20,9 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoints, specs
-from .inference import load_model, predict, top1
+from .formats import keypoints as keypoint_store
+from .inference import predict, top1
+from .transfer import init as transfer_init
 from .samples import keypoint_channels, make_loader, model_samples
 from .fingerprint import training_fingerprint
 from .io import InputError, atomic_path
@@ -89,14 +91,15 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
         log.info("%s: no validation split: training %d epochs and keeping the last", name, optim["epochs"])
 
     model = specs.build(arch, num_classes)
+    layout = keypoint_store.Reader(keypoints_h5).layout
+    # The init file (merged weights, another run's model, a pyskl / MMAction2 checkpoint): names
+    # mapped, shapes checked, what is loaded / fresh / ignored logged and kept in the checkpoint.
+    init_report, init_layout = None, transfer_init.entry(config, name)[1]
     if init is not None:
-        init_model, _, _ = load_model(init)
-        try:
-            model.load_state_dict(init_model.state_dict())
-        except RuntimeError as e:
-            raise InputError(f"{init}: initial weights do not fit model {name} "
-                             f"({str(e).strip().splitlines()[0][:200]})") from None
-        del init_model
+        init_report = transfer_init.initialise(model, arch, init, channels=spec.inputs[-1],
+                                               target_layout=layout, source_layout=init_layout)
+        if main:
+            transfer_init.log_report(init_report, name, log)
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last_3d)
@@ -115,7 +118,8 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
     result_settings = {k: v for k, v in tcfg.items() if k not in ("threads", "workers")}
     fingerprint = training_fingerprint(
         {"arch": arch, "optim": optim, "train": result_settings, "seed": seed, "name": name,
-         "augment": augment, "heatmaps": config["heatmaps"]},
+         "augment": augment, "heatmaps": config["heatmaps"],
+         **({"init_layout": init_layout} if init_layout is not None else {})},
         rows=manifest[manifest.split.isin(["train", "val"])],
         files={"classes": classes_csv, "frames": frames_h5, "keypoints": keypoints_h5, "init": init})
     history, best, start = [], -1.0, 0
@@ -208,7 +212,8 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
                 checkpoints.save({"model": model.state_dict(), "arch": arch, "num_classes": num_classes,
                                   "name": name, "epoch": epoch + 1, "val_top1": score if has_val else None,
                                   "selected": "best validation top-1" if has_val else "last epoch (no validation split)",
-                                  "fingerprint": fingerprint}, best_file)
+                                  "fingerprint": fingerprint,
+                                  "layout": transfer_init.layout_record(layout), "init": init_report}, best_file)
         if main:
             checkpoints.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                               "torch_rng": torch.get_rng_state(), "epoch": epoch, "best": best,
