@@ -106,7 +106,14 @@ def read(path, what: str = "init checkpoint") -> dict:
     state dict (MMAction2 names for MMAction2 files; mgpipe names for mgpipe files), "ckpt": the
     whole dict}. Anything else is an InputError of one line."""
     with _numpy_allowed():
-        obj = checkpoints.load_file(path, what)
+        try:
+            obj = checkpoints.load_file(path, what)
+        except InputError as e:
+            if "refused" not in str(e):
+                raise
+            raise InputError(f"{e}; if you trust the file, keep just its weights: torch.save("
+                             "{'state_dict': torch.load(f, weights_only=False)['state_dict']}, "
+                             "'weights.pth')") from None
     if {"model", "arch", "num_classes", "name"} <= set(obj):
         if not isinstance(obj["model"], dict) or not all(isinstance(v, torch.Tensor) for v in obj["model"].values()):
             raise InputError(f"{path}: {what}: 'model' is not a state dict of tensors")
