@@ -3,7 +3,7 @@
 MMAction2 1.2.0 builds its own ResNet3dSlowOnly with PoseConv3D's joint and limb configs and its
 RGBPoseConv3D, with random weights and BatchNorm statistics, and saves them in its checkpoint
 format; mgpipe imports them and must give the same logits on the same input in eval mode. Then
-mgpipe exports its models and MMAction2 loads them with no missing or unexpected keys and gives
+mgpipe exports its models (joint, RGB, fused) and MMAction2 loads them with no missing or unexpected keys and gives
 mgpipe's logits. The side interpreter is MGPIPE_MMACTION2_PYTHON, else
 <repo>/.venvs/mmaction2/bin/python; without it these tests skip, unless MGPIPE_REQUIRE_BACKENDS=1
 (CI), where they fail. One side process builds all three models (about 20 s), one loads the exports.
@@ -58,8 +58,8 @@ def mgpipe_model(which):
     """mgpipe's network configured as MMAction2's: PoseConv3D's SlowOnly (its last stage strides
     time by 2), or the fused network at the RGBPoseConv3D defaults (= mgpipe's defaults)."""
     cfg = mgconfig.defaults()
-    if which == "rgbpose":
-        name, channels = "fused_full", (17, 18)
+    if which in ("rgbpose", "rgb"):
+        name, channels = "fused_full" if which == "rgbpose" else "rgb", (17, 18)
     else:
         cfg["pose_model"]["network"]["temporal_strides"] = [1, 1, 2]
         name, channels = which, (17, 18)
@@ -76,6 +76,8 @@ def mgpipe_inputs(which, inputs):
         for j, i in channel_pairs(PYSKL_COCO17, get_layout("coco17"), "limb"):
             pose[:, j] = src[:, i]
         return (pose,)
+    if which == "rgb":
+        return (inputs["rgb"],)
     return (inputs["rgb"], inputs["pose"]) if which == "rgbpose" else (inputs["pose"],)
 
 
@@ -94,6 +96,12 @@ def imported(built):
         report = tinit.initialise(model, arch, built / f"{which}.pth", channels=channels,
                                   target_layout=get_layout("coco17"))
         models[which] = (model, arch, name, report)
+    # the RGB model from RGBPoseConv3D's RGB pathway (its wider stage 3 and 4 first blocks keep
+    # their own input channels), to check the RGB SlowOnly against MMAction2's below
+    model, arch, name = mgpipe_model("rgb")
+    report = tinit.initialise(model, arch, built / "rgbpose.pth", channels="rgb")
+    assert report["fresh"] == {} and len(report["partly"]) == 4
+    models["rgb"] = (model, arch, name, report)
     return models
 
 
@@ -117,7 +125,7 @@ def test_mmaction_checkpoints_give_the_same_logits_in_mgpipe(built, imported, wh
 
 def test_mmaction_loads_mgpipe_exports_with_no_missing_keys(side_python, built, imported, tmp_path):
     jobs, expected = [], {}
-    for which in ("joint", "rgbpose"):
+    for which in ("joint", "rgb", "rgbpose"):
         model, arch, name, _ = imported[which]
         ckpt = tmp_path / f"{which}.pt"
         checkpoints.save({"model": model.state_dict(), "arch": arch, "num_classes": 60, "name": name,
@@ -131,14 +139,16 @@ def test_mmaction_loads_mgpipe_exports_with_no_missing_keys(side_python, built, 
         report = tinit.initialise(back, arch, out, target_layout=get_layout("coco17"))
         assert report["fresh"] == {} and report["ignored"] == []
         assert all(torch.equal(v, back.state_dict()[k]) for k, v in model.state_dict().items())
-        io = torch.load(built / f"{which}_io.pt", weights_only=True)
+        io = torch.load(built / f"{'rgbpose' if which == 'rgb' else which}_io.pt", weights_only=True)
+        if which == "rgb":
+            io["inputs"] = {"rgb": io["inputs"]["rgb"]}
         torch.save(io["inputs"], tmp_path / f"{which}_in.pt")
         expected[which] = mgpipe_logits(model, which, io["inputs"])
         jobs.append({"name": which, "config": str(tmp_path / f"{which}.json"), "checkpoint": str(out),
                      "inputs": str(tmp_path / f"{which}_in.pt"), "out": str(tmp_path / f"{which}_out.pt")})
     (tmp_path / "jobs.json").write_text(json.dumps(jobs))
     report = side(side_python, "load", str(tmp_path / "jobs.json"))
-    for which in ("joint", "rgbpose"):
+    for which in ("joint", "rgb", "rgbpose"):
         assert report[which] == {"missing": [], "unexpected": []}, report[which]
         theirs = torch.load(tmp_path / f"{which}_out.pt", weights_only=True)
         for stream, ours in expected[which].items():

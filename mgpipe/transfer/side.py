@@ -103,7 +103,7 @@ def logits(model, which: str, inputs: dict) -> dict:
     if which == "rgbpose":
         scores = model.cls_head(model.backbone(inputs["rgb"], inputs["pose"]))
         return {"rgb": scores["rgb"], "pose": scores["pose"]}
-    return {"logits": model.cls_head(model.backbone(inputs["pose"]))}
+    return {"logits": model.cls_head(model.backbone(inputs["pose"] if "pose" in inputs else inputs["rgb"]))}
 
 
 def make_inputs(which: str, seed: int) -> dict:
@@ -147,7 +147,7 @@ def cmd_load(spec_file: str) -> None:
         missing = sorted(set(model.state_dict()) - set(state))
         unexpected = sorted(set(state) - set(model.state_dict()))
         load_state_dict(model, state, strict=True)
-        which = "rgbpose" if "RGBPose" in model_cfg["backbone"]["type"] else "joint"
+        which = "rgbpose" if "RGBPose" in model_cfg["backbone"]["type"] else "single"
         inputs = torch.load(job["inputs"], weights_only=True)
         out = logits(model, which, inputs)
         torch.save(out, job["out"])
