@@ -73,7 +73,10 @@ def _source(path) -> dict:
         state, extra = {}, {}
         for name, tensor in src["state"].items():
             mma = mmaction.mmaction_name(name, kind, structure, arch.get("kind"))
-            (extra.__setitem__(name, tensor) if mma is None else state.__setitem__(mma, tensor))
+            if mma is None:  # fusion and prototype modules: looked up under mgpipe's name
+                extra[name] = tensor
+            else:
+                state[mma] = tensor
         return {"format": f"mgpipe {ckpt['name']} model", "structure": structure, "state": state,
                 "extra": extra, "layout": _recorded_layout(ckpt.get("layout"), path),
                 "channels": "limb" if ckpt["name"] == "limb" else "joint"}
