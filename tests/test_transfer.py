@@ -119,6 +119,9 @@ def test_fused_model_from_an_rgbpose_checkpoint_and_either_pathway_for_a_single_
     assert torch.equal(dst["backbone.layers.2.0.conv1.weight"], src["pose_path.layers.2.0.conv1.weight"][:, :32])
     assert torch.equal(dst["head.fc.weight"], src["pose_head.fc.weight"])
     assert torch.equal(dst["backbone.layers.0.0.bn1.running_var"], src["pose_path.layers.0.0.bn1.running_var"])
+    limb, limb_arch = randomised("limb", (17, 18), 60, seed=4)
+    with pytest.raises(InputError, match="pose pathway takes joint heatmaps; a limb model starts from a limb"):
+        tinit.initialise(limb, limb_arch, path, channels="limb", target_layout=get_layout("coco17"))
     # the RGB model takes the RGB pathway and fc_rgb
     rgb, rgb_arch = randomised("rgb", (17, 18), 60, seed=3)
     report = tinit.initialise(rgb, rgb_arch, path, channels="rgb")

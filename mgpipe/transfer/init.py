@@ -117,6 +117,9 @@ def initialise(model: torch.nn.Module, arch: dict, path, *, channels: str = "joi
     src = _source(path)
     if src["channels"] is not None and src["channels"] != channels and arch.get("kind") != "rgb":
         raise InputError(f"{path}: a {src['channels']} model cannot initialise a model on {channels} heatmaps")
+    if channels == "limb" and src["structure"] == "rgbpose" and src.get("foreign"):
+        raise InputError(f"{path}: an RGBPoseConv3D's pose pathway takes joint heatmaps; a limb "
+                         "model starts from a limb checkpoint")
     target = "single" if arch["type"] == "single" else "fused"
     kind = arch.get("kind")
     stem = "backbone.stem.0.weight" if kind == "pose" else "pose_path.stem.0.weight" if target == "fused" else None
