@@ -112,6 +112,15 @@ def cmd_export_pickle(args):
              {k: len(v) for k, v in data["split"].items()})
 
 
+def cmd_export_checkpoint(args):
+    from .transfer.mmaction import export
+
+    summary = export(args.checkpoint, args.out)
+    log.info("export-checkpoint: %s -> %s (MMAction2 format): %d tensors%s", args.checkpoint, args.out,
+             summary["tensors"], f"; kept in meta only (no MMAction2 counterpart): {len(summary['not_in_mmaction'])}"
+             if summary["not_in_mmaction"] else "")
+
+
 def cmd_heatmaps(args):
     from .heatmaps import build_heatmap_store
 
@@ -225,6 +234,7 @@ _PATHS = {  # command: (inputs, outputs, {folder output: files written in it})
                 {"out_dir": ("prediction.json", "timeline.csv", "windows.csv", "timeline.png")}),
     "photo-video": ((), ("out",), {}),
     "export-pickle": (("keypoints", "manifest"), ("out",), {}),
+    "export-checkpoint": (("checkpoint",), ("out",), {}),
     "heatmaps": (("keypoints",), ("out",), {}),
     "train": (("manifest", "frames", "keypoints", "classes", "init"), (),
               {"out_dir": ("model.pt", "log.csv", "curve.png"), "state_dir": ("last.pt", "best.pt", "lock")}),
@@ -244,7 +254,8 @@ def _same_path(a: str, b: str) -> bool:
         return False
 
 
-_POSITIONAL = {"demo-data": "out", "photo-video": "out", "predict": "video", "test": "checkpoint"}
+_POSITIONAL = {"demo-data": "out", "photo-video": "out", "predict": "video", "test": "checkpoint",
+               "export-checkpoint": "checkpoint"}
 
 
 def _flag(command: str, name: str) -> str:
@@ -406,6 +417,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_export_pickle)
+
+    p = sub.add_parser("export-checkpoint", help="an mgpipe model -> a pyskl / MMAction2 checkpoint "
+                                                 "({meta, state_dict}; meta.mmaction_model is the model config)")
+    p.add_argument("checkpoint")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_export_checkpoint)
 
     p = sub.add_parser("heatmaps", help="keypoints -> joint and limb heatmap volumes (HDF5) "
                                         "(settings: heatmaps)")

@@ -434,7 +434,8 @@ STAGE_MODULES = {
     "pose": ["pose.py", "pose_runner.py", "pose_backends", "layouts.py", "skeleton_io.py", "formats"],
     "heatmaps": ["heatmaps.py", "layouts.py", "formats"],
     "train": ["train.py", "samples.py", "heatmaps.py", "layouts.py", "specs.py", "inference.py", "models",
-              "checkpoints.py", "fingerprint.py", "formats"],
+              "checkpoints.py", "fingerprint.py", "formats", "transfer/__init__.py", "transfer/init.py",
+              "transfer/layouts.py", "transfer/mmaction.py"],  # not transfer/side.py (a test helper)
     "merge": ["merge.py", "specs.py", "inference.py", "models", "checkpoints.py"],
     "test": ["evaluate.py", "clips.py", "inference.py", "samples.py", "heatmaps.py", "layouts.py", "specs.py", "models",
              "checkpoints.py", "formats"],

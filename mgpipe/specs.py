@@ -204,27 +204,27 @@ register(ModelSpec(
     # The RGB model reads only the box padding of the heatmap settings (its frames are cut
     # from the clip's compact box), so the Gaussian width does not retrain it.
     name="rgb", inputs=("rgb",), outputs={"rgb": "logits"},
-    sections=("seed", "train", "rgb", "heatmaps.padding"),
+    sections=("seed", "train", "rgb", "heatmaps.padding", "init.rgb"),
     network=lambda config, channels: {"type": "single", "kind": "rgb", "in_channels": 3,
                                       "cfg": config["rgb"]["network"]},
     optim=lambda config: config["rgb"]["optim"], augment=_rgb_augment, enabled=_rgb_only))
 
 register(ModelSpec(
     name="joint", inputs=("joint",), outputs={"joint": "logits"},
-    sections=("seed", "train", "pose_model", "heatmaps"), network=_pose_network("joint"),
+    sections=("seed", "train", "pose_model", "heatmaps", "init.joint"), network=_pose_network("joint"),
     optim=lambda config: config["pose_model"]["optim"], augment=_pose_augment,
     enabled=lambda config: True))
 
 register(ModelSpec(
     name="limb", inputs=("limb",), outputs={"limb": "logits"},
-    sections=("seed", "train", "pose_model", "limb", "heatmaps"), network=_pose_network("limb"),
+    sections=("seed", "train", "pose_model", "limb", "heatmaps", "init.limb"), network=_pose_network("limb"),
     optim=lambda config: config["limb"].get("optim") or config["pose_model"]["optim"],  # absent: the joint model's
     augment=_pose_augment, enabled=lambda config: config["limb"]["enabled"]))
 
 for _variant, (_fusion, _proto) in VARIANTS.items():
     register(ModelSpec(
         name=f"fused_{_variant}", inputs=("rgb", "joint"), outputs={"rgb": "rgb", "pose": "pose"},
-        sections=("seed", "train", "rgb", "pose_model", "fused", "heatmaps"),
+        sections=("seed", "train", "rgb", "pose_model", "fused", "heatmaps", "init.fused"),
         network=_fused_network(_variant), optim=lambda config: config["fused"]["optim"],
         augment=_rgb_augment, init="merge", ablation={"variant": _variant, "fusion": _fusion, "prototype": _proto},
         enabled=lambda config, v=_variant: _rgb_only(config) and v in config["fused"]["variants"]))

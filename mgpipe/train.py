@@ -19,8 +19,9 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoints, specs
-from .inference import load_model, predict, top1
-from .formats.keypoints import Reader as KeypointReader
+from .formats import keypoints as keypoint_store
+from .inference import predict, top1
+from .transfer import init as transfer_init
 from .samples import check_stores, keypoint_channels, make_loader, model_samples
 from .fingerprint import training_fingerprint
 from .clips import read_manifest
@@ -79,7 +80,8 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
     check_stores(spec, manifest, frames_h5=frames_h5, keypoints_h5=keypoints_h5)
     arch = spec.network(config, keypoint_channels(keypoints_h5))
     # what the model is trained on, kept in every checkpoint (predict and test hold data to it)
-    trained_on = checkpoints.model_record(spec, config, classes, KeypointReader(keypoints_h5).layout)
+    layout = keypoint_store.Reader(keypoints_h5).layout
+    trained_on = checkpoints.model_record(spec, config, classes, layout)
     train_set = model_samples(spec, config, manifest, "train", train=True, frames_h5=frames_h5,
                               keypoints_h5=keypoints_h5)
     # Without a validation split the fixed schedule runs to its end and the last epoch is kept:
@@ -94,15 +96,14 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
         log.info("%s: no validation split: training %d epochs and keeping the last", name, optim["epochs"])
 
     model = specs.build(arch, num_classes)
+    # The init file (merged weights, another run's model, a pyskl / MMAction2 checkpoint): names
+    # mapped, shapes checked, what is loaded / fresh / ignored logged and kept in the checkpoint.
+    init_report, init_layout = None, transfer_init.entry(config, name)[1]
     if init is not None:
-        init_model, init_ckpt, _ = load_model(init)
-        checkpoints.check_classes(init_ckpt, init, classes, classes_csv)
-        try:
-            model.load_state_dict(init_model.state_dict())
-        except RuntimeError as e:
-            raise InputError(f"{init}: initial weights do not fit model {name} "
-                             f"({str(e).strip().splitlines()[0][:200]})") from None
-        del init_model
+        init_report = transfer_init.initialise(model, arch, init, channels=spec.inputs[-1],
+                                               target_layout=layout, source_layout=init_layout)
+        if main:
+            transfer_init.log_report(init_report, name, log)
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last_3d)
@@ -121,7 +122,8 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
     result_settings = {k: v for k, v in tcfg.items() if k not in ("threads", "workers")}
     fingerprint = training_fingerprint(
         {"arch": arch, "optim": optim, "train": result_settings, "seed": seed, "name": name,
-         "augment": augment, "heatmaps": config["heatmaps"], "inputs": trained_on["inputs"]},
+         "augment": augment, "heatmaps": config["heatmaps"], "inputs": trained_on["inputs"],
+         **({"init_layout": init_layout} if init_layout is not None else {})},
         rows=manifest[manifest.split.isin(["train", "val"])],
         files={"classes": classes_csv, "frames": frames_h5, "keypoints": keypoints_h5, "init": init})
     history, best, start = [], -1.0, 0
@@ -214,7 +216,7 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
                 checkpoints.save({"model": model.state_dict(), "arch": arch, "num_classes": num_classes,
                                   "name": name, "epoch": epoch + 1, "val_top1": score if has_val else None,
                                   "selected": "best validation top-1" if has_val else "last epoch (no validation split)",
-                                  "fingerprint": fingerprint, **trained_on}, best_file)
+                                  "fingerprint": fingerprint, **trained_on, "init": init_report}, best_file)
         if main:
             checkpoints.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                               "torch_rng": torch.get_rng_state(), "epoch": epoch, "best": best,

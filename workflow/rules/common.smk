@@ -7,7 +7,10 @@ from pathlib import Path
 
 from mgpipe import config as mgconfig
 from mgpipe import specs
+from mgpipe.io import InputError
+from mgpipe.layouts import get_layout
 from mgpipe.pose_backends import reads_frames
+from mgpipe.transfer import init as transfer_init
 
 try:
     mgconfig.validate(config, "config")
@@ -78,7 +81,24 @@ for key, value in PATH_KEYS.items():
 # reads; the rules below only turn that into jobs.
 MODELS = specs.trained_models(config)
 SPECS = {m: specs.get(m) for m in MODELS}
-MERGED = [m for m in MODELS if SPECS[m].init == "merge"]
+# Init files the config names (init.<model>): checked here, before anything runs (missing,
+# hostile or of no supported form: one line), and rule inputs, so a new file retrains the model.
+INIT = {}
+for _model in MODELS:
+    _path, _layout = transfer_init.entry(config, _model)
+    if _path is None:
+        continue
+    _key = f"init.{transfer_init.config_key(_model)}"
+    if os.path.normpath(_path) == os.path.normpath(f"{R}/models/{_model}/model.pt"):
+        sys.exit(f"mgpipe: config key {_key}: {_path} is the model this run trains")
+    try:
+        if _layout is not None:
+            get_layout(_layout)
+        transfer_init.check_file(_path)
+    except InputError as e:
+        sys.exit(f"mgpipe: config key {_key}: {e}")
+    INIT[_model] = str(_path)
+MERGED = [m for m in MODELS if SPECS[m].init == "merge" and m not in INIT]
 # Pose-only mode trains no RGB or fused network: the ensemble keeps the members it has.
 ENSEMBLE = dict(config["ensemble"])
 if POSE_ONLY:
@@ -144,7 +164,9 @@ def model_inputs(wildcards):
 
 def train_inputs(wildcards):
     data = model_inputs(wildcards)
-    if SPECS[wildcards.model].init == "merge":
+    if wildcards.model in INIT:
+        data["init"] = INIT[wildcards.model]
+    elif SPECS[wildcards.model].init == "merge":
         data["init"] = f"{R}/merged/{wildcards.model}.pt"
     return data
 
