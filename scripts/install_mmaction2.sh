@@ -10,8 +10,8 @@
 # interpreter (the tests look for <repo>/.venvs/mmaction2/bin/python, or MGPIPE_MMACTION2_PYTHON).
 #
 # Why the environment looks like this (Python 3.11, torch 2.13 CPU):
-# - --system-site-packages and a constraints file pinning torch and numpy, as for mmpose: the base
-#   torch is reused, never a second one downloaded.
+# - The venv reuses the calling interpreter's torch and numpy (scripts/side_env.sh says how, from
+#   the system Python, a venv or conda alike), never downloading a second torch.
 # - mmcv-lite 2.1.0 (no compiled ops): MMAction2 1.2.0 wants mmcv >= 2.0.0rc4, < 2.2.0; the models
 #   tested here (ResNet3dSlowOnly, RGBPoseConv3D, their heads) use ConvModule and no compiled op.
 # - mmaction2, mmengine and mmcv-lite go in with --no-deps: they ask for opencv-python (needs libGL
@@ -37,27 +37,8 @@ MMENGINE_VERSION=0.10.7
 log() { echo "[install_mmaction2] $*" >&2; }
 t_start=$(date +%s)
 
-if ! "$PYTHON" -c 'import torch, numpy' 2>/dev/null; then
-    echo "install_mmaction2.sh: $PYTHON cannot import torch and numpy; run it with PYTHON set to" \
-         "the interpreter mgpipe is installed in" >&2
-    exit 1
-fi
-
-if [[ ! -x "$VENV/bin/python" ]]; then
-    log "creating $VENV (system site packages of $("$PYTHON" -c 'import sys; print(sys.executable)'))"
-    "$PYTHON" -m venv --system-site-packages "$VENV"
-fi
-[[ -e "$VENV/.gitignore" ]] || echo '*' > "$VENV/.gitignore"
-PY="$VENV/bin/python"
-
-CONSTRAINTS="$VENV/mgpipe-constraints.txt"
-"$PY" - > "$CONSTRAINTS" <<'PYEOF'
-import numpy, torch
-print(f"torch=={torch.__version__.split('+')[0]}")
-print(f"numpy=={numpy.__version__}")
-PYEOF
-pipi() { PIP_DISABLE_PIP_VERSION_CHECK=1 "$PY" -m pip install --quiet -c "$CONSTRAINTS" "$@"; }
-have() { "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('$1') != '$2')" 2>/dev/null; }
+source "$REPO/scripts/side_env.sh"
+side_env_create install_mmaction2.sh "$VENV"
 
 installed() {
     have mmaction2 "$MMACTION2_VERSION" && have mmengine "$MMENGINE_VERSION" && have mmcv-lite "$MMCV_VERSION"

@@ -17,13 +17,8 @@
 #   toolkit (nvcc) matching torch's CUDA version.
 #
 # Why the environment looks like this (versions measured on Python 3.11, torch 2.13 CPU):
-# - The venv reuses the base interpreter's torch, numpy and Pillow, so a second (possibly CUDA,
-#   multi-GB) torch is never downloaded: a .pth file in its site-packages adds the folders the
-#   base interpreter takes its packages from (site.getsitepackages(), the user site, purelib and
-#   platlib, with their own .pth files). Not --system-site-packages: from inside a virtualenv
-#   that links the packages of the Python the virtualenv was made from, not the virtualenv's own
-#   (no torch there). Works from the system Python, a venv and conda alike. A constraints file
-#   pins torch and numpy to the base versions so that no dependency can shadow them in the venv.
+# - The venv reuses the calling interpreter's torch, numpy and Pillow (scripts/side_env.sh says
+#   how, from the system Python, a venv or conda alike).
 # - mmcv 2.1.0 (lite or full): mmdet 3.3.0 requires mmcv < 2.2.0, and 2.1.0 is the last such one.
 # - mmcv-lite, mmengine and mmpose go in with --no-deps: all three ask for opencv-python, which
 #   needs libGL at import time (absent on servers); opencv-python-headless is the same cv2
@@ -60,53 +55,8 @@ XTCOCOTOOLS_VERSION=1.14.3
 log() { echo "[install_mmpose] $*" >&2; }
 t_start=$(date +%s)
 
-if ! BASE="$("$PYTHON" -c 'import sys, torch, numpy; print(sys.executable)' 2>/dev/null)"; then
-    who="$PYTHON"   # a bare name (the default python3): say which file it is
-    [[ "$PYTHON" == */* ]] || who="$PYTHON ($(command -v "$PYTHON" || echo not found))"
-    echo "install_mmpose.sh: $who cannot import torch and numpy; run it with PYTHON set to the" \
-         "interpreter mgpipe is installed in" >&2
-    exit 1
-fi
-
-if [[ ! -x "$VENV/bin/python" ]]; then
-    log "creating $VENV on the packages of $BASE"
-    "$PYTHON" -m venv "$VENV"
-fi
-# Keep the environment out of git wherever it is created (Python 3.11's venv does not do this).
-[[ -e "$VENV/.gitignore" ]] || echo '*' > "$VENV/.gitignore"
-PY="$VENV/bin/python"
-
-# The link to the base interpreter's packages, rewritten on every run (the base may have moved).
-# Each folder goes through site.addsitedir, which also reads the .pth files inside it (editable
-# installs, conda's and Debian's extra paths); the venv's own packages stay first.
-SITE_LINK="$("$PY" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/mgpipe-base-packages.pth"
-"$PYTHON" - > "$SITE_LINK.tmp" <<'EOF'
-import os, site, sys, sysconfig
-dirs = [*site.getsitepackages(), sysconfig.get_path("purelib"), sysconfig.get_path("platlib")]
-if site.ENABLE_USER_SITE:
-    dirs.append(site.getusersitepackages())
-dirs = [d for d in dict.fromkeys(dirs) if os.path.isdir(d)]
-print(f"# written by scripts/install_mmpose.sh: the package folders of {sys.executable}")
-for d in dirs:   # (a .pth runs a line that starts with "import"; a folder already there is skipped)
-    print(f"import site, sys; {d!r} in sys.path or site.addsitedir({d!r})")
-EOF
-mv "$SITE_LINK.tmp" "$SITE_LINK"
-torch_of() { "$1" -c 'import os, torch; print(os.path.realpath(torch.__file__))' 2>&1; }
-if ! side="$(torch_of "$PY")" || [[ "$side" != "$(torch_of "$PYTHON")" ]]; then
-    echo "install_mmpose.sh: $PY does not import the torch of $BASE through $SITE_LINK: $side" >&2
-    exit 1
-fi
-
-CONSTRAINTS="$VENV/mgpipe-constraints.txt"
-"$PY" - > "$CONSTRAINTS" <<'EOF'
-import numpy, torch
-# Local version labels (+cpu) are dropped: "torch==2.13.0" matches the installed 2.13.0+cpu.
-print(f"torch=={torch.__version__.split('+')[0]}")
-print(f"numpy=={numpy.__version__}")
-EOF
-pipi() { PIP_DISABLE_PIP_VERSION_CHECK=1 "$PY" -m pip install --quiet -c "$CONSTRAINTS" "$@"; }
-
-have() { "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('$1') != '$2')" 2>/dev/null; }
+source "$REPO/scripts/side_env.sh"
+side_env_create install_mmpose.sh "$VENV"
 
 installed() {
     have mmpose "$MMPOSE_VERSION" && have mmengine "$MMENGINE_VERSION" && have mmdet "$MMDET_VERSION" \

@@ -1,4 +1,4 @@
-"""The pose backends' installers (scripts/install_*.sh) run from inside a virtualenv (issue 18,
+"""The side environments' installers (scripts/install_*.sh) run from inside a virtualenv (issue 18,
 case 9): the usual way to install a Python project.
 
 The virtualenv is made faithful and cheap: its base interpreter is a second Python of this
@@ -59,14 +59,19 @@ def install(script: str, python: Path, side: Path) -> subprocess.CompletedProces
                           text=True, env=env, timeout=900)
 
 
-def test_mmpose_side_environment_shares_the_torch_of_a_virtualenv(user_venv, tmp_path):
+@pytest.mark.parametrize("script", ["install_mmpose.sh", "install_mmaction2.sh"])
+def test_side_environment_shares_the_torch_of_a_virtualenv(user_venv, tmp_path, script):
+    """Both side environments that reuse torch (scripts/side_env.sh) work from a virtualenv:
+    each passes its own smoke test (mmpose: one frame; MMAction2: its PoseConv3D and
+    RGBPoseConv3D built) on the virtualenv's torch."""
     python = user_venv / "bin" / "python"
-    side = tmp_path / "side env" / "mmpose"
-    proc = install("install_mmpose.sh", python, side)
+    side = tmp_path / "side env" / script
+    proc = install(script, python, side)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert proc.stdout.splitlines()[-1] == f"{side}/bin/python"
     assert f"creating {side} on the packages of {python}" in proc.stderr
-    assert "[install_mmpose] ok: mmpose" in proc.stderr        # its smoke test ran one frame
+    if script == "install_mmpose.sh":
+        assert "[install_mmpose] ok: mmpose" in proc.stderr        # its smoke test ran one frame
     torch_file = [sys.executable, "-c", "import os, torch; print(os.path.realpath(torch.__file__))"]
     here = subprocess.run(torch_file, capture_output=True, text=True, check=True).stdout
     torch_file[0] = str(side / "bin" / "python")
