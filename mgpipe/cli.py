@@ -85,7 +85,7 @@ def cmd_shard(args):
     from .clips import read_manifest
     from .shards import write_slices
 
-    write_slices(read_manifest(args.manifest), args.shards, args.out_dir)
+    write_slices(read_manifest(args.manifest), args.shards, args.out_dir, source=args.manifest)
 
 
 def cmd_gather(args):

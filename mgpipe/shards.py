@@ -44,22 +44,25 @@ def slice_path(out_dir, shard: int) -> Path:
     return Path(out_dir) / f"{shard}.csv"
 
 
-def slices(manifest: pd.DataFrame, shards: int) -> list[pd.DataFrame]:
+def slices(manifest: pd.DataFrame, shards: int, source="manifest") -> list[pd.DataFrame]:
     """The manifest's rows of each shard, in manifest order (an empty shard has no rows)."""
     if shards < 1:
         raise InputError(f"data.shards is {shards}; use 1 or more")
+    if "video_id" not in manifest.columns:
+        raise InputError(f"{source}: not a clip manifest (no video_id column)")
     of = manifest.video_id.astype(str).map(lambda v: shard_of(v, shards))
     return [manifest[of == i] for i in range(shards)]
 
 
-def write_slices(manifest: pd.DataFrame, shards: int, out_dir) -> dict:
+def write_slices(manifest: pd.DataFrame, shards: int, out_dir, source="manifest") -> dict:
     """One manifest slice per shard in out_dir (`<shard>.csv`); a slice whose bytes are already
     there is left untouched (its modification time too), and slices of shards beyond `shards`
     (an earlier, larger data.shards) are removed. Returns counts per shard and what changed."""
+    parts = slices(manifest, shards, source)   # (checked before anything is written)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written, kept, rows, videos = [], [], [], []
-    for i, part in enumerate(slices(manifest, shards)):
+    for i, part in enumerate(parts):
         text = part.to_csv(index=False).encode()
         path = slice_path(out_dir, i)
         rows.append(len(part))

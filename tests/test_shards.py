@@ -240,6 +240,13 @@ def test_whole_imigue_table_plans_16_shard_jobs_per_data_stage(tmp_path):
         "gather_frames": 1, "gather_keypoints": 1}
     assert shards_of(proc, "decode_shard") == sorted(str(i) for i in range(16))
     assert "decode" not in jobs and "pose" not in jobs
+    # a pose model reads the frames of its own shard, not the gathered store
+    image = tmp_path / "image_pose.yaml"
+    image.write_text("pose: {backend: mediapipe}\n")
+    lines = smk(workdir, "-n", "--cores", "2", "--configfile", "config/paper.yaml", str(config),
+                str(image)).stdout.splitlines()
+    inputs = [lines[i + 1] for i, line in enumerate(lines) if line == "rule pose_shard:"]
+    assert len(inputs) == 16 and all("/shards/frames/" in x and "/frames.h5" not in x for x in inputs)
     # data.shards 1 (the default) is the plain DAG
     plain = planned(smk(workdir, "-n", "--cores", "2", "--configfile", "config/paper.yaml",
                         str(_imigue_config(tmp_path, 1))))
@@ -298,3 +305,16 @@ def test_gather_and_shard_commands_refuse_to_write_over_their_inputs(tmp_path, c
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all("is the same file as" in line for line in err), err
     assert store.read_bytes() == b"" and manifest.read_text() == "clip_id,video_id\n"
+
+
+def test_shard_command_refuses_a_file_that_is_no_manifest(tmp_path, capsys):
+    from mgpipe.cli import main
+
+    table = tmp_path / "labels.csv"
+    table.write_text("clip,label\na,1\n")
+    assert main(["shard", "--manifest", str(table), "--shards", "2", "--out-dir", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"mgpipe shard: error: {table}: not a clip manifest (no video_id column)"]
+    assert main(["shard", "--manifest", str(table), "--shards", "0", "--out-dir", str(tmp_path / "s")]) == 2
+    assert "data.shards is 0" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
