@@ -103,6 +103,19 @@ def cmd_pose(args):
                          outlier_margin=pose["outlier_margin"], progress=not args.quiet)
 
 
+def cmd_shard(args):
+    from .clips import read_manifest
+    from .shards import write_slices
+
+    write_slices(read_manifest(args.manifest), args.shards, args.out_dir, source=args.manifest)
+
+
+def cmd_gather(args):
+    from .shards import gather
+
+    gather(args.kind, args.stores_in, args.out)
+
+
 def cmd_export_pickle(args):
     from .clips import read_manifest
     from .skeleton_io import export_pickle
@@ -230,6 +243,8 @@ _PATHS = {  # command: (inputs, outputs, {folder output: files written in it})
     "clips": (("labels", "split", "videos", "skeletons"), ("out", "classes_out"), {}),
     "decode": (("manifest",), ("out",), {}),
     "pose": (("manifest", "skeletons", "frames"), ("out",), {}),
+    "shard": (("manifest",), (), {}),
+    "gather": ((), ("out",), {}),
     "predict": (("video", "model", "classes", "skeletons"), (),
                 {"out_dir": ("prediction.json", "timeline.csv", "windows.csv", "timeline.png")}),
     "photo-video": ((), ("out",), {}),
@@ -272,6 +287,7 @@ def _path_args(args) -> tuple[list, list]:
              if path]
     if getattr(args, "stores", None):   # bench reads these files of the results folder
         read += [("--stores", os.path.join(args.stores, f)) for f in ("clips.csv", "frames.h5", "keypoints.h5")]
+    read += [("store", path) for path in getattr(args, "stores_in", None) or ()]   # gather
     written = [(_flag(args.command, n), getattr(args, n)) for n in outputs if getattr(args, n, None)]
     for name, files in folders.items():
         folder = getattr(args, name, None)
@@ -279,6 +295,8 @@ def _path_args(args) -> tuple[list, list]:
             folder = os.path.join(args.out_dir, "state")   # train's default
         if folder:
             written += [(_flag(args.command, name), os.path.join(folder, f)) for f in files]
+    if args.command == "shard":   # the slices it writes
+        written += [("--out-dir", os.path.join(args.out_dir, f"{i}.csv")) for i in range(max(args.shards, 0))]
     if args.command == "bench" and args.out:
         written.append(("--out", str(Path(args.out).with_name(Path(args.out).stem + "_data_path.csv"))))
     if args.log:
@@ -383,6 +401,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_pose)
+
+    p = sub.add_parser("shard", help="clip manifest -> one slice of whole videos per shard "
+                                     "(<out-dir>/<shard>.csv, rewritten only when it changes)")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--shards", type=int, required=True, help="number of shards (data.shards)")
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=cmd_shard)
+
+    p = sub.add_parser("gather", help="shard stores (frames or keypoints) -> one store, each "
+                                      "clip copied as stored")
+    p.add_argument("kind", choices=("frames", "keypoints"))
+    p.add_argument("stores_in", nargs="+", metavar="STORE")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_gather)
 
     p = sub.add_parser("predict", help="a trained model on a new video: top-k classes, or a --spot timeline")
     p.add_argument("video")

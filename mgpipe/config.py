@@ -433,6 +433,7 @@ STAGE_MODULES = {
     "decode": ["decode.py", "formats"],
     "pose": ["pose.py", "pose_runner.py", "pose_backends", "layouts.py", "skeleton_io.py", "formats"],
     "heatmaps": ["heatmaps.py", "layouts.py", "formats"],
+    "shards": ["shards.py", "formats"],
     "train": ["train.py", "samples.py", "heatmaps.py", "layouts.py", "specs.py", "inference.py", "models",
               "checkpoints.py", "fingerprint.py", "formats", "transfer/__init__.py", "transfer/init.py",
               "transfer/layouts.py", "transfer/mmaction.py"],  # not transfer/side.py (a test helper)

@@ -177,3 +177,19 @@ def frames_arg(wildcards, input):
 
 def init_arg(wildcards, input):
     return optional_arg("--init", input.init) if "init" in input.keys() else ""
+
+
+# Sharded data stages (workflow/rules/shards.smk): decode and pose as SHARDS jobs when > 1.
+SHARDS = config["data"]["shards"]
+
+
+def shard_runtime(minutes_in_all):
+    """Minutes a shard job asks for: its share of the unsharded stage's, twice over (the hash
+    gives shards of uneven length), at least half an hour."""
+    return max(30, -(-2 * minutes_in_all // SHARDS))
+
+
+def shard_slice(wildcards):
+    """A shard's manifest slice, once the slicing checkpoint has written it."""
+    folder = checkpoints.shard_clips.get().output.slices
+    return os.path.join(folder, f"{wildcards.shard}.csv")

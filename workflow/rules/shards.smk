@@ -1,0 +1,119 @@
+# Sharded data stages (data.shards > 1): decode and pose run as one job per shard, each over a
+# slice of whole videos (mgpipe/shards.py), and two gather rules build frames.h5 and
+# keypoints.h5 from the shard stores, each clip copied as stored. The later stages read the
+# gathered stores as they read an unsharded run's. With data.shards 1 none of these rules exist
+# and the DAG is the plain one (decode and pose in data.smk and features.smk).
+
+# (SHARDS, shard_runtime and shard_slice are in common.smk)
+
+if SHARDS > 1:
+
+    # The gather rules write the files the plain decode and pose rules would write.
+    ruleorder: gather_frames > decode
+    ruleorder: gather_keypoints > pose
+
+    wildcard_constraints:
+        shard=r"\d+",
+
+    # A checkpoint: Snakemake looks at the slices again once it has run. A slice whose rows did
+    # not change keeps its file and modification time, so only the shards whose slice changed
+    # rerun. update(): the folder is not removed before the job (the command itself removes the
+    # slices of shards that no longer exist); Snakemake's timestamp in it dates the folder.
+    checkpoint shard_clips:
+        input:
+            manifest=f"{R}/clips.csv",
+        output:
+            slices=update(directory(f"{R}/shards/clips")),
+        params:
+            shards=SHARDS,
+            code=code("shards"),
+        log:
+            f"{R}/logs/shard_clips.log",
+        conda:
+            "../envs/mgpipe.yaml"
+        shell:
+            "mgpipe shard --manifest {input.manifest:q} --shards {params.shards} "
+            "--out-dir {output.slices:q} 2> {log:q}"
+
+    # (named one by one, not unpacked from a function: while the checkpoint has not run, an
+    # unpacked function's names would be lost and the planned command could not be shown)
+    POSE_SHARD_SOURCES = {"frames": f"{R}/shards/frames/{{shard}}.h5"} if IMAGE_POSE else {}
+    if DATA["skeletons"]:
+        POSE_SHARD_SOURCES["skeletons"] = DATA["skeletons"]
+
+    rule decode_shard:
+        input:
+            manifest=shard_slice,
+        output:
+            frames=f"{R}/shards/frames/{{shard}}.h5",
+        params:
+            cfg=stage_config("decode"),
+            code=code("decode"),
+        log:
+            f"{R}/logs/decode/{{shard}}.log",
+        threads: workflow.cores
+        resources:
+            mem_mb=4000,
+            runtime=shard_runtime(240),
+        conda:
+            "../envs/mgpipe.yaml"
+        shell:
+            "mgpipe decode --manifest {input.manifest:q} --config-json {params.cfg:q} "
+            "--out {output.frames:q} --threads {threads} 2> {log:q}"
+
+    rule pose_shard:
+        input:
+            manifest=shard_slice,
+            **POSE_SHARD_SOURCES,
+        output:
+            keypoints=f"{R}/shards/keypoints/{{shard}}.h5",
+        params:
+            cfg=stage_config("pose"),
+            skeletons=optional_arg("--skeletons", DATA["skeletons"]),
+            frames=lambda wildcards, input: optional_arg("--frames", input.frames) if IMAGE_POSE else "",
+            code=code("pose"),
+        log:
+            f"{R}/logs/pose/{{shard}}.log",
+        threads: workflow.cores
+        resources:
+            mem_mb=4000 if IMAGE_POSE else 2000,
+            runtime=shard_runtime(1440 if IMAGE_POSE else 120),
+        conda:
+            "../envs/mgpipe.yaml"
+        shell:
+            "mgpipe pose --manifest {input.manifest:q} {params.skeletons} {params.frames} "
+            "--config-json {params.cfg:q} --out {output.keypoints:q} --threads {threads} 2> {log:q}"
+
+    rule gather_frames:
+        input:
+            expand(f"{R}/shards/frames/{{shard}}.h5", shard=range(SHARDS)),
+        output:
+            frames=f"{R}/frames.h5",
+        params:
+            code=code("shards"),
+        log:
+            f"{R}/logs/gather_frames.log",
+        resources:
+            mem_mb=2000,
+            runtime=60,
+        conda:
+            "../envs/mgpipe.yaml"
+        shell:
+            "mgpipe gather frames {input:q} --out {output.frames:q} 2> {log:q}"
+
+    rule gather_keypoints:
+        input:
+            expand(f"{R}/shards/keypoints/{{shard}}.h5", shard=range(SHARDS)),
+        output:
+            keypoints=f"{R}/keypoints.h5",
+        params:
+            code=code("shards"),
+        log:
+            f"{R}/logs/gather_keypoints.log",
+        resources:
+            mem_mb=2000,
+            runtime=30,
+        conda:
+            "../envs/mgpipe.yaml"
+        shell:
+            "mgpipe gather keypoints {input:q} --out {output.keypoints:q} 2> {log:q}"
