@@ -121,7 +121,7 @@ def standin_split(work: Path, table: pd.DataFrame) -> Path:
 def imigue_config(work: Path, shards: int, results: str) -> Path:
     path = work / f"imigue_{shards}.yaml"
     path.write_text(f"results: {work}/{results}\ndataset:\n  kind: imigue\n"
-                    f"  label_table: {work}/imigue_labels_single.csv\n"
+                    f"  label_table: {work}/imigue_labels.csv\n  multi_class_segments: each\n"
                     f"  split: {work}/split.csv\n  videos: {work}/videos\n  skeletons: {work}/skeletons\n"
                     f"data: {{shards: {shards}}}\n")
     return path
@@ -129,19 +129,19 @@ def imigue_config(work: Path, shards: int, results: str) -> Path:
 
 # ---- parts (each in its own process) ---------------------------------------------------------
 
-def without_double_labels(work: Path, table: pd.DataFrame) -> tuple[Path, int]:
-    """The table less the second label of each segment labelled twice: the real table has 16
-    segments with two classes, which the clips stage refuses ("labelled twice")."""
+def whole_table(work: Path, table: pd.DataFrame) -> tuple[Path, int]:
+    """The whole real table, and how many of its rows label a segment a second time (16, each
+    with another class: dataset.multi_class_segments: each makes each class a sample)."""
     twice = table.duplicated(["video_id", "start_frame", "end_frame"])
-    path = work / "imigue_labels_single.csv"
-    table[~twice].to_csv(path, index=False)
+    path = work / "imigue_labels.csv"
+    table.to_csv(path, index=False)
     return path, int(twice.sum())
 
 
 def part_clips(work: Path, table: pd.DataFrame) -> dict:
     from mgpipe import config as mgconfig
 
-    labels, dropped = without_double_labels(work, table)
+    labels, twice = whole_table(work, table)
     cfg = mgconfig.load([REPO / "config" / "paper.yaml", imigue_config(work, 1, "clips_run")])
     cfg_json = json.dumps({k: cfg[k] for k in ("seed", "mode", "dataset", "pose")})
     argv = [sys.executable, "-m", "mgpipe", "-q", "clips", "--labels", str(labels), "--split",
@@ -150,7 +150,7 @@ def part_clips(work: Path, table: pd.DataFrame) -> dict:
             "--out", str(work / "clips.csv"), "--classes-out", str(work / "classes.csv")]
     _, wall, peak = measured(argv)
     manifest = pd.read_csv(work / "clips.csv")
-    return {"part": "clips", "rows": len(manifest), "double_labels_dropped": dropped,
+    return {"part": "clips", "rows": len(manifest), "segments_of_two_classes": twice,
             "videos": int(manifest.video_id.nunique()),
             "seconds": round(wall, 1), "peak_rss_mib": round(peak)}
 
@@ -260,7 +260,7 @@ def part_loader(work: Path, workers: int, batches: int) -> dict:
         return int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0]) / 1024
 
     config = mgconfig.load([REPO / "config" / "paper.yaml"])
-    # every clip a training clip: the loader walks all 18,482 of them
+    # every clip a training clip: the loader walks all 18,498 of them
     manifest = pd.read_csv(work / "clips.csv", dtype={"video_id": str, "clip_id": str}).assign(split="train")
     store = work / "keypoints.h5"
     before = rss()
@@ -429,7 +429,7 @@ def main(argv=None) -> int:
         results["clips"] = part_clips(work, table)
         print(json.dumps(results["clips"]), flush=True)
     if "plan" in a.parts:
-        without_double_labels(work, table)
+        whole_table(work, table)
         standin_split(work, table)
         workflow_copy(work)
         results["plan"] = [plan(work, n) for n in (1, 16, 64)] + plan_after_a_changed_row(work, 16)

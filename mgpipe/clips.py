@@ -231,6 +231,7 @@ def build_manifest(label_table, split_file, videos_dir, config: dict, *, skeleto
         label_table, split_file, videos_dir, kind=kind, time_unit=ds["time_unit"], fps=ds["fps"],
         video_pattern=ds["video_pattern"], classes=classes, val_fraction=ds["val_fraction"],
         seed=config["seed"], on_missing=ds["on_missing"], skeletons_dir=skeletons_dir,
+        multi_class_segments=ds["multi_class_segments"],
         mode=config["mode"], pose_backend=config["pose"]["backend"],
         pickle_layout=config["pose"]["pickle_layout"], subject_from=ds["subject_from"],
         class_names=ds["class_names"], split_map=ds["split_map"])
@@ -238,7 +239,8 @@ def build_manifest(label_table, split_file, videos_dir, config: dict, *, skeleto
 
 def _build_manifest(label_table, split_file, videos_dir, *, kind, time_unit, fps, video_pattern,
                     classes, val_fraction, seed, on_missing, skeletons_dir, mode, pose_backend,
-                    pickle_layout, subject_from, class_names, split_map):
+                    pickle_layout, subject_from, class_names, split_map,
+                    multi_class_segments="error"):
     """Return (manifest, classes): classes maps output index -> label_id and class name.
 
     mode "pose" (pose-only) reads no video: frame counts of whole-video clips come from the
@@ -267,7 +269,8 @@ def _build_manifest(label_table, split_file, videos_dir, *, kind, time_unit, fps
         if split_map is not None:
             raise InputError(f"{label_table}: dataset.split_map applies to kind pyskl only")
         labels = read_labels(kind, label_table, split=split_file, time_unit=time_unit,
-                             classes=classes, subject_from=subject_from)
+                             classes=classes, subject_from=subject_from,
+                             multi_class_segments=multi_class_segments)
     labels.table = labels.table.reset_index(drop=True)
     table = labels.table
     row_word = "annotation" if kind == "pyskl" else "row"
@@ -312,6 +315,9 @@ def _build_manifest(label_table, split_file, videos_dir, *, kind, time_unit, fps
             "fps": probe["fps"] if use_videos else fps,
         })
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    # a segment of several classes (dataset.multi_class_segments: each): one clip per class
+    shared = manifest.clip_id.duplicated(keep=False)
+    manifest.loc[shared, "clip_id"] += "_c" + manifest.label_id[shared].astype(str)
     dup = manifest.clip_id[manifest.clip_id.duplicated()]
     if len(dup):
         raise InputError(f"{label_table}: segment {dup.iloc[0]} is labelled twice")

@@ -158,7 +158,7 @@ class LabelSet:
 
 
 def read_labels(kind: str, path, *, split=None, time_unit="frames", classes=None,
-                subject_from=None) -> LabelSet:
+                subject_from=None, multi_class_segments="error") -> LabelSet:
     """Read one dataset's annotations (a file, or the folder holding them) into a LabelSet.
 
     split         path of a per-subject split CSV (subject_id, split), for rows without their own.
@@ -187,7 +187,7 @@ def read_labels(kind: str, path, *, split=None, time_unit="frames", classes=None
     class_ids = None if classes is None else [int(k) for k in classes]
     named = table.label_id.isin(names)   # configured names win over the format's
     table.loc[named, "class"] = table.label_id[named].map(names)
-    _check_segments(table, class_ids)
+    _check_segments(table, class_ids, multi_class_segments)
 
     if split is not None:
         subjects = read_split_file(split)
@@ -450,7 +450,7 @@ def _canonical(raw: pd.DataFrame, cols: dict, *, unit: str, subject) -> pd.DataF
     return t
 
 
-def _check_segments(table: pd.DataFrame, classes) -> None:
+def _check_segments(table: pd.DataFrame, classes, multi_class_segments: str = "error") -> None:
     if classes is not None:
         _first_bad(table, ~table.label_id.isin(classes),
                    lambda r: f"label id {r['label_id']} is not among the configured classes")
@@ -461,8 +461,22 @@ def _check_segments(table: pd.DataFrame, classes) -> None:
                              "(whole video)", frames))
     key = table.video_id + " " + pd.Series(span, index=table.index)
     first = table[~key.duplicated()].set_index(key[~key.duplicated()])
-    _first_bad(table, key.duplicated(), lambda r: "segment {} is labelled twice (first at {} row {})"
-               .format(key[r.name], first["_file"][key[r.name]], first["_row"][key[r.name]]))
+
+    def twice(r, why=""):
+        return "segment {} is labelled twice (first at {} row {}){}".format(
+            key[r.name], first["_file"][key[r.name]], first["_row"][key[r.name]], why)
+
+    # The same class twice is a copied row; two classes may be a segment that shows two gestures
+    # (iMiGUE's real table has 16): one sample per class where the config says so.
+    same_class = pd.DataFrame({"key": key, "label": table.label_id}).duplicated()
+    _first_bad(table, same_class, lambda r: twice(r, " with the same class"))
+    if multi_class_segments != "each":
+        _first_bad(table, key.duplicated(), lambda r: twice(
+            r, ", with another class: set dataset.multi_class_segments: each to make each class "
+               "a sample of its own"))
+    elif key.duplicated().any():
+        log.info("%d segment(s) carry two or more classes: each class is a sample of its own",
+                 int(key[key.duplicated(keep=False)].nunique()))
 
 
 def _check_leak(table: pd.DataFrame, word: str = "row") -> None:

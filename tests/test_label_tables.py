@@ -2,6 +2,7 @@
 at the top of mgpipe/label_tables.py for where each layout was found)."""
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -341,3 +342,39 @@ def test_split_file_errors(tmp_path):
             read_labels("csv", f, split=write(tmp_path / "split.csv", body))
     ok = read_split_file(write(tmp_path / "split.csv", "subject_id,split\n1,train\n2,Test\n"))
     assert ok.split.tolist() == ["train", "test"]
+
+
+REAL_IMIGUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "imigue_labels.csv"
+
+
+@pytest.mark.skipif(not REAL_IMIGUE.is_file(), reason="../shared/data/imigue_labels.csv not found")
+def test_real_imigue_segments_of_two_classes_are_refused_or_each_a_sample():
+    """The whole real iMiGUE table labels 16 segments with two classes (video 197, frames
+    2204-2229: classes 29 and 31, ...): one line naming the setting, or one sample per class."""
+    with pytest.raises(InputError, match=r"imigue_labels\.csv: row 816: segment 197 frames 2204-2229 is "
+                                         r"labelled twice \(first at .* row 815\), with another class: "
+                                         r"set dataset\.multi_class_segments: each"):
+        read_labels("imigue", REAL_IMIGUE)
+    table = read_labels("imigue", REAL_IMIGUE, multi_class_segments="each").table
+    assert len(table) == 18498
+    seg = table[(table.video_id == "197") & (table.start_frame == 2204)]
+    assert sorted(seg.label_id) == [29, 31]
+
+
+def test_segment_of_two_classes_gives_one_clip_per_class(small_dataset):
+    from conftest import build_manifest
+
+    labels = pd.read_csv(small_dataset / "labels.csv", dtype=str, keep_default_na=False)
+    twin = labels.iloc[[0]].assign(**{"class": "99", "label_id": "9"})   # same frames, another class
+    pd.concat([labels, twin]).to_csv(small_dataset / "labels.csv", index=False)
+    args = (small_dataset / "labels.csv", small_dataset / "split.csv", small_dataset / "videos")
+    with pytest.raises(InputError, match="labelled twice .*with another class"):
+        build_manifest(*args)
+    manifest, _ = build_manifest(*args, multi_class_segments="each")
+    a = manifest[manifest.video_id == "a"].sort_values("clip_id")
+    assert list(a.clip_id) == ["a_000000_000009_c3", "a_000000_000009_c99", "a_000012_000025"]
+    assert list(a.label_id) == [3, 99, 99]
+    # the same class twice is a copied row: refused whatever the setting
+    pd.concat([labels, labels.iloc[[0]]]).to_csv(small_dataset / "labels.csv", index=False)
+    with pytest.raises(InputError, match="labelled twice .*with the same class"):
+        build_manifest(*args, multi_class_segments="each")

@@ -170,6 +170,9 @@ def check_dataset(ds, path, where: str, *, kinds: str, ranks, itemsizes=None, vl
 _checked: dict = {}
 
 
+MAX_CACHED_NODES = 1024   # per store and process; a clip's lookups cost less than its read
+
+
 class LazyStore:
     """Read access to one HDF5 store, opened lazily once per process (forked DataLoader
     workers must not share an h5py handle), with a per-process cache of looked-up nodes (h5py's
@@ -209,13 +212,21 @@ class LazyStore:
         return self._h5
 
     def node(self, key: str):
-        """The checked node at `key` (KeyError when absent), its parents checked on the way."""
+        """The checked node at `key` (KeyError when absent), its parents checked on the way.
+        The most recently used nodes stay cached: an open h5py object holds ~40 KB, so caching
+        every clip's would grow a loader by 1 GB over an epoch of iMiGUE (docs/scale.md)."""
         h5 = self.h5
-        if key not in self._nodes:
+        node = self._nodes.get(key)
+        if node is None:
             parent_key, _, name = key.rpartition("/")
             parent = self.node(parent_key) if parent_key else h5
-            self._nodes[key] = self.check_node(key, child_node(parent, name, self.path, self.NOUN, key))
-        return self._nodes[key]
+            node = self.check_node(key, child_node(parent, name, self.path, self.NOUN, key))
+            if len(self._nodes) >= MAX_CACHED_NODES:
+                del self._nodes[next(iter(self._nodes))]   # the least recently used
+        else:
+            del self._nodes[key]
+        self._nodes[key] = node   # (re)inserted last: dicts keep insertion order
+        return node
 
     def check_node(self, key: str, node):
         """Refuse a node the format does not have (subclasses); return it."""
