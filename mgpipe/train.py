@@ -24,6 +24,7 @@ from .inference import load_model, predict, top1
 from .samples import keypoint_channels, make_loader, model_samples
 from .fingerprint import training_fingerprint
 from .io import InputError, atomic_path
+from .models.sync_bn import synchronise_batchnorm
 from .runtime import pick_device, seed_everything, set_threads, step_precision
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,10 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
     device = pick_device(tcfg["device"])
     rank, world = _init_distributed(device)
     main = rank == 0
+    if world > 1 and main:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        log.info("%s: data-parallel over world size %d (%d node(s) x %d process(es)), %s batch "
+                 "statistics", name, world, world // local, local, "synchronised" if tcfg["sync_bn"] else "per-process")
     seed = config["seed"]
     seed_everything(seed)
     if device.type == "cpu":
@@ -98,6 +103,8 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
                              f"({str(e).strip().splitlines()[0][:200]})") from None
         del init_model
     model.to(device)
+    if world > 1 and tcfg["sync_bn"]:
+        model = synchronise_batchnorm(model, device)
     if channels_last:
         model.to(memory_format=torch.channels_last_3d)
     step_model = model
