@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from mgpipe import config as mgconfig
-from mgpipe import runtime
+from mgpipe.runtime import slurm_gpu_count
 from mgpipe import specs
 from mgpipe.pose_backends import reads_frames
 
@@ -113,10 +113,10 @@ def code(stage):
 # Jobs sent to SLURM ask for GPUs only where the cluster has them: with train.device auto, a
 # cluster whose nodes list no `gpu` generic resource (sinfo) gets CPU jobs; device cuda always
 # asks, device cpu never does.
-# (inside a SLURM job, the job's own Snakemake sees no executor yet: SLURM_JOB_ID tells it)
+# (the Snakemake inside each job must ask for the same: there SLURM_JOB_ID tells it it is on SLURM)
 ON_SLURM = (workflow.executor_plugin is not None and workflow.executor_plugin.name.startswith("slurm")) \
     or "SLURM_JOB_ID" in os.environ
-CLUSTER_GPUS = runtime.slurm_gpu_count() if ON_SLURM and config["train"]["device"] == "auto" else None
+CLUSTER_GPUS = slurm_gpu_count() if ON_SLURM and config["train"]["device"] == "auto" else None
 NODES = config["train"]["nodes"]
 
 
