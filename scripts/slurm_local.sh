@@ -10,13 +10,17 @@
 # then: export SLURM_CONF=$MGPIPE_SLURM_DIR/slurm.conf; sbatch / srun / sacct as usual.
 #
 # Everything lives in one folder, MGPIPE_SLURM_DIR (default /var/tmp/mgpipe-slurm): slurm.conf,
-# slurmdbd.conf, a munge key of its own, a MariaDB data folder, spool, state, logs and
-# pid files. Nothing in /etc is edited (one link is added where absent: see link_etc_conf), and the daemons listen on 127.0.0.1 only: munged on its default unix
-# socket (/run/munge; a running system munged is used instead), MariaDB on 127.0.0.1:$MGPIPE_SLURM_DB_PORT (default 3307),
-# slurmctld/slurmd/slurmdbd on 127.0.0.1 ports 6817/6818/6819 (MGPIPE_SLURM_PORT_BASE).
+# slurmdbd.conf, a munge key of its own, a MariaDB data folder, spool, state, logs and pid files.
+# Nothing in /etc is edited (one link is added where absent: see link_etc_conf). The daemons talk
+# over 127.0.0.1: munged on its default unix socket (/run/munge; a running system munged is used
+# instead), MariaDB on 127.0.0.1:$MGPIPE_SLURM_DB_PORT (default 3307) only, slurmctld, slurmd and
+# slurmdbd on ports 6817/6818/6819 (MGPIPE_SLURM_PORT_BASE). SLURM 22.05 has no listen address:
+# those three accept connections on every interface, but every request must carry a munge
+# credential made with this folder's key (root-only), so only this machine's root can use them.
 # One node, "localhost", with this machine's CPUs and memory (slurmd -C) and no GPUs: partition
-# "debug", account "root". Snakemake's SLURM executor reads job states with sacct, hence
-# slurmdbd + MariaDB. Packages (Debian): slurm-wlm, slurmdbd, munge, mariadb-server.
+# "debug", account "root". Accounting (slurmdbd + MariaDB) makes sacct work: the tests read it,
+# and Snakemake's SLURM executor falls back to it where MinJobAge is short.
+# Packages (Debian): slurm-wlm, slurmdbd, munge, mariadb-server.
 set -euo pipefail
 
 DIR=${MGPIPE_SLURM_DIR:-/var/tmp/mgpipe-slurm}
