@@ -84,3 +84,25 @@ def visible_gpu_count() -> int:
         return len(os.listdir("/proc/driver/nvidia/gpus"))
     except OSError:
         return 0
+
+
+def slurm_gpu_count() -> int:
+    """The most GPUs one node of the SLURM cluster offers (its `gpu` generic resources, from
+    `sinfo`), 0 on a cluster without GPUs or where sinfo cannot be asked. Used by the workflow
+    to ask SLURM for GPUs only where the cluster has them."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%G"], capture_output=True, text=True,
+                             timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return gres_gpu_count(out)
+
+
+def gres_gpu_count(sinfo_gres: str) -> int:
+    """The largest GPU count in sinfo's %G column ("gpu:a100:4(S:0-1),gpu:2", "(null)", ...)."""
+    import re
+
+    counts = [int(n) for n in re.findall(r"\bgpu(?::[^:,()\s]+)?:(\d+)", sinfo_gres)]
+    return max(counts, default=0)

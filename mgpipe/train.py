@@ -26,6 +26,7 @@ from .samples import check_stores, keypoint_channels, make_loader, model_samples
 from .fingerprint import training_fingerprint
 from .clips import read_manifest
 from .io import InputError, atomic_path
+from .models.sync_bn import synchronise_batchnorm
 from .runtime import pick_device, seed_everything, set_threads, step_precision
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,10 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
     device = pick_device(tcfg["device"])
     rank, world = _init_distributed(device)
     main = rank == 0
+    if world > 1 and main:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        log.info("%s: data-parallel over world size %d (%d node(s) x %d process(es)), %s batch "
+                 "statistics", name, world, world // local, local, "synchronised" if tcfg["sync_bn"] else "per-process")
     seed = config["seed"]
     seed_everything(seed)
     if device.type == "cpu":
@@ -105,6 +110,8 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
         if main:
             transfer_init.log_report(init_report, name, log)
     model.to(device)
+    if world > 1 and tcfg["sync_bn"]:
+        model = synchronise_batchnorm(model, device)
     if channels_last:
         model.to(memory_format=torch.channels_last_3d)
     step_model = model

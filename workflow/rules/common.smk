@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from mgpipe import config as mgconfig
+from mgpipe.runtime import slurm_gpu_count
 from mgpipe import specs
 from mgpipe.io import InputError
 from mgpipe.layouts import get_layout
@@ -129,13 +130,47 @@ def code(stage):
     return mgconfig.code_digest(stage)
 
 
+# Jobs sent to SLURM ask for GPUs only where the cluster has them: with train.device auto, a
+# cluster whose nodes list no `gpu` generic resource (sinfo) gets CPU jobs; device cuda always
+# asks, device cpu never does.
+# (the Snakemake inside each job must ask for the same: there SLURM_JOB_ID tells it it is on SLURM)
+ON_SLURM = (workflow.executor_plugin is not None and workflow.executor_plugin.name.startswith("slurm")) \
+    or "SLURM_JOB_ID" in os.environ
+CLUSTER_GPUS = slurm_gpu_count() if ON_SLURM and config["train"]["device"] == "auto" else None
+NODES = config["train"]["nodes"]
+
+
 def gpu_count():
-    return config["train"]["gpus"] if config["train"]["device"] != "cpu" else 0
+    """GPUs a training or test job asks for, per node."""
+    device = config["train"]["device"]
+    if device == "cpu" or (device == "auto" and CLUSTER_GPUS == 0):
+        return 0
+    return config["train"]["gpus"]
 
 
-# More than one GPU per training job: data-parallel processes launched by torchrun. A command
-# prefix of several words, so it goes into the command as it is, each word quoted here.
-LAUNCHER = shlex.join(["torchrun", "--standalone", "--nproc_per_node", str(gpu_count()), "-m"]) if gpu_count() > 1 else ""
+def train_resources():
+    """SLURM resources of a training job beyond memory and time. Across nodes (train.nodes > 1):
+    one task per node (`mpi` tells the executor that the command starts its own srun), and
+    the GPUs as a per-node generic resource."""
+    if NODES == 1:
+        return {"gpu": gpu_count()}
+    extra = {"nodes": NODES, "tasks": NODES, "mpi": "srun", "tasks_per_gpu": 0}
+    if gpu_count():
+        extra["gres"] = f"gpu:{gpu_count()}"
+    return extra
+
+
+# Several processes per training job: data-parallel processes launched by torchrun, one per GPU
+# (one per node on CPU nodes); across nodes, one torchrun agent per node under srun
+# (mgpipe/multinode.py). A command prefix of several words, so it goes into the command as it
+# is, each word quoted here.
+if NODES > 1:
+    LAUNCHER = shlex.join(["python", "-m", "mgpipe.multinode", "--nodes", str(NODES),
+                           "--nproc-per-node", str(max(1, gpu_count())), "-m"])
+elif gpu_count() > 1:
+    LAUNCHER = shlex.join(["torchrun", "--standalone", "--nproc_per_node", str(gpu_count()), "-m"])
+else:
+    LAUNCHER = ""
 
 
 # Every path and value that goes into a shell command is quoted, with `{x:q}` in the command or

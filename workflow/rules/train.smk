@@ -27,7 +27,7 @@ rule train:
         f"{R}/benchmarks/train_{{model}}.tsv"
     threads: config["train"]["threads"]
     resources:
-        gpu=gpu_count(),
+        **train_resources(),
         mem_mb=16000,
         runtime=1440,
     conda:

@@ -1,0 +1,243 @@
+"""The SLURM profile on a real SLURM: scripts/slurm_local.sh starts munge, MariaDB, slurmdbd,
+slurmctld and slurmd for one local node (2 CPUs, no GPUs), and the tiny workflow runs with
+`--profile profiles/slurm`, every rule a SLURM job, to the metrics.json of a local run.
+Needs root (the daemons) and the Debian packages (installed by the script); skipped otherwise,
+failed instead where MGPIPE_REQUIRE_SLURM=1 (CI)."""
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from test_workflow import make_workdir, planned, smk
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "slurm_local.sh"
+REQUIRED = os.environ.get("MGPIPE_REQUIRE_SLURM") == "1"
+
+
+def unavailable(why: str):
+    (pytest.fail if REQUIRED else pytest.skip)(f"no local SLURM: {why}")
+
+
+@pytest.fixture(scope="session")
+def slurm_conf():
+    """A running one-node SLURM with accounting; stopped afterwards unless it was up before."""
+    if os.geteuid() != 0:
+        unavailable("scripts/slurm_local.sh needs root")
+    try:
+        import snakemake_executor_plugin_slurm  # noqa: F401
+    except ImportError:
+        unavailable("snakemake-executor-plugin-slurm is not installed (pip install '.[slurm]')")
+    was_up = subprocess.run(["bash", str(SCRIPT), "status"], capture_output=True).returncode == 0
+    t0 = time.time()
+    proc = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        unavailable(f"scripts/slurm_local.sh start failed: {proc.stderr.strip()[-500:]}")
+    print(f"local SLURM up in {time.time() - t0:.1f} s")
+    conf = proc.stdout.strip().splitlines()[-1]
+    yield conf
+    if not was_up:
+        subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, timeout=300)
+
+
+def slurm_env(conf: str, workdir: Path) -> dict:
+    return dict(os.environ, SLURM_CONF=conf, PYTHONPATH=str(workdir))
+
+
+def write_test_profile(workdir: Path) -> str:
+    """profiles/slurm with this cluster's account and partition, the node's 2 CPUs and memory
+    that fits it, no retries (a cancelled job must fail), and quick status checks."""
+    profile = yaml.safe_load((workdir / "profiles" / "slurm" / "config.yaml").read_text())
+    profile["default-resources"].update(slurm_account="root", slurm_partition="debug", mem_mb=1000)
+    for resources in profile["set-resources"].values():
+        resources.update(mem_mb=1000)
+        if "slurm_partition" in resources:
+            resources["slurm_partition"] = "debug"
+    profile.update({"cores": 2, "retries": 0, "latency-wait": 5,
+                    "slurm-init-seconds-before-status-checks": 1})
+    (workdir / "profiles" / "slurm-test").mkdir(exist_ok=True)
+    (workdir / "profiles" / "slurm-test" / "config.yaml").write_text(yaml.safe_dump(profile))
+    return "profiles/slurm-test"
+
+
+def run_slurm(workdir: Path, conf: str, *args, check=True, timeout=1200):
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--profile", write_test_profile(workdir), *args],
+                          cwd=workdir, env=slurm_env(conf, workdir), capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def sacct(conf: str, workdir: Path, *args) -> list[dict]:
+    """The jobs sacct knows (allocations only), as dicts; also printed."""
+    fields = ["JobID", "JobName", "Comment", "State", "ExitCode", "Elapsed", "ReqTRES"]
+    out = subprocess.run(["sacct", "-X", "-a", "-P", "-n", "-S", "now-1days", *args, "-o", ",".join(fields)],
+                         env=slurm_env(conf, workdir), capture_output=True, text=True, check=True).stdout
+    subprocess.run(["sacct", "-X", "-a", "-S", "now-1days", *args, "-o",
+                    "JobID,Comment%40,State,ExitCode,Elapsed,ReqTRES%45"], env=slurm_env(conf, workdir))
+    return [dict(zip(fields, line.split("|"))) for line in out.splitlines() if line]
+
+
+def rule_of(comment: str) -> tuple[str, str]:
+    """(rule, wildcards) from the executor's job comment rule_<rule>[_wildcards_<values>]."""
+    m = re.fullmatch(r"rule_(.+?)(?:_wildcards_(.+))?", comment)
+    assert m, comment
+    return m.group(1), m.group(2) or ""
+
+
+@pytest.fixture(scope="module")
+def runs(slurm_conf, tmp_path_factory):
+    """The tiny workflow locally (--cores 2) and on SLURM, in two copies of the workflow."""
+    local = make_workdir(tmp_path_factory.mktemp("local"))
+    t0 = time.time()
+    smk(local, "--cores", "2", "--configfile", "tiny.yaml")
+    local_s = time.time() - t0
+    plan = planned(smk(local, "--cores", "2", "--configfile", "tiny.yaml", "-n", "-F"))
+    cluster = make_workdir(tmp_path_factory.mktemp("slurm"))
+    t0 = time.time()
+    proc = run_slurm(cluster, slurm_conf, "--configfile", "tiny.yaml")
+    slurm_s = time.time() - t0
+    print(f"tiny workflow: local {local_s:.0f} s, on SLURM {slurm_s:.0f} s")
+    job_ids = re.findall(r"submitted with SLURM jobid (\d+)", proc.stdout + proc.stderr)
+    assert job_ids, proc.stderr[-3000:]
+    return {"local": local, "cluster": cluster, "plan": plan, "proc": proc, "jobs": ",".join(job_ids)}
+
+
+def test_every_rule_is_one_slurm_job_and_metrics_equal_the_local_run(runs, slurm_conf):
+    jobs = sacct(slurm_conf, runs["cluster"], "-j", runs["jobs"])
+    assert jobs and all(j["State"] == "COMPLETED" for j in jobs), jobs
+    per_rule = {}
+    for job in jobs:
+        rule, wildcards = rule_of(job["Comment"])
+        per_rule.setdefault(rule, []).append(wildcards)
+    expected = {rule: n for rule, n in runs["plan"].items() if rule != "all"}  # `all` runs no command
+    assert {rule: len(w) for rule, w in per_rule.items()} == expected
+    assert all(len(set(w)) == len(w) for w in per_rule.values())  # one job per rule run
+    # no GPU asked on a cluster without GPUs
+    assert not any("gpu" in j["ReqTRES"] for j in jobs), [j["ReqTRES"] for j in jobs]
+    assert "--gpus" not in runs["proc"].stdout + runs["proc"].stderr
+    name = "results/tiny/ensemble/metrics.json"
+    assert (runs["cluster"] / name).read_bytes() == (runs["local"] / name).read_bytes()
+
+
+def test_job_logs_are_where_the_readme_says(runs, slurm_conf):
+    jobs = sacct(slurm_conf, runs["cluster"], "-j", runs["jobs"])
+    readme = (REPO / "README.md").read_text()
+    assert ".snakemake/slurm_logs/rule_<rule>/" in readme
+    for job in jobs:
+        rule, wildcards = rule_of(job["Comment"])
+        slurm_log = runs["cluster"] / ".snakemake" / "slurm_logs" / f"rule_{rule}" / wildcards / f"{job['JobID']}.log"
+        assert slurm_log.stat().st_size > 0, slurm_log
+        stage_log = runs["cluster"] / "results" / "tiny" / "logs" / (f"{rule}_{wildcards}.log" if wildcards else f"{rule}.log")
+        assert stage_log.exists(), stage_log
+
+
+def test_cancelled_training_fails_with_a_message_and_the_rerun_resumes(runs, slurm_conf):
+    """scancel mid-training: the rule fails naming the cancelled job; a rerun resumes from the
+    last checkpointed epoch."""
+    workdir = runs["cluster"]
+    (workdir / "slow.yaml").write_text("pose_model:\n  optim: {epochs: 60, batch_size: 4, lr: 0.02, lr_steps: [50], warmup_epochs: 0}\n")
+    target = ["results/tiny/models/joint/model.pt", "--configfile", "tiny.yaml", "slow.yaml"]
+    state = workdir / "results" / "tiny" / "state" / "joint" / "last.pt"
+    env = slurm_env(slurm_conf, workdir)
+    proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--profile", write_test_profile(workdir), *target],
+                            cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    import torch
+
+    try:
+        started, deadline, cancelled = time.time(), time.time() + 600, None
+        while time.time() < deadline and proc.poll() is None:
+            if state.exists() and state.stat().st_mtime > started:  # written by this job
+                try:
+                    epoch = torch.load(state, weights_only=False)["epoch"] + 1
+                except Exception:  # being replaced right now
+                    epoch = 0
+                if epoch >= 2:
+                    queued = subprocess.run(["squeue", "-h", "-o", "%i %k"], env=env, capture_output=True,
+                                            text=True, check=True).stdout.split("\n")
+                    train = [line.split()[0] for line in queued if "rule_train_wildcards_joint" in line]
+                    assert train, queued
+                    subprocess.run(["scancel", train[0]], env=env, check=True)
+                    cancelled = (train[0], epoch)
+                    break
+            time.sleep(0.2)
+        out = proc.communicate(timeout=600)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert cancelled, f"training ended before it could be cancelled:\n{out[-3000:]}"
+    print(out[-1500:])
+    job_id, epoch = cancelled
+    assert proc.returncode != 0
+    assert re.search(rf"Error in rule train:.*SLURM-job '{job_id}' failed, SLURM status is: 'CANCELLED", out, re.S), out[-3000:]
+    assert [j["State"].split()[0] for j in sacct(slurm_conf, workdir, "-j", job_id)] == ["CANCELLED"]
+
+    log = workdir / "results" / "tiny" / "logs" / "train_joint.log"
+    run_slurm(workdir, slurm_conf, *target)
+    text = log.read_text()
+    resumed = re.search(r"joint: resuming after epoch (\d+)", text)
+    assert resumed and int(resumed.group(1)) >= epoch, text[-2000:]
+    history = (workdir / "results" / "tiny" / "models" / "joint" / "log.csv").read_text().splitlines()
+    assert len(history) == 1 + 60
+
+
+def test_training_across_nodes_asks_for_the_nodes_and_starts_agents_under_srun(runs, slurm_conf):
+    """train.nodes: 2 plans a training job with two nodes, one task each, launched by
+    mgpipe.multinode; on this one-node cluster the launcher itself runs in a batch job: srun
+    starts the torchrun agent, which meets its processes at the c10d rendezvous on the first
+    node of the allocation (two processes of one node here)."""
+    workdir = runs["cluster"]
+    (workdir / "nodes.yaml").write_text("train: {nodes: 2}\n")
+    proc = run_slurm(workdir, slurm_conf, "results/tiny/models/joint/model.pt", "-n", "-R", "train",
+                     "--configfile", "tiny.yaml", "nodes.yaml")
+    plan = proc.stdout.split("rule train:", 1)[1]
+    resources = re.search(r"resources: (.*)", plan).group(1).split(", ")
+    assert {"nodes=2", "tasks=2", "mpi=srun"} <= set(resources), resources
+    assert "python -m mgpipe.multinode --nodes 2 --nproc-per-node 1 -m mgpipe train joint" in plan
+
+    r = workdir / "results" / "tiny"
+    cfg = yaml.safe_load((workdir / "tiny.yaml").read_text())
+    train = ["python", "-m", "mgpipe.multinode", "--nodes", "1", "--nproc-per-node", "2", "-m", "mgpipe",
+             "train", "joint", "--config-json", json.dumps(cfg), "--manifest", str(r / "clips.csv"),
+             "--classes", str(r / "classes.csv"), "--keypoints", str(r / "keypoints.h5"),
+             "--out-dir", str(workdir / "multinode"), "--state-dir", str(workdir / "multinode_state"),
+             "--threads", "1"]
+    log = workdir / "multinode.log"
+    job = subprocess.run(["sbatch", "--wait", "--parsable", "-N", "1", "-n", "1", "-c", "2", "--mem", "2000",
+                          "-o", str(log), "--wrap", " ".join(map(shlex.quote, train))],
+                         cwd=workdir, env=slurm_env(slurm_conf, workdir), capture_output=True, text=True, timeout=600)
+    text = log.read_text()
+    print(text[-1500:])
+    assert job.returncode == 0, text[-3000:]
+    assert re.search(r"mgpipe: srun --nodes 1 --ntasks 1 --ntasks-per-node 1 --kill-on-bad-exit=1 torchrun "
+                     r"--nnodes 1 --nproc_per_node 2 --rdzv_backend c10d --rdzv_endpoint localhost:\d+", text)
+    assert "joint: data-parallel over world size 2 (1 node(s) x 2 process(es))" in text
+    assert (workdir / "multinode" / "model.pt").exists()
+
+
+@pytest.mark.parametrize("sinfo, gpus", [("(null)\n", 0), ("gpu:a100:4(S:0-1)\n(null)\ngpu:2\n", 4),
+                                         ("gpu:tesla:1,mps:100\n", 1), ("mps:100\n", 0), ("", 0)])
+def test_gpus_are_read_from_sinfo_gres(sinfo, gpus):
+    from mgpipe.runtime import gres_gpu_count
+
+    assert gres_gpu_count(sinfo) == gpus
+
+
+def test_multinode_launcher_outside_slurm_stops_with_one_line():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    proc = subprocess.run([sys.executable, "-m", "mgpipe.multinode", "--nodes", "2", "-m", "mgpipe", "train", "joint"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "mgpipe: train.nodes > 1 runs inside a SLURM job (no SLURM_JOB_ID here); use --profile profiles/slurm, or train.nodes: 1"]
