@@ -66,6 +66,22 @@ def build_manifest(label_table, split_file, videos_dir, *, skeletons_dir=None, k
     return build(label_table, split_file, videos_dir, config, skeletons_dir=skeletons_dir)
 
 
+def run_cli(capsys, *argv):
+    """`mgpipe -q ARGV` in this process: (exit code, stderr)."""
+    import logging
+
+    from mgpipe.cli import main
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    capsys.readouterr()
+    try:
+        rc = main(["-q", *map(str, argv)])
+    finally:  # main() points the root logger at this test's stderr: put it back
+        root.handlers[:], root.level = handlers, level
+    return rc, capsys.readouterr().err
+
+
 def write_video(path, frames=20, width=64, height=48, fps=25):
     """A real H.264 mp4 with a moving square (frame-exact decoding is checked against it)."""
     with av.open(str(path), "w") as out:

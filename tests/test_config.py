@@ -1,5 +1,6 @@
 import pytest
 
+from conftest import run_cli
 from mgpipe import config
 from mgpipe.config import ConfigError
 
@@ -102,19 +103,7 @@ def test_defaults_are_the_schema_defaults_and_a_fresh_copy():
 # ----------------------------------------------------------------------------- stage commands
 # demo-data, decode and heatmaps take their settings from the config like every other stage:
 # --config-json holds only the sections the stage reads, the schema fills in the rest.
-def _run(capsys, *argv):
-    import logging
-
-    from mgpipe.cli import main
-
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    capsys.readouterr()
-    try:
-        rc = main(["-q", *map(str, argv)])
-    finally:  # main() points the root logger at this test's stderr: put it back
-        root.handlers[:], root.level = handlers, level
-    return rc, capsys.readouterr().err
+_run = run_cli
 
 
 def _stage_argv(stage, tmp_path):

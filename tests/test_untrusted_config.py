@@ -4,7 +4,6 @@ that is also an input. Each ends in one line naming the key or file; nothing is 
 
 import copy
 import json
-import logging
 import os
 import re
 import shutil
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_cli
 from mgpipe import config
 from mgpipe.config import ConfigError
 
@@ -23,18 +23,7 @@ SHIPPED = ["config.yaml", "config/paper.yaml", "config/mediapipe.yaml", "benchma
            "tests/data/tiny.yaml"]
 
 
-def _run(capsys, *argv):
-    """`mgpipe -q ARGV` in this process: (exit code, stderr)."""
-    from mgpipe.cli import main
-
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    capsys.readouterr()
-    try:
-        rc = main(["-q", *map(str, argv)])
-    finally:  # main() points the root logger at this test's stderr: put it back
-        root.handlers[:], root.level = handlers, level
-    return rc, capsys.readouterr().err
+_run = run_cli
 
 
 def _one_error_line(rc, err, command):
