@@ -9,7 +9,6 @@ The face and body boxes below were read off the photos by eye (photo pixels, x0,
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -279,17 +278,15 @@ def _decode(path) -> list[np.ndarray]:
 
 
 def _frame_store(frames: list[np.ndarray], path, clip_id: str) -> None:
-    """The frame-store layout the pose worker reads; PNG so that only H.264 alters the frames."""
-    import h5py
+    """A frame store as decode writes it (frames decode as JPEG only), at JPEG quality 100 so
+    that H.264 is what alters the frames."""
     from PIL import Image
 
-    with h5py.File(path, "w") as h5:
-        ds = h5.create_dataset(f"clips/{clip_id}", (len(frames),), dtype=h5py.vlen_dtype(np.uint8))
-        for i, frame in enumerate(frames):
-            buf = io.BytesIO()
-            Image.fromarray(frame).save(buf, format="PNG")
-            ds[i] = np.frombuffer(buf.getvalue(), np.uint8)
-        ds.attrs.update(width=frames[0].shape[1], height=frames[0].shape[0], scale=1.0)
+    from mgpipe.formats import frames as frame_store
+
+    with frame_store.writer(path, max_side=0, jpeg_quality=100) as w:
+        jpegs = [frame_store.encode_jpeg(Image.fromarray(f), 100) for f in frames]
+        w.add(clip_id, jpegs, width=frames[0].shape[1], height=frames[0].shape[0], scale=1.0)
 
 
 # Measured on grace_hopper, 48 frames at 320 x 240, seeds 0-3 (seed 0 is tested), frame pixels:
