@@ -84,8 +84,10 @@ def pretraining_pickle(bench: dict, sources: list[str], out: Path) -> Path:
                                 "keypoint_score": kp[..., 2].astype(np.float32)})
         offset += 1 + max(int(a["label"]) for a in data["annotations"])
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "wb") as f:
+    partial = out.with_suffix(".partial")
+    with open(partial, "wb") as f:
         pickle.dump({"split": {"train": [a["frame_dir"] for a in annotations]}, "annotations": annotations}, f)
+    partial.replace(out)
     return out
 
 
@@ -98,8 +100,10 @@ def prepare(pickle_path, layout, splits: dict, work: Path):
         frame["split"] = frame["split"].map(splits).fillna("unassigned")
         frame["video_id"] = frame["clip_id"]
         labels = sorted(frame.label.unique())
-        pd.DataFrame({"label": range(len(labels)), "class_id": labels}).to_csv(classes, index=False)
-        frame.to_csv(manifest, index=False)
+        pd.DataFrame({"label": range(len(labels)), "label_id": labels,
+                      "name": [str(v) for v in labels]}).to_csv(classes, index=False)
+        frame.to_csv(manifest.with_suffix(".partial"), index=False)
+        manifest.with_suffix(".partial").replace(manifest)  # the manifest last: it marks the folder done
     return kp_h5, manifest, classes
 
 
@@ -142,13 +146,19 @@ def mean_sd(values):
     return (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def run_target(bench, target, recipe, out: Path, args) -> dict:
+def target_data(bench, target, out: Path):
+    """(pretraining data, target data) of one target, prepared once under out/."""
     sources = [d for d in bench["datasets"] if d != target]
-    splits = bench["split_map"]
-    pre_pickle = pretraining_pickle(bench, sources, out / "pretrain" / target / "pretrain.pkl")
+    pre_pickle = out / "pretrain" / target / "pretrain.pkl"
+    if not pre_pickle.exists():
+        pretraining_pickle(bench, sources, pre_pickle)
     pre_data = prepare(pre_pickle, bench["pretrain_layout"], {"train": "train"}, out / "pretrain" / target)
     spec = bench["datasets"][target]
-    data = prepare(ROOT / spec["pickle"], spec["layout"], splits, out / "data" / target)
+    return pre_data, prepare(ROOT / spec["pickle"], spec["layout"], bench["split_map"], out / "data" / target)
+
+
+def run_target(bench, target, recipe, out: Path, args) -> dict:
+    pre_data, data = target_data(bench, target, out)
     pretrained = {}
     for model in args.models:
         train_and_score(model, recipe, pre_data, out / "pretrain" / target / model, threads=args.threads)
@@ -224,6 +234,9 @@ def main(argv=None) -> dict:
     recipe = validate(bench["recipe"], f"{args.config}: recipe")
     out = Path(args.out)
     t0 = time.time()
+    for target in args.targets:  # every store first: runs of other models may start beside this one
+        target_data(bench, target, out)
+    print("data ready", flush=True)
     results = {t: run_target(bench, t, recipe, out, args) for t in args.targets}
     text, misses = table(results, args.regimes, bench)
     print(text)
