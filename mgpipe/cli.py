@@ -196,7 +196,7 @@ def cmd_ensemble(args):
             raise InputError(f"--scores {item}: expected NAME=PATH")
         files[name] = path
     build_report(files, args.classes, args.out_dir, members=config["ensemble"]["members"],
-        search=config["ensemble"]["search"], variants_order=config["fused"]["variants"])
+        weights=config["ensemble"]["weights"], variants_order=config["fused"]["variants"])
 
 
 def cmd_bench(args):

@@ -142,11 +142,16 @@ def _with_defaults(cls):
 _Validator = _with_defaults(Draft202012Validator)
 
 
+# Keys an earlier mgpipe read, and what says the same now (a config of then gets that in its error)
+REPLACED_KEYS = {"ensemble.search": "ensemble.weights: search, or config for false"}
+
+
 def _describe(error) -> str:
     key = ".".join(str(p) for p in error.absolute_path)
     if error.validator == "additionalProperties":
-        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-        names = ", ".join(f"{key + '.' if key else ''}{e}" for e in extra)
+        extra = [f"{key + '.' if key else ''}{e}"
+                 for e in sorted(set(error.instance) - set(error.schema.get("properties", {})))]
+        names = ", ".join(f"{e} (replaced by {REPLACED_KEYS[e]})" if e in REPLACED_KEYS else e for e in extra)
         return f"unknown config key {names}"
     if error.validator == "uniqueItems":
         # (dataset.classes [0, 0, 1, 2] would make four outputs, one of them never trained)

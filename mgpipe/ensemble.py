@@ -1,8 +1,8 @@
 """Stage 9: score-level fusion, metrics, confusion matrix and the summary report.
 
 Every model's test scores are reported per stream; a fused network also at stream weights 1:1,
-2:1 and 1:2; the ensemble averages the members' probabilities with fixed weights, or with
-weights searched on the validation split and then applied unchanged to test.
+2:1 and 1:2; the ensemble averages the members' probabilities with the config weights, or with
+member and stream weights searched on the validation split and then applied unchanged to test.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import itertools
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -60,26 +61,6 @@ def _variant_flags(name: str) -> dict | None:
     return spec.ablation if spec else None
 
 
-def search_weights(members: dict, scores: dict, split="val", grid=(0.0, 0.5, 1.0, 1.5, 2.0)) -> dict:
-    """Grid search of member weights on one split; ties go to the earliest (smaller) weights."""
-    names = list(members)
-    labels = None
-    probs = {}
-    for n in names:
-        s = scores[n][scores[n].split == split]
-        probs[n] = model_probs(s)
-        labels = s.label.to_numpy()
-    best, best_w = -1.0, None
-    for w in itertools.product(grid, repeat=len(names)):
-        if sum(w) == 0:
-            continue
-        p = sum(wi * probs[n] for wi, n in zip(w, names))
-        acc = float((p.argmax(1).numpy() == labels).mean())
-        if acc > best + 1e-12:
-            best, best_w = acc, w
-    return dict(zip(names, best_w))
-
-
 def _aligned(scores: dict, split: str) -> tuple[dict, np.ndarray]:
     """Rows of one split, in one clip order for every model (score files must cover the same clips)."""
     ref = None
@@ -92,6 +73,128 @@ def _aligned(scores: dict, split: str) -> tuple[dict, np.ndarray]:
             raise InputError(f"score files of {name} and {next(iter(scores))} cover different clips")
         out[name] = s
     return out, ref.label.to_numpy()
+
+
+# ---- ensemble weights: as written, or chosen on the validation split --------------------------
+# The search weighs (member, stream) units: a member's weight is the sum of its units' weights,
+# its stream weights their shares, so that member and stream weights are chosen together and the
+# ensemble is still sum_m w_m * combine_streams(streams of m at its stream weights).
+SEARCH_BUDGET = 5000     # the most weight sets one search evaluates on the validation split
+SEARCH_MAX_STEPS = 20    # the finest grid: weights in steps of 1/20 of the total
+SEARCH_OBJECTIVE = ("validation top-1, then validation mean class accuracy; exact ties go to the "
+                    "weights nearest the uniform ones (squared distance of the unit shares)")
+
+
+def simplex_grid(units: int, steps: int) -> np.ndarray:
+    """Every way of sharing `steps` equal parts among `units` ([G, units], rows summing to 1),
+    in a fixed order (stars and bars)."""
+    rows = []
+    for bars in itertools.combinations(range(steps + units - 1), units - 1):
+        edges = (-1, *bars, steps + units - 1)
+        rows.append([edges[i + 1] - edges[i] - 1 for i in range(units)])
+    return np.asarray(rows, dtype=np.float64) / steps
+
+
+def grid_steps(units: int, budget: int = SEARCH_BUDGET) -> int:
+    """The finest step count (at most SEARCH_MAX_STEPS) whose simplex grid over `units` holds at
+    most `budget` weight sets: steps of 1/20 for up to 4 units (1,771 sets at 4: the fused
+    network's two streams, joint and limb), 1/11 for 6 (4,368), 1/7 for 8 (3,432), 1/5 for
+    10 to 12 (4,368 at 12: eight members, four of them two-stream)."""
+    fits = [s for s in range(1, SEARCH_MAX_STEPS + 1) if math.comb(s + units - 1, units - 1) <= budget]
+    return max(fits, default=1)
+
+
+def _unit_weights(units: list, members: dict, streams: dict) -> np.ndarray:
+    """Unit weights of member weights at streams 1:1 (combine_streams' mean of the streams)."""
+    return np.array([members[m] / len(streams[m]) for m, _ in units], dtype=np.float64)
+
+
+def _val_objective(candidates: np.ndarray, unit_probs: np.ndarray, labels: np.ndarray, chunk=256):
+    """(correct clips, mean class accuracy) of each weight set [G, U] over unit probabilities
+    [U, N, K]; argmax ties go to the first class, as in `metrics`."""
+    units, n, k = unit_probs.shape
+    flat = unit_probs.reshape(units, n * k)
+    onehot = (labels[:, None] == np.unique(labels)[None, :]).astype(np.float64)
+    correct, mca = [], []
+    for start in range(0, len(candidates), chunk):
+        hits = (candidates[start:start + chunk] @ flat).reshape(-1, n, k).argmax(2) == labels
+        correct.append(hits.sum(1))
+        mca.append((hits @ onehot / onehot.sum(0)).mean(1))
+    return np.concatenate(correct), np.concatenate(mca)
+
+
+def search_weights(val: dict, labels: np.ndarray, members: dict) -> dict:
+    """Member and stream weights chosen on validation rows alone: `val` {member: its val score
+    rows, aligned to `labels`}. Candidates: the uniform weights, the config weights (`members`,
+    streams 1:1) and the simplex grid over the (member, stream) units (grid_steps); the best by
+    SEARCH_OBJECTIVE. Returns {"weights": {member: share}, "stream_weights": {member: {stream:
+    share}} for members of several streams, "evaluations", "grid_step", "units"}."""
+    streams = {m: streams_of(val[m]) for m in members}
+    units = [(m, s) for m in members for s in streams[m]]
+    unit_probs = np.stack([stream_probs(val[m], s).numpy() for m, s in units])
+    steps = grid_steps(len(units))
+    uniform = _unit_weights(units, {m: 1.0 for m in members}, streams)
+    candidates = np.vstack([uniform, _unit_weights(units, members, streams), simplex_grid(len(units), steps)])
+    correct, mca = _val_objective(candidates, unit_probs, labels)
+    shares = candidates / candidates.sum(1, keepdims=True)
+    distance = ((shares - uniform / uniform.sum()) ** 2).sum(1)
+    # (rounded: sums of the same shares in another order must tie, not differ in the last bit)
+    best = np.lexsort((np.arange(len(candidates)), distance.round(9), -mca.round(9), -correct))[0]
+    unit_share = dict(zip(units, shares[best]))
+    member_share = {m: float(sum(unit_share[m, s] for s in streams[m])) for m in members}
+    stream_weights = {m: {s: round(float(unit_share[m, s] / member_share[m]), 6) for s in streams[m]}
+                      for m in members if len(streams[m]) > 1 and member_share[m] > 0}
+    return {"weights": {m: round(w, 6) for m, w in member_share.items()}, "stream_weights": stream_weights, "evaluations": int(len(candidates)),
+            "grid_step": 1 / steps, "units": [f"{m}:{s}" for m, s in units]}
+
+
+def ensemble_probs(frames: dict, weights: dict, stream_weights: dict | None = None) -> torch.Tensor:
+    """The weighted mean of the members' probabilities, each member's streams combined at its
+    stream weights (1:1 where none are given)."""
+    stream_weights = stream_weights or {}
+    total = sum(weights.values())
+    return sum(w * model_probs(frames[m], [stream_weights[m][s] for s in streams_of(frames[m])]
+                               if m in stream_weights else None)
+               for m, w in weights.items() if w) / total
+
+
+def _scalar_metrics(probs, labels, num_classes) -> dict:
+    return {k: v for k, v in metrics(probs, labels, num_classes).items() if not isinstance(v, dict)}
+
+
+def choose_weights(scores: dict, members: dict, mode: str, num_classes: int) -> dict:
+    """The ensemble's weight sets (searched, uniform, config) with their validation and test
+    metrics, and which one is applied: the searched weights with `mode` "search" and a validation
+    split, else the config weights. The search sees the validation rows only."""
+    if sum(members.values()) <= 0:
+        raise InputError("ensemble weights sum to zero")
+    frames = {m: scores[m] for m in members}
+    has_val = all((f.split == "val").any() for f in frames.values())
+    sets = {"uniform": {"weights": {m: 1.0 for m in members}, "stream_weights": {}},
+            "config": {"weights": dict(members), "stream_weights": {}}}
+    search = None
+    if mode == "search" and has_val:
+        val, val_labels = _aligned(frames, "val")
+        search = search_weights(val, val_labels, members)
+        sets = {"searched": {"weights": search["weights"], "stream_weights": search["stream_weights"]}, **sets}
+        note = (f"member and stream weights searched on the validation split ({len(val_labels)} clips; "
+                f"{search['evaluations']} weight sets, grid step {search['grid_step']:g}; objective: "
+                f"{SEARCH_OBJECTIVE}), then applied to test")
+        log.info("ensemble weights: %s", note)
+    elif mode == "search":
+        note = ("ensemble.weights is search, but the score files hold no validation split "
+                "(dataset.val_fraction 0 and no val subjects): the config weights are kept")
+        log.warning(note)
+    else:
+        note = "the config weights (ensemble.members as written, streams 1:1)"
+    for split in ("val", "test") if has_val else ("test",):
+        rows, labels = _aligned(frames, split)
+        for chosen in sets.values():
+            chosen[split] = _scalar_metrics(ensemble_probs(rows, chosen["weights"], chosen["stream_weights"]),
+                                            labels, num_classes)
+    return {"mode": mode, "applied": "searched" if search else "config", "note": note,
+            "search": {k: search[k] for k in ("evaluations", "grid_step", "units")} if search else None,
+            "objective": SEARCH_OBJECTIVE if search else None, "sets": sets}
 
 
 def _check_class_tables(score_files: dict, scores: dict, classes: pd.DataFrame, classes_csv) -> None:
@@ -117,8 +220,10 @@ def _check_class_tables(score_files: dict, scores: dict, classes: pd.DataFrame, 
             raise InputError(f"{score_files[name]}: its class table differs from {classes_csv} ({diff})")
 
 
-def build_report(score_files: dict, classes_csv, out_dir, *, members: dict, search: bool = False,
+def build_report(score_files: dict, classes_csv, out_dir, *, members: dict, weights: str = "config",
         variants_order=None) -> dict:
+    """`weights`: "config" (the members' weights as written) or "search" (chosen on the
+    validation split: choose_weights)."""
     out_dir = Path(out_dir)
     # names as text: a dataset whose classes are named by numbers must not give numeric names
     # (metrics.json keys, plot labels)
@@ -150,19 +255,16 @@ def build_report(score_files: dict, classes_csv, out_dir, *, members: dict, sear
         report["models"][name] = rows
 
     has_val = all((s.split == "val").any() for s in scores.values())
-    if search and not has_val:
-        raise InputError("ensemble.search needs a validation split, and the score files hold none "
-                         "(val_fraction 0): give fixed ensemble.members weights")
     report["validation"] = ("best epoch by validation top-1" if has_val else
                             "none: every model is its last epoch of the fixed schedule")
-    weights = search_weights(members, scores) if search else dict(members)
-    total = sum(weights.values())
-    if total <= 0:
-        raise InputError("ensemble weights sum to zero")
-    ens = sum(w * model_probs(test[n]) for n, w in weights.items() if w) / total
+    chosen = choose_weights(scores, members, weights, K)
+    applied = chosen["sets"][chosen["applied"]]
+    ens = ensemble_probs(test, applied["weights"], applied["stream_weights"])
     ens_metrics = metrics(ens, labels, K)
     ens_metrics["per_class"] = {classes.name[k]: v for k, v in ens_metrics["per_class"].items()}
-    report["ensemble"] = {"weights": weights, "searched_on_val": search, **ens_metrics}
+    report["ensemble"] = {"weights": applied["weights"], "stream_weights": applied["stream_weights"],
+                          "searched_on_val": chosen["applied"] == "searched", **ens_metrics}
+    report["ensemble_weights"] = chosen
     report["ablation"] = [
         {**_variant_flags(n),
          **{k: v["top1"] for k, v in report["models"][n].items()},
@@ -176,7 +278,8 @@ def build_report(score_files: dict, classes_csv, out_dir, *, members: dict, sear
     md = summary_markdown(report)
     write_text(out_dir / "summary.md", md)
     write_text(out_dir / "summary.html", summary_html(report))
-    log.info("ensemble test top-1 %.4f (weights %s)", ens_metrics["top1"], weights)
+    log.info("ensemble test top-1 %.4f (weights %s)", ens_metrics["top1"],
+             _weights_text(applied["weights"], applied["stream_weights"]))
     return report
 
 
@@ -212,9 +315,36 @@ def _table(report: dict) -> list[list[str]]:
             rows.append([name, combo, f"{m['top1']:.4f}", f"{m['top5']:.4f}",
                          f"{m['mean_class_accuracy']:.4f}"])
     e = report["ensemble"]
-    w = ", ".join(f"{k} {v:g}" for k, v in e["weights"].items())
+    w = _weights_text(e["weights"], e.get("stream_weights"))
     rows.append(["**ensemble**", w, f"{e['top1']:.4f}", f"{e['top5']:.4f}",
                  f"{e['mean_class_accuracy']:.4f}"])
+    return rows
+
+
+def _weights_text(weights: dict, stream_weights: dict | None = None, share=False) -> str:
+    """"fused_full 0.5 (rgb:pose 0.3:0.7), joint 0.5": member weights (as shares of their total
+    with `share`) and the stream weights of members that have them."""
+    total = sum(weights.values()) if share else 1.0
+    parts = []
+    for m, w in weights.items():
+        streams = (stream_weights or {}).get(m)
+        ratio = (f" ({':'.join(streams)} {':'.join(f'{v:.3g}' for v in streams.values())})"
+                 if streams else "")
+        parts.append(f"{m} {w / total:.3g}{ratio}")
+    return ", ".join(parts)
+
+
+def _weights_table(report: dict) -> list[list[str]]:
+    """The weight sets side by side (member weights as shares of their total), on val and test."""
+    chosen = report["ensemble_weights"]
+    head = ["weights", "members (streams)"]
+    cols = [(split, k, label) for split in ("val", "test")
+            for k, label in (("top1", "top-1"), ("top5", "top-5"), ("mean_class_accuracy", "mean class acc."))]
+    rows = [head + [f"{split} {label}" for split, _, label in cols]]
+    for name, weight_set in chosen["sets"].items():
+        label = f"**{name} (applied)**" if name == chosen["applied"] else name
+        rows.append([label, _weights_text(weight_set["weights"], weight_set["stream_weights"], share=True)]
+                    + [f"{weight_set[split][k]:.4f}" if split in weight_set else "-" for split, k, _ in cols])
     return rows
 
 
@@ -251,6 +381,9 @@ def summary_markdown(report: dict) -> str:
     parts = [f"# mgpipe results\n\nTest clips: {report['num_test_clips']}. "
              f"Model selection: {report.get('validation', 'best epoch by validation top-1')}.\n",
              "## Models and ensemble (test split)\n", _md(_table(report)), ""]
+    if "ensemble_weights" in report:
+        parts += ["## Ensemble weights\n", f"Applied: {report['ensemble_weights']['note']}.\n",
+                  _md(_weights_table(report)), ""]
     if report["ablation"]:
         parts += ["## Ablation of the fused network (test top-1)\n", _md(_ablation(report)), "",
                   *[f"- {line}" for line in ablation_effects(report)], ""]
@@ -268,6 +401,8 @@ def summary_html(report: dict) -> str:
                        for r in rows[1:])
         return f"<table><tr>{head}</tr>{body}</table>"
 
+    weights = (f"<h2>Ensemble weights</h2><p>Applied: {html.escape(report['ensemble_weights']['note'])}.</p>"
+               f"{table(_weights_table(report))}") if "ensemble_weights" in report else ""
     effects = "".join(f"<li>{html.escape(line)}</li>" for line in ablation_effects(report))
     abl = (f"<h2>Ablation of the fused network (test top-1)</h2>{table(_ablation(report))}"
            f"<ul>{effects}</ul>") if report["ablation"] else ""
@@ -276,5 +411,5 @@ def summary_html(report: dict) -> str:
             "border-bottom:1px solid #ddd;text-align:left}</style></head><body>"
             f"<h1>mgpipe results</h1><p>Test clips: {report['num_test_clips']}. Model selection: "
             f"{html.escape(report.get('validation', 'best epoch by validation top-1'))}.</p>"
-            f"<h2>Models and ensemble (test split)</h2>{table(_table(report))}{abl}"
+            f"<h2>Models and ensemble (test split)</h2>{table(_table(report))}{weights}{abl}"
             "<h2>Confusion matrix of the ensemble</h2><img src='confusion.png'></body></html>\n")

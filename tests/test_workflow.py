@@ -120,6 +120,13 @@ def test_tiny_run_writes_every_output(tiny_run):
     assert set(metrics["models"]["fused_full"]) == {"rgb", "pose", "rgb:pose 1:1", "rgb:pose 2:1", "rgb:pose 1:2"}
     assert [a["variant"] for a in metrics["ablation"]] == ["full", "plain"]
     assert 0 <= metrics["ensemble"]["top1"] <= 1 and metrics["num_test_clips"] == sum(class_counts(1).values())
+    # the demo config searches the ensemble weights on the val split and applies them to test
+    chosen = metrics["ensemble_weights"]
+    assert chosen["applied"] == "searched" and set(chosen["sets"]) == {"searched", "uniform", "config"}
+    assert metrics["ensemble"]["weights"] == chosen["sets"]["searched"]["weights"]
+    assert metrics["ensemble"]["top1"] == chosen["sets"]["searched"]["test"]["top1"]
+    assert chosen["sets"]["searched"]["val"]["top1"] >= chosen["sets"]["uniform"]["val"]["top1"]
+    assert "| **searched (applied)** |" in (r / "ensemble" / "summary.md").read_text()
     for f in ("confusion.png", "summary.md", "summary.html"):
         assert (r / "ensemble" / f).stat().st_size > 0
     scores = pd.read_csv(r / "scores" / "fused_full.csv")
@@ -293,7 +300,8 @@ def test_a_new_model_needs_one_registry_entry_and_no_rule(tiny_run, tmp_path):
     scores = pd.read_csv(r / "scores" / "toy.csv")
     assert scores.columns[3].startswith("toy:0:")
     metrics = json.loads((r / "ensemble" / "metrics.json").read_text())
-    assert set(metrics["models"]) == {"joint", "toy"} and metrics["ensemble"]["weights"] == {"joint": 1.0, "toy": 1.0}
+    assert set(metrics["models"]) == {"joint", "toy"} and set(metrics["ensemble"]["weights"]) == {"joint", "toy"}
+    assert metrics["ensemble_weights"]["sets"]["config"]["weights"] == {"joint": 1.0, "toy": 1.0}
     from mgpipe.checkpoints import load
 
     ckpt = load(r / "models" / "toy" / "model.pt")
