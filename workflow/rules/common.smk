@@ -85,20 +85,20 @@ SPECS = {m: specs.get(m) for m in MODELS}
 # Init files the config names (init.<model>): checked here, before anything runs (missing,
 # hostile or of no supported form: one line), and rule inputs, so a new file retrains the model.
 INIT = {}
+# (init.<model>, or the key the model's spec names: swin.weights, a file or a torchvision weight name)
 for _model in MODELS:
     _path, _layout = transfer_init.entry(config, _model)
-    if _path is None:
-        continue
-    _key = f"init.{transfer_init.config_key(_model)}"
-    if os.path.normpath(_path) == os.path.normpath(f"{R}/models/{_model}/model.pt"):
+    _key = transfer_init.weights_key(_model)
+    if _path is not None and os.path.normpath(_path) == os.path.normpath(f"{R}/models/{_model}/model.pt"):
         sys.exit(f"mgpipe: config key {_key}: {_path} is the model this run trains")
     try:
         if _layout is not None:
             get_layout(_layout)
-        transfer_init.check_file(_path)
+        transfer_init.check_weights(config, _model)
     except InputError as e:
         sys.exit(f"mgpipe: config key {_key}: {e}")
-    INIT[_model] = str(_path)
+    if _path is not None:
+        INIT[_model] = str(_path)
 MERGED = [m for m in MODELS if SPECS[m].init == "merge" and m not in INIT]
 # Pose-only mode trains no RGB or fused network: the ensemble keeps the members it has.
 ENSEMBLE = dict(config["ensemble"])
