@@ -97,6 +97,7 @@ def test_slurm_profile_asks_a_gpu_for_training(workdir):
 @pytest.mark.parametrize("text, key", [
     ("train:\n  epochz: 3\n", "unknown config key train.epochz"),
     ("heatmaps:\n  size: big\n", "config key heatmaps.size: 'big' is not of type 'integer'"),
+    ("ensemble:\n  members: {fused: 1.0, swin: 1.0}\n", "config key ensemble.members: swin is not trained"),
 ])
 def test_bad_config_stops_with_one_line(workdir, text, key):
     (workdir / "bad.yaml").write_text(text)

@@ -107,6 +107,12 @@ if POSE_ONLY:
     if not ENSEMBLE["members"]:
         sys.exit("mgpipe: config key ensemble.members: pose-only mode needs joint and/or limb members")
 
+# A member this config does not train would only fail at the ensemble, after all the training.
+_untrained = [m for m in ENSEMBLE["members"] if m not in MODELS and not (m == "fused" and not POSE_ONLY)]
+if _untrained:
+    sys.exit(f"mgpipe: config key ensemble.members: {', '.join(_untrained)} is not trained by this config "
+             f"(it trains {', '.join(MODELS)}; motion and swin train with motion.enabled / swin.enabled)")
+
 FINAL_OUTPUTS = [
     f"{R}/ensemble/metrics.json",
     f"{R}/ensemble/summary.html",
