@@ -6,7 +6,7 @@ tuples, dicts), nothing else:
     model        the state dict (tensors only)
     arch         the network's architecture settings (plain dict; see specs.ModelSpec.network)
     num_classes  int
-    name         the model's name in the workflow (rgb, joint, limb, fused_<variant>)
+    name         the model's name in the workflow (rgb, joint, limb, motion, swin, fused_<variant>)
     epoch        the epoch it comes from (0 for merged weights)
     val_top1     its validation top-1, or None (merged weights, or no validation split)
     classes      the class table in output order: [{"label": k, "label_id": id, "name": str}]

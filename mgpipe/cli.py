@@ -418,7 +418,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="a trained model on a new video: top-k classes, or a --spot timeline")
     p.add_argument("video")
-    p.add_argument("--model", required=True, help="model.pt of a trained model (fused, rgb, joint or limb)")
+    p.add_argument("--model", required=True, help="model.pt of a trained model (fused, rgb, joint, limb, motion or swin)")
     _add_config(p)
     p.add_argument("--classes", help="a class table to check against the model's own (which names the classes)")
     p.add_argument("--skeletons", help="provided keypoints of this video (OpenPose folder holding "
@@ -466,7 +466,7 @@ def parser() -> argparse.ArgumentParser:
 
     data_args = [("--manifest", True), ("--frames", False), ("--keypoints", True)]
 
-    p = sub.add_parser("train", help="train one model: rgb, joint, limb or fused_<variant>")
+    p = sub.add_parser("train", help="train one model: rgb, joint, limb, motion, swin or fused_<variant>")
     p.add_argument("model")
     _add_config(p)
     for flag, req in data_args:

@@ -317,6 +317,11 @@ def _estimates(config: dict, layout_known: bool = True) -> list[tuple[str, list[
                 if model == "fused":  # tested at its training size (specs.ModelSpec.modalities)
                     out.append(batch(f"the pose input of one {stage} batch of the fused model", key,
                                      channels("joints"), f"{pose}.frames", f"{pose}.size"))
+        for model in ("motion", "swin"):   # the optional frame-store members, where enabled
+            if (config.get(model) or {}).get("enabled"):
+                for stage, key in (("training", f"{model}.optim.batch_size"), ("test", "test.batch_size")):
+                    out.append(batch(f"the input of one {stage} batch of the {model} model", key,
+                                     _Term(" channels", 3), f"{model}.frames", f"{model}.size"))
     out.append((f"one {HEATMAP_CLIP_FRAMES}-frame clip of the heatmap export",
                 [_Term(" frames", HEATMAP_CLIP_FRAMES), channels("joints+limbs"),
                  setting(" px", "heatmaps.size", 2), _Term(" byte", 1)]))

@@ -156,11 +156,10 @@ def video_probabilities(video, checkpoint, config: dict, *, skeletons=None, wind
         raise InputError(f"{video}: pose.backend is {pose['backend']}: give the video's keypoints "
                          "with --skeletons, or use a config whose pose.backend runs a pose model "
                          "(mediapipe, mmpose)")
-    modalities = spec.modalities(config, False)
     with tempfile.TemporaryDirectory(prefix="mgpipe-predict-", dir=work_dir) as tmp:
         tmp = Path(tmp)
         frames_h5 = tmp / "frames.h5"
-        need_frames = "rgb" in modalities or reads_frames(pose["backend"])
+        need_frames = spec.frame_input is not None or reads_frames(pose["backend"])
         if need_frames:
             build_frame_store(manifest, frames_h5, max_side=config["decode"]["max_side"],
                               quality=config["decode"]["jpeg_quality"], threads=1, progress=progress)

@@ -1,8 +1,9 @@
 """Training and test samples: RGB frames from the frame store, pose heatmaps rendered per sample
 from the keypoint store.
 
-One dataset class serves every model: it yields the modalities a model needs ("rgb" frames,
-"joint" or "limb" heatmaps) for one clip. Randomness is drawn from a generator seeded by
+One dataset class serves every model: it yields the modalities a model needs (one frame input:
+"rgb" or "swin" frames, or "motion", their temporal differences; "joint" or "limb" heatmaps)
+for one clip. Randomness is drawn from a generator seeded by
 (seed, epoch, index), never from global state, so a sample is the same whichever worker builds
 it, and a resumed run sees exactly the samples an uninterrupted one would.
 
@@ -47,6 +48,24 @@ def sample_indices(num_frames: int, length: int, rng: np.random.Generator) -> np
     lo = np.floor(edges[:-1]).astype(int)
     hi = np.maximum(np.floor(edges[1:]).astype(int), lo + 1)
     return lo + (rng.random(length) * (hi - lo)).astype(int)
+
+
+def window_indices(num_frames: int, length: int, stride: int, rng: np.random.Generator) -> np.ndarray:
+    """`length` frames `stride` apart from a random start (one window of (length - 1) * stride + 1
+    frames, like MMAction2's SampleFrames for Video Swin); a clip shorter than the window is
+    sampled in equal segments (sample_indices), so it is still seen whole."""
+    span = (length - 1) * stride + 1
+    if num_frames < span:
+        return sample_indices(num_frames, length, rng)
+    return int(rng.integers(num_frames - span + 1)) + stride * np.arange(length)
+
+
+def difference_indices(num_frames: int, length: int, gap: int, rng: np.random.Generator) -> np.ndarray:
+    """2 x `length` frame indices for `length` temporal differences (TSN's RGB-diff): one frame
+    per equal segment of the first num_frames - gap frames, then the frames `gap` later (the
+    clip's last frame at most; a one-frame clip differs by nothing)."""
+    first = sample_indices(max(num_frames - gap, 1), length, rng)
+    return np.concatenate([first, np.minimum(first + gap, num_frames - 1)])
 
 
 def random_crop(rng: np.random.Generator, area=(0.56, 1.0), ratio=(3 / 4, 4 / 3)):
@@ -94,7 +113,8 @@ def keypoint_channels(keypoints_h5) -> tuple[int, int]:
 class ClipDataset(torch.utils.data.Dataset):
     """Samples of one split for the given modalities.
 
-    modalities: {"rgb": (frames, size)} and/or {"joint"|"limb": (frames, size)}.
+    modalities: {"joint"|"limb": (frames, size)} and/or one frame input {name: (frames, size)}
+    (any other name: "rgb", "motion", "swin"; read from the frame store).
     keypoints_h5: the keypoint store (formats/keypoints.py); it gives every modality its compact box and the
     pose modalities their keypoints (required for those; without it RGB uses the whole frame).
     Training samples: random segment offsets, a random crop of the box (crop_area), zoom in
@@ -102,14 +122,17 @@ class ClipDataset(torch.utils.data.Dataset):
     flip, one view shared by all modalities of a sample. Test samples: `views` seeded draws per
     clip, whole box, no flip unless flip=True doubles the views with mirrored copies.
     sigma (output pixels) and padding (of the compact box) follow the heatmap semantics; mean
-    and std normalise RGB. The settings come from the config (model_samples); without
+    and std normalise the frames. Frames are taken one per equal segment of the clip, or with
+    frame_stride > 0 from one window, frame_stride apart (window_indices); with gap > 0 the
+    input is the difference of each frame and the frame `gap` later, in the same view, over std
+    (frame_differences). The settings come from the config (model_samples); without
     augmentation arguments a sample is the whole box, unmirrored.
     """
 
     def __init__(self, manifest: pd.DataFrame, split: str, modalities: dict, *, frames_h5=None,
                  keypoints_h5=None, train: bool, sigma: float, padding: float, mean, std,
                  seed: int, views: int = 1, flip: bool = False, crop_area=(1.0, 1.0),
-                 zoom=(1.0, 1.0), shift: float = 0.0):
+                 zoom=(1.0, 1.0), shift: float = 0.0, frame_stride: int = 0, gap: int = 0):
         self.clips = manifest[manifest.split == split].reset_index(drop=True)
         if self.clips.empty:
             raise ValueError(f"no clips in split {split!r}")
@@ -121,6 +144,7 @@ class ClipDataset(torch.utils.data.Dataset):
         if not sigma > 0:
             raise ValueError(f"sigma must be positive, got {sigma!r}")
         self.sigma, self.padding = float(sigma), float(padding)
+        self.frame_stride, self.gap = int(frame_stride), int(gap)
         self.views = 1 if train else views * (2 if flip else 1)
         self.epoch = 0
         self.keypoints = keypoint_store.Reader(keypoints_h5) if keypoints_h5 is not None else None
@@ -182,9 +206,9 @@ class ClipDataset(torch.utils.data.Dataset):
         if self.keypoints is not None:
             kp, box = self._keypoints(clip_id)
         for name, (length, size) in self.modalities.items():
-            if name == "rgb":
-                sample["rgb"], sample["rgb_view"] = self._rgb(clip_id, box, length, size, crop, zoom, shift,
-                                                              mirror, rng)
+            if name not in POSE:  # the frame input
+                sample[name], sample[f"{name}_view"] = self._rgb(clip_id, box, length, size, crop, zoom, shift,
+                                                                 mirror, rng)
             else:
                 region = view_box(box, crop, zoom, shift)
                 idx = sample_indices(kp.shape[1], length, rng)
@@ -217,7 +241,12 @@ class ClipDataset(torch.utils.data.Dataset):
         flag). Resampling to size x size, the mirror and normalisation happen per batch on the
         device (rgb_views): the worker only decodes and cuts."""
         ds, attrs = self.frames.clip(clip_id)
-        idx = sample_indices(len(ds), length, rng)
+        if self.gap:
+            idx = difference_indices(len(ds), length, self.gap, rng)
+        elif self.frame_stride:
+            idx = window_indices(len(ds), length, self.frame_stride, rng)
+        else:
+            idx = sample_indices(len(ds), length, rng)
         scale = attrs["scale"]
         if box is None:
             box = np.array([0, 0, attrs["width"] / scale, attrs["height"] / scale])
@@ -252,13 +281,18 @@ class ClipDataset(torch.utils.data.Dataset):
         return torch.from_numpy(frames), torch.from_numpy(view)
 
     def to_device(self, batch: dict, device) -> dict:
-        """A collated batch on the device: RGB views resampled and normalised, heatmaps
-        scattered into volumes, there."""
+        """A collated batch on the device: frame views resampled and normalised (or their
+        differences taken), heatmaps scattered into volumes, there."""
         # the pixel counts stay on the host: scatter_volumes builds the sample offsets there
         out = {k: v.to(device, non_blocking=True) for k, v in batch.items() if not k.endswith("_count")}
-        if "rgb" in out:
-            out["rgb"] = rgb_views(out["rgb"], out.pop("rgb_view"), self.modalities["rgb"][1],
-                                   self.mean.to(device), self.std.to(device))
+        for name in [k for k in batch if f"{k}_view" in batch]:
+            mean, std = self.mean.to(device), self.std.to(device)
+            size = self.modalities[name][1]
+            if self.gap:
+                out[name] = frame_differences(rgb_views(out[name], out.pop(f"{name}_view"), size,
+                                                        torch.zeros_like(mean), std), mean / std)
+            else:
+                out[name] = rgb_views(out[name], out.pop(f"{name}_view"), size, mean, std)
         for kind in POSE:
             if f"{kind}_idx" in out:
                 out[kind] = scatter_volumes(out.pop(f"{kind}_idx"), out.pop(f"{kind}_val"),
@@ -294,6 +328,14 @@ def rgb_views(frames: torch.Tensor, views: torch.Tensor, size: int, mean, std) -
     return out.view(B, 3, T, size, size).sub_(mean.view(1, 3, 1, 1, 1)).div_(std.view(1, 3, 1, 1, 1))
 
 
+def frame_differences(x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """[B, 3, T, H, W] differences from views [B, 3, 2T, H, W] of frames (first T) and the frames
+    `gap` later (last T), each already over std: later minus earlier, less offset (mean / std)
+    per channel. Both halves share the sample's view (crop, mirror), so a still pixel gives 0."""
+    T = x.shape[2] // 2
+    return (x[:, :, T:] - x[:, :, :T]).sub_(offset.view(1, 3, 1, 1, 1))
+
+
 def scatter_volumes(idx: torch.Tensor, val: torch.Tensor, counts, shape) -> torch.Tensor:
     """float32 [B, *shape] volumes from the batch's drawn pixels: idx (int32 flat index within
     a sample's volume) and val, `counts[b]` of them for sample b, scattered with a maximum into
@@ -312,21 +354,22 @@ def collate(samples: list[dict]) -> dict:
     """torch's default collation, with RGB cuts of different sizes padded with zeros (black)
     at the bottom and right to the largest of the batch, and the drawn pixels of heatmaps
     concatenated (`<kind>_count` per sample)."""
-    ragged = {"rgb", *(f"{k}_{part}" for k in POSE for part in ("idx", "val"))}
+    frame_inputs = [k for k in samples[0] if f"{k}_view" in samples[0]]
+    ragged = {*frame_inputs, *(f"{k}_{part}" for k in POSE for part in ("idx", "val"))}
     rest = torch.utils.data.default_collate([{k: v for k, v in s.items() if k not in ragged} for s in samples])
     for kind in POSE:
         if f"{kind}_idx" in samples[0]:
             rest[f"{kind}_idx"] = torch.cat([s[f"{kind}_idx"] for s in samples])
             rest[f"{kind}_val"] = torch.cat([s[f"{kind}_val"] for s in samples])
             rest[f"{kind}_count"] = torch.tensor([len(s[f"{kind}_idx"]) for s in samples], dtype=torch.int64)
-    if "rgb" in samples[0]:
-        cuts = [s["rgb"] for s in samples]
+    for name in frame_inputs:
+        cuts = [s[name] for s in samples]
         T = cuts[0].shape[0]
         frames = torch.zeros(len(cuts), T, max(c.shape[1] for c in cuts), max(c.shape[2] for c in cuts), 3,
                              dtype=torch.uint8)
         for b, c in enumerate(cuts):
             frames[b, :, :c.shape[1], :c.shape[2]] = c
-        rest["rgb"] = frames
+        rest[name] = frames
     return rest
 
 
@@ -366,10 +409,12 @@ def model_samples(spec, config: dict, manifest: pd.DataFrame, split: str, *, tra
     config's heatmap and colour settings, and its augmentation when training (test views and
     mirrored copies otherwise). The one place training, validation, testing, prediction and
     the benchmark set up their samples."""
+    # the frame input's own section (rgb, motion, swin) shapes and normalises its frames
+    frames = config[spec.frame_input or "rgb"]
     common = dict(frames_h5=frames_h5 if "frames" in spec.stores else None, keypoints_h5=keypoints_h5,
                   seed=config["seed"], sigma=config["heatmaps"]["sigma"],
-                  padding=config["heatmaps"]["padding"], mean=config["rgb"]["mean"],
-                  std=config["rgb"]["std"])
+                  padding=config["heatmaps"]["padding"], mean=frames["mean"], std=frames["std"],
+                  frame_stride=frames.get("stride", 0), gap=frames.get("gap", 0))
     if train:
         return ClipDataset(manifest, split, spec.modalities(config, True), train=True,
                            **spec.augment(config), **common)

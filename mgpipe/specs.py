@@ -22,6 +22,10 @@ from typing import Callable
 import torch
 
 POSE_INPUTS = ("joint", "limb")   # heatmap inputs, rendered from the keypoint store
+# Frame inputs, read from the frame store; each is shaped by the config section of its name
+# (frames, size, mean, std; swin also stride: frames taken that far apart from one window;
+# motion also gap: the frames of each difference that far apart). A model has at most one.
+FRAME_INPUTS = ("rgb", "motion", "swin")
 
 VARIANTS = {  # fused variant: (cross-modal fusion, prototype loss), for the ablation
     "full": (True, True),
@@ -43,6 +47,7 @@ class ModelSpec:
     enabled: Callable[[dict], bool]       # does this config train the model?
     init: str | None = None               # "merge": starts from the merge stage's weights
     ablation: dict | None = None  # fused variants: {"variant", "fusion", "prototype"}
+    weights: str | None = None    # dotted config key naming its initial weights (None: init.<model>)
 
     @property
     def streams(self) -> list[str]:
@@ -52,7 +57,12 @@ class ModelSpec:
     def stores(self) -> tuple[str, ...]:
         """Stores the model reads: the keypoint store always (pose heatmaps are rendered from it
         and every view is cut from its compact box), the frame store where frames are an input."""
-        return ("frames", "keypoints") if "rgb" in self.inputs else ("keypoints",)
+        return ("frames", "keypoints") if self.frame_input else ("keypoints",)
+
+    @property
+    def frame_input(self) -> str | None:
+        """The input read from the frame store (its config section has the same name), or None."""
+        return next((m for m in self.inputs if m in FRAME_INPUTS), None)
 
     @property
     def is_fused(self) -> bool:
@@ -75,8 +85,10 @@ class ModelSpec:
         test hold a config to them. heatmaps.size is not one (the heatmap store is an export;
         samples render at the model's input size)."""
         keys = ["heatmaps.padding"]  # every view is cut from the padded compact box
-        if "rgb" in self.inputs:
-            keys += ["rgb.frames", "rgb.size", "rgb.mean", "rgb.std"]
+        frame = self.frame_input
+        if frame:
+            keys += [f"{frame}.{k}" for k in ("frames", "size", "mean", "std", "stride", "gap")
+                     if k in config[frame]]
         if set(self.inputs) & set(POSE_INPUTS):
             keys += ["pose_model.input.frames", "heatmaps.sigma",
                      "pose_model.input.size" if self.is_fused else "pose_model.input.test_size"]
@@ -95,8 +107,8 @@ class ModelSpec:
         pose_in = config["pose_model"]["input"]
         test_size = pose_in["size"] if self.is_fused else pose_in["test_size"]
         pose = (pose_in["frames"], pose_in["size"] if train else test_size)
-        rgb = (config["rgb"]["frames"], config["rgb"]["size"])
-        return {m: rgb if m == "rgb" else pose for m in self.inputs}
+        return {m: (config[m]["frames"], config[m]["size"]) if m in FRAME_INPUTS else pose
+                for m in self.inputs}
 
     def forward(self, model, batch: dict, device, channels_last: bool = False):
         """({stream: logits}, the network's raw output) for a batch of samples."""
@@ -114,9 +126,11 @@ REGISTRY: dict[str, ModelSpec] = {}
 def register(spec: ModelSpec) -> ModelSpec:
     if spec.name in REGISTRY:
         raise ValueError(f"model {spec.name!r} is registered twice")
-    unknown = set(spec.inputs) - {"rgb", *POSE_INPUTS}
+    unknown = set(spec.inputs) - {*FRAME_INPUTS, *POSE_INPUTS}
     if unknown:
         raise ValueError(f"model {spec.name!r}: unknown inputs {sorted(unknown)}")
+    if sum(m in FRAME_INPUTS for m in spec.inputs) > 1:
+        raise ValueError(f"model {spec.name!r}: more than one frame input {spec.inputs}")
     REGISTRY[spec.name] = spec
     return spec
 
@@ -148,6 +162,10 @@ def build(arch: dict, num_classes: int) -> torch.nn.Module:
     arch = copy.deepcopy(arch)
     if arch["type"] == "single":
         return build_single(arch["kind"], arch["in_channels"], num_classes, arch["cfg"])
+    if arch["type"] == "swin":
+        from .models.swin import build_swin
+
+        return build_swin(arch["variant"], num_classes, arch["cfg"])
     return build_fused(num_classes, arch["pose_in_channels"], arch["cfg"])
 
 
@@ -164,6 +182,11 @@ def combine_streams(probs: dict, weights: dict | None = None):
 
 def _rgb_only(config):
     return config["mode"] != "pose"
+
+
+def _frames_member(section):
+    """enabled() of an optional frame-store member: its section's `enabled`, outside pose-only mode."""
+    return lambda config: _rgb_only(config) and config[section]["enabled"]
 
 
 def _rgb_augment(config):
@@ -220,6 +243,26 @@ register(ModelSpec(
     sections=("seed", "train", "pose_model", "limb", "heatmaps", "init.limb"), network=_pose_network("limb"),
     optim=lambda config: config["limb"].get("optim") or config["pose_model"]["optim"],  # absent: the joint model's
     augment=_pose_augment, enabled=lambda config: config["limb"]["enabled"]))
+
+register(ModelSpec(
+    # The motion stream: the RGB model's network on temporal differences of its frames (TSN's
+    # RGB-diff), cut from the same frame store with the same views; its own settings (motion).
+    name="motion", inputs=("motion",), outputs={"motion": "logits"},
+    sections=("seed", "train", "motion", "heatmaps.padding", "init.motion"),
+    network=lambda config, channels: {"type": "single", "kind": "rgb", "in_channels": 3,
+                                      "cfg": config["motion"]["network"]},
+    optim=lambda config: config["motion"]["optim"], augment=_rgb_augment,
+    enabled=_frames_member("motion")))
+
+register(ModelSpec(
+    # Video Swin (torchvision's swin3d_t/s/b) on RGB frames with its own sampling and
+    # normalisation (swin); its initial weights are swin.weights (a file or a weight name).
+    name="swin", inputs=("swin",), outputs={"swin": "logits"},
+    sections=("seed", "train", "swin", "heatmaps.padding"),
+    network=lambda config, channels: {"type": "swin", "variant": config["swin"]["variant"],
+                                      "cfg": {"dropout": config["swin"]["dropout"]}},
+    optim=lambda config: config["swin"]["optim"], augment=_rgb_augment,
+    enabled=_frames_member("swin"), weights="swin.weights"))
 
 for _variant, (_fusion, _proto) in VARIANTS.items():
     register(ModelSpec(

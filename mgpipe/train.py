@@ -104,9 +104,11 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
     # The init file (merged weights, another run's model, a pyskl / MMAction2 checkpoint): names
     # mapped, shapes checked, what is loaded / fresh / ignored logged and kept in the checkpoint.
     init_report, init_layout = None, transfer_init.entry(config, name)[1]
-    if init is not None:
-        init_report = transfer_init.initialise(model, arch, init, channels=spec.inputs[-1],
-                                               target_layout=layout, source_layout=init_layout)
+    named = transfer_init.weight_name(config, name)  # a torchvision weight name (swin.weights)
+    if init is not None or named:
+        init_report = transfer_init.initialise(model, arch, init if init is not None else named,
+                                               channels=spec.inputs[-1], target_layout=layout,
+                                               source_layout=init_layout)
         if main:
             transfer_init.log_report(init_report, name, log)
     model.to(device)
@@ -130,7 +132,8 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
     fingerprint = training_fingerprint(
         {"arch": arch, "optim": optim, "train": result_settings, "seed": seed, "name": name,
          "augment": augment, "heatmaps": config["heatmaps"], "inputs": trained_on["inputs"],
-         **({"init_layout": init_layout} if init_layout is not None else {})},
+         **({"init_layout": init_layout} if init_layout is not None else {}),
+         **({"init_weights": named} if named else {})},
         rows=manifest[manifest.split.isin(["train", "val"])],
         files={"classes": classes_csv, "frames": frames_h5, "keypoints": keypoints_h5, "init": init})
     history, best, start = [], -1.0, 0

@@ -97,6 +97,7 @@ def test_slurm_profile_asks_a_gpu_for_training(workdir):
 @pytest.mark.parametrize("text, key", [
     ("train:\n  epochz: 3\n", "unknown config key train.epochz"),
     ("heatmaps:\n  size: big\n", "config key heatmaps.size: 'big' is not of type 'integer'"),
+    ("ensemble:\n  members: {fused: 1.0, swin: 1.0}\n", "config key ensemble.members: swin is not trained"),
 ])
 def test_bad_config_stops_with_one_line(workdir, text, key):
     (workdir / "bad.yaml").write_text(text)
@@ -116,7 +117,11 @@ def tiny_run(workdir):
 def test_tiny_run_writes_every_output(tiny_run):
     r = tiny_run / "results" / "tiny"
     metrics = json.loads((r / "ensemble" / "metrics.json").read_text())
-    assert set(metrics["models"]) == {"rgb", "joint", "limb", "fused_full", "fused_plain"}
+    assert set(metrics["models"]) == {"rgb", "joint", "limb", "motion", "swin", "fused_full", "fused_plain"}
+    # the motion stream and Video Swin (tiny.yaml: random weights, 32 px) trained, tested, fused
+    assert metrics["ensemble"]["weights"] == {"fused_full": 1.0, "joint": 1.0, "limb": 1.0, "motion": 1.0, "swin": 1.0}
+    summary = (r / "ensemble" / "summary.md").read_text()
+    assert "| motion | motion |" in summary and "| swin | swin |" in summary and "motion 1, swin 1" in summary
     assert set(metrics["models"]["fused_full"]) == {"rgb", "pose", "rgb:pose 1:1", "rgb:pose 2:1", "rgb:pose 1:2"}
     assert [a["variant"] for a in metrics["ablation"]] == ["full", "plain"]
     assert 0 <= metrics["ensemble"]["top1"] <= 1 and metrics["num_test_clips"] == sum(class_counts(1).values())
@@ -135,7 +140,7 @@ def test_tiny_run_writes_every_output(tiny_run):
         == list(scores.columns[3:]) and set(scores.split) == {"val", "test"}
     log = pd.read_csv(r / "models" / "joint" / "log.csv")
     assert list(log.epoch) == [1, 2] and "val_top1" in log
-    for rule in ("decode", "pose", "train_joint", "train_fused_full", "ensemble"):
+    for rule in ("decode", "pose", "train_joint", "train_fused_full", "train_motion", "train_swin", "ensemble"):
         assert (r / "logs" / f"{rule}.log").stat().st_size > 0
 
 
@@ -169,7 +174,7 @@ def test_editing_heatmap_code_reruns_what_draws_heatmaps(tiny_run):
         jobs = planned(proc)
     finally:
         module.write_text(original)
-    assert models_of(proc, "train") == ["fused_full", "fused_plain", "joint", "limb", "rgb"]
+    assert models_of(proc, "train") == ["fused_full", "fused_plain", "joint", "limb", "motion", "rgb", "swin"]
     assert jobs["ensemble"] == 1
     assert "decode" not in jobs and "pose" not in jobs and "clips" not in jobs
 
@@ -219,7 +224,8 @@ def test_paper_recipe_plans_on_user_data(tiny_run):
         f"  split: {demo}/split.csv\n  videos: {demo}/videos\n  skeletons: {demo}/skeletons\n"
         f"  classes: [1, 2, 3, 4, 5, 6, 99]\n")
     jobs = planned(smk(tiny_run, "-n", "--cores", "2", "--configfile", "config/paper.yaml", "paths.yaml"))
-    assert "demo_data" not in jobs and jobs["train"] == 4 and jobs["test"] == 4
+    # the seed's ensemble: rgb, joint, limb, swin (Video Swin-B, weights by name: checked, not downloaded), fused_full
+    assert "demo_data" not in jobs and jobs["train"] == 5 and jobs["test"] == 5
 
 
 def test_feature_stages_are_shared_through_the_output_cache(tiny_run, tmp_path):

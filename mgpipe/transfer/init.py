@@ -26,7 +26,7 @@ from .layouts import PYSKL_COCO17, channel_names, map_channels
 
 log = logging.getLogger(__name__)
 
-CONFIG_KEYS = ("rgb", "joint", "limb", "fused")
+CONFIG_KEYS = ("rgb", "joint", "limb", "fused", "motion")
 
 
 def config_key(model: str) -> str:
@@ -34,11 +34,37 @@ def config_key(model: str) -> str:
     return "fused" if model.startswith("fused_") else model
 
 
+def weights_key(model: str) -> str:
+    """The dotted config key that names a model's initial weights: its spec's own (the Video
+    Swin member: swin.weights), else init.<config key>."""
+    from ..specs import REGISTRY
+
+    spec = REGISTRY.get(model)
+    return (spec.weights if spec is not None and spec.weights else None) or f"init.{config_key(model)}"
+
+
+def _weights_value(config: dict, model: str):
+    value = config
+    for part in weights_key(model).split("."):
+        value = (value or {}).get(part) if isinstance(value, dict) else None
+    return value
+
+
+def weight_name(config: dict, model: str) -> str | None:
+    """A torchvision weight name (capitals: KINETICS400_V1) the config gives `model`, else None."""
+    from ..models.swin import WEIGHT_NAME
+
+    value = _weights_value(config, model)
+    return value if weights_key(model) != f"init.{config_key(model)}" and isinstance(value, str) \
+        and WEIGHT_NAME.match(value) else None
+
+
 def entry(config: dict, model: str) -> tuple[Path | None, object]:
     """(init file, the source's keypoint layout or None) a config names for `model`. A folder is a
-    results folder: its model of the same name (<folder>/models/<model>/model.pt)."""
-    value = (config.get("init") or {}).get(config_key(model))
-    if value is None:
+    results folder: its model of the same name (<folder>/models/<model>/model.pt). A torchvision
+    weight name is no file (weight_name)."""
+    value = _weights_value(config, model)
+    if value is None or weight_name(config, model):
         return None, None
     path, layout = (value, None) if isinstance(value, str) else (value["path"], value.get("layout"))
     path = Path(path)
@@ -113,7 +139,12 @@ def initialise(model: torch.nn.Module, arch: dict, path, *, channels: str = "joi
     channels: what the pose pathway's input channels are ("joint" or "limb"); target_layout: the
     model's keypoint layout (None: no layout mapping, the first convolution must fit as it is);
     source_layout: the checkpoint's layout as the config names it (None: recorded or inferred).
-    Raises InputError (one line) and leaves the model untouched if the file does not fit."""
+    Raises InputError (one line) and leaves the model untouched if the file does not fit.
+    A Video Swin member takes a torchvision state dict file or weight name (models/swin.py)."""
+    if arch["type"] == "swin":
+        from ..models.swin import load_weights
+
+        return load_weights(model, path)
     src = _source(path)
     if src["channels"] is not None and src["channels"] != channels and arch.get("kind") != "rgb":
         raise InputError(f"{path}: a {src['channels']} model cannot initialise a model on {channels} heatmaps")
@@ -227,3 +258,18 @@ def check_file(path) -> None:
     """Refuse an init file that is missing, hostile or of no supported form (one line), without
     building any model: what the workflow checks before it runs anything."""
     _source(path)
+
+
+def check_weights(config: dict, model: str) -> None:
+    """check_file for the initial weights a config names for `model`; a Video Swin member's are a
+    torchvision state dict file or a weight name of its variant (nothing is downloaded)."""
+    from ..specs import get
+
+    path = entry(config, model)[0]
+    arch = get(model).network(config, (0, 0))   # (only its type and variant are read)
+    if arch["type"] == "swin":
+        from ..models.swin import check_weights as check_swin
+
+        check_swin(weight_name(config, model) or (None if path is None else str(path)), arch["variant"])
+    elif path is not None:
+        check_file(path)

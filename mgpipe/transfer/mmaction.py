@@ -198,6 +198,9 @@ def export(ckpt_path, out) -> dict:
     from ..inference import load_model
 
     model, ckpt, _ = load_model(ckpt_path)
+    if ckpt["arch"]["type"] not in ("single", "fused"):  # the Video Swin member: torchvision's names
+        raise InputError(f"{ckpt_path}: a {ckpt['name']} model has no MMAction2 form here; its "
+                         "state dict (net.*) is torchvision's Swin3D")
     state, extra = export_state(model, ckpt["arch"])
     meta = {"exported_by": "mgpipe export-checkpoint", "time": time.strftime("%Y-%m-%d %H:%M:%S"),
             "mmaction_model": mmaction_config(ckpt["arch"], ckpt["num_classes"]),

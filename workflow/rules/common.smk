@@ -85,20 +85,20 @@ SPECS = {m: specs.get(m) for m in MODELS}
 # Init files the config names (init.<model>): checked here, before anything runs (missing,
 # hostile or of no supported form: one line), and rule inputs, so a new file retrains the model.
 INIT = {}
+# (init.<model>, or the key the model's spec names: swin.weights, a file or a torchvision weight name)
 for _model in MODELS:
     _path, _layout = transfer_init.entry(config, _model)
-    if _path is None:
-        continue
-    _key = f"init.{transfer_init.config_key(_model)}"
-    if os.path.normpath(_path) == os.path.normpath(f"{R}/models/{_model}/model.pt"):
+    _key = transfer_init.weights_key(_model)
+    if _path is not None and os.path.normpath(_path) == os.path.normpath(f"{R}/models/{_model}/model.pt"):
         sys.exit(f"mgpipe: config key {_key}: {_path} is the model this run trains")
     try:
         if _layout is not None:
             get_layout(_layout)
-        transfer_init.check_file(_path)
+        transfer_init.check_weights(config, _model)
     except InputError as e:
         sys.exit(f"mgpipe: config key {_key}: {e}")
-    INIT[_model] = str(_path)
+    if _path is not None:
+        INIT[_model] = str(_path)
 MERGED = [m for m in MODELS if SPECS[m].init == "merge" and m not in INIT]
 # Pose-only mode trains no RGB or fused network: the ensemble keeps the members it has.
 ENSEMBLE = dict(config["ensemble"])
@@ -106,6 +106,12 @@ if POSE_ONLY:
     ENSEMBLE["members"] = {m: w for m, w in ENSEMBLE["members"].items() if m in MODELS}
     if not ENSEMBLE["members"]:
         sys.exit("mgpipe: config key ensemble.members: pose-only mode needs joint and/or limb members")
+
+# A member this config does not train would only fail at the ensemble, after all the training.
+_untrained = [m for m in ENSEMBLE["members"] if m not in MODELS and not (m == "fused" and not POSE_ONLY)]
+if _untrained:
+    sys.exit(f"mgpipe: config key ensemble.members: {', '.join(_untrained)} is not trained by this config "
+             f"(it trains {', '.join(MODELS)}; motion and swin train with motion.enabled / swin.enabled)")
 
 FINAL_OUTPUTS = [
     f"{R}/ensemble/metrics.json",

@@ -1,0 +1,167 @@
+"""Video Swin Transformer member: torchvision's swin3d_t / swin3d_s / swin3d_b with its head
+replaced for the run's classes, started from a torchvision-format state dict (a local file) or
+from a torchvision weight name (downloaded into torch's cache by torchvision).
+
+The network is torchvision's own (pure PyTorch); this module only wraps it in the interface
+every mgpipe network has (forward -> {"logits", "features"}, loss) and loads its weights with
+the report style of mgpipe.transfer.init (loaded / fresh / ignored; kept in the checkpoint).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from ..io import InputError
+
+VARIANTS = {"t": ("swin3d_t", "Swin3D_T_Weights"), "s": ("swin3d_s", "Swin3D_S_Weights"),
+            "b": ("swin3d_b", "Swin3D_B_Weights")}
+# swin.weights: a name in capitals (KINETICS400_V1, DEFAULT) is a torchvision weight name,
+# anything else a file
+WEIGHT_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+_FAKE_OPS = None  # the library object must live as long as the process: it owns the definitions
+
+
+def import_torchvision():
+    """torchvision, importable on our CPU torch.
+
+    Why: PyPI's torchvision wheel is a CUDA build; its compiled extension (_C.so) needs
+    libtorch_cuda.so, which the CPU torch wheel lacks, so it does not load, and
+    torchvision/_meta_registrations.py then registers fake kernels for torchvision::nms and
+    torchvision::qnms unguarded: `import torchvision` fails with "operator torchvision::nms does
+    not exist". We load the extension ourselves where it loads (find_spec does not run
+    torchvision/__init__); only where it cannot do we define the two schemas (nothing here
+    calls them; swin3d is pure PyTorch). Defining them where _C loads would clash with it."""
+    global _FAKE_OPS
+    import sys
+
+    if "torchvision" in sys.modules or _FAKE_OPS is not None:
+        import torchvision
+        return torchvision
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or spec.origin is None:
+        raise InputError("the Video Swin member needs torchvision (pip install torchvision==0.28.0)")
+    try:
+        torch.ops.load_library(os.path.join(os.path.dirname(spec.origin), "_C.so"))
+    except OSError:
+        _FAKE_OPS = torch.library.Library("torchvision", "DEF")
+        _FAKE_OPS.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        _FAKE_OPS.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    import torchvision
+    return torchvision
+
+
+class VideoSwin(nn.Module):
+    """torchvision's SwinTransformer3d as `net`; forward(x [N, 3, T, H, W]) ->
+    {"logits": [N, K], "features": [N, C]} (features: the pooled, normalised tokens the head reads)."""
+
+    def __init__(self, variant: str, num_classes: int, cfg: dict) -> None:
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown Video Swin variant {variant!r}; use one of {', '.join(VARIANTS)}")
+        video = import_torchvision().models.video
+        self.variant, self.num_classes = variant, int(num_classes)
+        builder = getattr(video, VARIANTS[variant][0])
+        # (the variant's own stochastic depth: torchvision's builders fix it)
+        self.net = builder(weights=None, num_classes=self.num_classes)
+        self.dropout = nn.Dropout(float(cfg["dropout"])) if cfg["dropout"] else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> dict:
+        net = self.net
+        x = net.pos_drop(net.patch_embed(x))    # torchvision's forward, the head split off
+        x = net.norm(net.features(x)).permute(0, 4, 1, 2, 3)
+        feats = torch.flatten(net.avgpool(x), 1)
+        return {"logits": net.head(self.dropout(feats)), "features": feats}
+
+    def loss(self, out: dict, labels: torch.Tensor) -> dict:
+        return {"loss": F.cross_entropy(out["logits"].float(), labels)}
+
+
+def build_swin(variant: str, num_classes: int, cfg: dict) -> VideoSwin:
+    return VideoSwin(variant, num_classes, cfg)
+
+
+def weights_enum(variant: str):
+    return getattr(import_torchvision().models.video, VARIANTS[variant][1])
+
+
+def check_weights(value, variant: str) -> None:
+    """Refuse (one line) a weight name the variant does not have, or a weights file that is
+    missing, hostile or not a state dict of tensors; reads the file, downloads nothing."""
+    if value is None:
+        return
+    if WEIGHT_NAME.match(str(value)):
+        _named(value, variant)
+    else:
+        _read_file(value)
+
+
+def _named(name: str, variant: str):
+    enum = weights_enum(variant)
+    if name not in enum.__members__:
+        raise InputError(f"{name!r} is not a torchvision weight name of {VARIANTS[variant][0]} "
+                         f"(known: {', '.join(enum.__members__)})")
+    return enum[name]
+
+
+def _read_file(path) -> dict:
+    """A torchvision-format state dict ({name: tensor}; also {"state_dict": ...} or {"model": ...},
+    an mgpipe checkpoint)
+    read with the checkpoints' restricted unpickler: a hostile file runs no code."""
+    from ..checkpoints import load_file
+
+    obj = load_file(path, "Video Swin weights file")
+    for key in ("state_dict", "model"):
+        if isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not obj or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        raise InputError(f"{path}: not a state dict of tensors (a torchvision Swin3D weights file)")
+    # (DataParallel's prefix; net.: an mgpipe swin model's own state dict, e.g. another run's)
+    return {k.removeprefix("module.").removeprefix("net."): v for k, v in obj.items()}
+
+
+def load_weights(model: VideoSwin, source) -> dict:
+    """Initialise `model` in place from a weights file or a torchvision weight name; returns the
+    report (transfer.init's form: loaded, partly, fresh, ignored). The head is fresh when the
+    source has another class count; any other missing or misshapen tensor is another variant:
+    an error, and the model is left untouched."""
+    if WEIGHT_NAME.match(str(source)) and not Path(str(source)).is_file():
+        weights = _named(str(source), model.variant)
+        label = f"torchvision {type(weights).__name__}.{weights.name}"
+        state = weights.get_state_dict(progress=False)   # torch's cache, downloaded once
+    else:
+        label, state = "torchvision Swin3D state dict", _read_file(source)
+    plan, fresh = [], {}
+    for name, dst in model.state_dict().items():
+        key = name.removeprefix("net.")
+        tensor = state.get(key)
+        if tensor is None:
+            fresh[name] = "not in the source"
+        elif tensor.shape == dst.shape:
+            plan.append((name, tensor))
+        elif key in ("head.weight", "head.bias") and tensor.shape[1:] == dst.shape[1:]:
+            fresh[name] = f"head replaced: {tensor.shape[0]} classes in the source, {dst.shape[0]} here"
+        else:
+            raise InputError(f"{source}: {key} has shape {tuple(tensor.shape)}, the model's "
+                             f"{tuple(dst.shape)}: weights of another Swin3D variant (swin.variant "
+                             f"is {model.variant!r})")
+    missing = [n for n, why in fresh.items() if why == "not in the source"
+               and not n.endswith("relative_position_index")]
+    if missing:
+        raise InputError(f"{source}: {len(missing)} of the model's tensors are not in it (first: "
+                         f"{missing[0]}): not Swin3D weights, or another variant")
+    with torch.no_grad():
+        current = model.state_dict()
+        for name, tensor in plan:
+            current[name].copy_(tensor)
+    used = {n.removeprefix("net.") for n, _ in plan}
+    return {"source": str(source), "format": label, "loaded": sorted(n for n, _ in plan), "partly": {},
+            "fresh": fresh, "ignored": sorted(set(state) - used), "channels": None}
