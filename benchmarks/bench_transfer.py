@@ -114,9 +114,11 @@ def few_shot(manifest: Path, per_class: int | None, seed: int, out: Path) -> Pat
     frame = pd.read_csv(manifest, dtype={"video_id": str, "clip_id": str})
     train = frame[frame.split == "train"].groupby("label", group_keys=False).apply(
         lambda g: g.sample(min(per_class, len(g)), random_state=seed))
-    kept = frame[(frame.split != "train") | frame.index.isin(train.index)]
+    # The clips left out stay listed, unassigned: the manifest still describes the whole store.
+    frame.loc[(frame.split == "train") & ~frame.index.isin(train.index), "split"] = "unassigned"
     out.parent.mkdir(parents=True, exist_ok=True)
-    kept.to_csv(out, index=False)
+    frame.to_csv(out.with_suffix(".partial"), index=False)
+    out.with_suffix(".partial").replace(out)
     return out
 
 
