@@ -27,6 +27,8 @@ and not repeated when the script runs again; a killed training resumes from its 
 from __future__ import annotations
 
 import argparse
+import copy
+import hashlib
 import json
 import logging
 import pickle
@@ -122,16 +124,30 @@ def few_shot(manifest: Path, per_class: int | None, seed: int, out: Path) -> Pat
     return out
 
 
+def run_settings(config, data, init) -> str:
+    """What a run's result depends on: the recipe, the training clips and the starting weights."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    for path in (*data, init):
+        if path is not None:
+            digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
 def train_and_score(name, config, data, out: Path, init=None, threads=2) -> dict:
-    """One training run and its test scores; a finished run is read back, not repeated."""
-    result_file = out / "result.json"
+    """One training run and its test scores; a finished run is read back, not repeated, and
+    only when it was made with the same settings (another recipe under the same --out stops)."""
+    result_file, settings = out / "result.json", run_settings(config, data, init)
     if result_file.exists():
-        return json.loads(result_file.read_text())
+        result = json.loads(result_file.read_text())
+        if result.get("settings", settings) != settings:
+            sys.exit(f"{result_file}: made with other settings (recipe, clips or init); "
+                     "use another --out or remove the run")
+        return result
     kp_h5, manifest, classes = data
     t0 = time.time()
     train_run(name, config, manifest_csv=manifest, classes_csv=classes, frames_h5=None, keypoints_h5=kp_h5,
               out_dir=out, state_dir=out / "state", init=init, threads=threads, progress=False)
-    result = {"minutes": round((time.time() - t0) / 60, 2)}
+    result = {"minutes": round((time.time() - t0) / 60, 2), "settings": settings}
     if (pd.read_csv(manifest).split == "test").any():
         score_model(out / "model.pt", config, manifest_csv=manifest, frames_h5=None, keypoints_h5=kp_h5,
                     out_csv=out / "scores.csv", splits=("test",), threads=threads, progress=False)
@@ -159,6 +175,15 @@ def target_data(bench, target, out: Path):
     return pre_data, prepare(ROOT / spec["pickle"], spec["layout"], bench["split_map"], out / "data" / target)
 
 
+def regime_settings(bench, regime) -> tuple[int | None, int | None]:
+    """(clips per class or None for all, epochs or None for the recipe's) of a regime: a number
+    (clips per class), null, or {per_class, epochs}."""
+    value = bench["regimes"][regime]
+    if isinstance(value, dict):
+        return value.get("per_class"), value.get("epochs")
+    return value, None
+
+
 def run_target(bench, target, recipe, out: Path, args) -> dict:
     pre_data, data = target_data(bench, target, out)
     pretrained = {}
@@ -167,9 +192,11 @@ def run_target(bench, target, recipe, out: Path, args) -> dict:
         pretrained[model] = out / "pretrain" / target / model / "model.pt"
     rows = {}
     for regime in args.regimes:
-        per_class = bench["regimes"][regime]
+        per_class, epochs = regime_settings(bench, regime)
         for seed in args.seeds:
-            config = {**recipe, "seed": seed}
+            config = copy.deepcopy({**recipe, "seed": seed})
+            if epochs is not None:
+                config["pose_model"]["optim"]["epochs"] = epochs
             manifest = few_shot(data[1], per_class, seed, out / "data" / target / f"clips_{regime}_{seed}.csv")
             run_data = (data[0], manifest, data[2])
             for start in ("scratch", "finetune"):
@@ -200,7 +227,7 @@ def table(results: dict, regimes, bench) -> tuple[str, list[str]]:
                     continue
                 (sm, ss), (fm, fs) = mean_sd(s), mean_sd(f)
                 gain = fm - sm
-                met = gain >= FEW_MARGIN if bench["regimes"][regime] is not None else gain >= -max(ss, fs)
+                met = gain >= FEW_MARGIN if regime_settings(bench, regime)[0] is not None else gain >= -max(ss, fs)
                 if not met:
                     misses.append(f"{target} {regime} {model}")
                 lines.append(f"| {target} | {regime} | {model} | {sm:.3f} ± {ss:.3f} | {fm:.3f} ± {fs:.3f} | "
