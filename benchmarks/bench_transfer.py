@@ -30,7 +30,6 @@ import argparse
 import json
 import logging
 import pickle
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -43,23 +42,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.bench_common import mean_sd, prepare, set_key, train_and_score  # noqa: E402
 from mgpipe.config import validate  # noqa: E402
-from mgpipe.evaluate import score_model  # noqa: E402
-from mgpipe.formats.scores import read as read_scores, stream_probs  # noqa: E402
 from mgpipe.layouts import convert, get_layout  # noqa: E402
-from mgpipe.skeleton_io import import_pickle  # noqa: E402
-from mgpipe.train import run as train_run  # noqa: E402
 
 CONFIG = ROOT / "benchmarks" / "transfer.yaml"
 FEW_MARGIN = 0.05  # fine-tuning must beat scratch by this much with few clips per class
-
-
-def set_key(config: dict, dotted: str, value: str) -> None:
-    *path, last = dotted.split(".")
-    node = config
-    for k in path:
-        node = node.setdefault(k, {})
-    node[last] = yaml.safe_load(value)
 
 
 def load_pickle(path) -> dict:
@@ -89,20 +77,6 @@ def pretraining_pickle(bench: dict, sources: list[str], out: Path) -> Path:
     return out
 
 
-def prepare(pickle_path, layout, splits: dict, work: Path):
-    """Keypoint store, manifest and class table of a pickle under work/ (once)."""
-    work.mkdir(parents=True, exist_ok=True)
-    kp_h5, manifest, classes = work / "keypoints.h5", work / "clips.csv", work / "classes.csv"
-    if not manifest.exists():
-        frame = import_pickle(pickle_path, kp_h5, layout=layout, splits=list(splits))
-        frame["split"] = frame["split"].map(splits).fillna("unassigned")
-        frame["video_id"] = frame["clip_id"]
-        labels = sorted(frame.label.unique())
-        pd.DataFrame({"label": range(len(labels)), "class_id": labels}).to_csv(classes, index=False)
-        frame.to_csv(manifest, index=False)
-    return kp_h5, manifest, classes
-
-
 def few_shot(manifest: Path, per_class: int | None, seed: int, out: Path) -> Path:
     """The manifest with `per_class` training clips per class (drawn with the seed), test kept."""
     if per_class is None:
@@ -110,36 +84,12 @@ def few_shot(manifest: Path, per_class: int | None, seed: int, out: Path) -> Pat
     frame = pd.read_csv(manifest, dtype={"video_id": str, "clip_id": str})
     train = frame[frame.split == "train"].groupby("label", group_keys=False).apply(
         lambda g: g.sample(min(per_class, len(g)), random_state=seed))
-    kept = frame[(frame.split != "train") | frame.index.isin(train.index)]
+    # the other training clips stay in the manifest outside every split: the keypoint store holds them
+    kept = frame.copy()
+    kept.loc[(kept.split == "train") & ~kept.index.isin(train.index), "split"] = "unassigned"
     out.parent.mkdir(parents=True, exist_ok=True)
     kept.to_csv(out, index=False)
     return out
-
-
-def train_and_score(name, config, data, out: Path, init=None, threads=2) -> dict:
-    """One training run and its test scores; a finished run is read back, not repeated."""
-    result_file = out / "result.json"
-    if result_file.exists():
-        return json.loads(result_file.read_text())
-    kp_h5, manifest, classes = data
-    t0 = time.time()
-    train_run(name, config, manifest_csv=manifest, classes_csv=classes, frames_h5=None, keypoints_h5=kp_h5,
-              out_dir=out, state_dir=out / "state", init=init, threads=threads, progress=False)
-    result = {"minutes": round((time.time() - t0) / 60, 2)}
-    if (pd.read_csv(manifest).split == "test").any():
-        score_model(out / "model.pt", config, manifest_csv=manifest, frames_h5=None, keypoints_h5=kp_h5,
-                    out_csv=out / "scores.csv", splits=("test",), threads=threads, progress=False)
-        scores = read_scores(out / "scores.csv")
-        probs = stream_probs(scores, name)
-        result["probs"] = probs.tolist()
-        result["labels"] = scores.label.tolist()
-        result["top1"] = float((probs.argmax(1).numpy() == scores.label.to_numpy()).mean())
-    result_file.write_text(json.dumps(result))
-    return result
-
-
-def mean_sd(values):
-    return (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def run_target(bench, target, recipe, out: Path, args) -> dict:

@@ -26,18 +26,42 @@ STREAM_WEIGHTS = {"1:1": (1, 1), "2:1": (2, 1), "1:2": (1, 2)}
 
 
 def metrics(probs: torch.Tensor, labels: np.ndarray, num_classes: int) -> dict:
+    """Top-1, top-5, mean class accuracy and macro-F1 of class probabilities [N, K], with the
+    recall of each class present in `labels` (per_class) and a row per class (class_table: count,
+    predicted, recall, precision, f1; see per_class_table). Mean class accuracy averages the
+    recall of the classes present in the labels. Macro-F1 averages F1 over the classes present
+    in the labels or the predictions (as scikit-learn's f1_score(average="macro")): a class
+    with test clips but no predictions has F1 0, a class without test clips that is predicted
+    has F1 0 too (its predictions are all wrong), a class neither present nor predicted is left
+    out."""
     labels = np.asarray(labels)
     order = np.argsort(-probs.numpy(), axis=1, kind="stable")
     pred = order[:, 0]
     top5 = (order[:, :5] == labels[:, None]).any(1).mean()
-    per_class = {}
-    for k in range(num_classes):
-        mask = labels == k
-        if mask.any():
-            per_class[k] = float((pred[mask] == k).mean())
+    table = per_class_table(pred, labels, num_classes)
+    per_class = {r["label"]: r["recall"] for r in table if r["count"]}
+    counted = [r["f1"] for r in table if r["count"] or r["predicted"]]
     return {"top1": round(float((pred == labels).mean()), 6), "top5": round(float(top5), 6),
             "mean_class_accuracy": round(float(np.mean(list(per_class.values()))), 6),
-            "per_class": {k: round(v, 6) for k, v in per_class.items()}, "n": int(len(labels))}
+            "macro_f1": round(float(np.mean(counted)), 6),
+            "per_class": per_class, "class_table": table, "n": int(len(labels))}
+
+
+def per_class_table(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> list[dict]:
+    """One row per class: test clips (count), clips predicted as it, recall (None without test
+    clips), precision (None without predictions) and F1 (0 when nothing of it is right)."""
+    rows = []
+    for k in range(num_classes):
+        count, predicted = int((labels == k).sum()), int((pred == k).sum())
+        hits = int(((labels == k) & (pred == k)).sum())
+        recall = hits / count if count else None
+        precision = hits / predicted if predicted else None
+        f1 = 2 * hits / (count + predicted) if hits else 0.0   # = 2PR / (P + R)
+        rows.append({"label": k, "count": count, "predicted": predicted,
+                     "recall": None if recall is None else round(recall, 6),
+                     "precision": None if precision is None else round(precision, 6),
+                     "f1": round(f1, 6)})
+    return rows
 
 
 def confusion(probs: torch.Tensor, labels, num_classes: int) -> np.ndarray:
@@ -146,7 +170,7 @@ def build_report(score_files: dict, classes_csv, out_dir, *, members: dict, sear
             rows.update({f"{':'.join(streams)} {k}": metrics(model_probs(s, w), labels, K)
                          for k, w in STREAM_WEIGHTS.items()})
         for r in rows.values():
-            r.pop("per_class")
+            r.pop("per_class"), r.pop("class_table")
         report["models"][name] = rows
 
     has_val = all((s.split == "val").any() for s in scores.values())
