@@ -186,6 +186,7 @@ def build_report(score_files: dict, classes_csv, out_dir, *, members: dict, sear
     ens = sum(w * model_probs(test[n]) for n, w in weights.items() if w) / total
     ens_metrics = metrics(ens, labels, K)
     ens_metrics["per_class"] = {classes.name[k]: v for k, v in ens_metrics["per_class"].items()}
+    ens_metrics["class_table"] = [{"class": classes.name[r["label"]], **r} for r in ens_metrics["class_table"]]
     report["ensemble"] = {"weights": weights, "searched_on_val": search, **ens_metrics}
     report["ablation"] = [
         {**_variant_flags(n),
@@ -195,6 +196,7 @@ def build_report(score_files: dict, classes_csv, out_dir, *, members: dict, sear
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "metrics.json", report)
+    write_per_class(report["ensemble"]["class_table"], out_dir / "per_class.csv")
     plot_confusion(confusion(ens, labels, K), classes.name.tolist(), out_dir / "confusion.png",
                    title=f"ensemble, test top-1 {ens_metrics['top1']:.3f}")
     md = summary_markdown(report)
@@ -229,16 +231,40 @@ def plot_confusion(matrix: np.ndarray, names: list[str], path, title="") -> None
     plt.close(fig)
 
 
+def write_per_class(table: list[dict], path) -> None:
+    """The ensemble's per-class table as CSV (empty recall: no test clips; empty precision:
+    never predicted)."""
+    with atomic_path(path) as tmp:
+        pd.DataFrame(table, columns=["label", "class", "count", "predicted", "recall", "precision", "f1"]
+                     ).to_csv(tmp, index=False)
+
+
+def _f1(m: dict) -> str:
+    return f"{m['macro_f1']:.4f}" if "macro_f1" in m else ""
+
+
 def _table(report: dict) -> list[list[str]]:
-    rows = [["model", "scores", "top-1", "top-5", "mean class acc."]]
+    rows = [["model", "scores", "top-1", "top-5", "mean class acc.", "macro-F1"]]
     for name, combos in report["models"].items():
         for combo, m in combos.items():
             rows.append([name, combo, f"{m['top1']:.4f}", f"{m['top5']:.4f}",
-                         f"{m['mean_class_accuracy']:.4f}"])
+                         f"{m['mean_class_accuracy']:.4f}", _f1(m)])
     e = report["ensemble"]
     w = ", ".join(f"{k} {v:g}" for k, v in e["weights"].items())
     rows.append(["**ensemble**", w, f"{e['top1']:.4f}", f"{e['top5']:.4f}",
-                 f"{e['mean_class_accuracy']:.4f}"])
+                 f"{e['mean_class_accuracy']:.4f}", _f1(e)])
+    return rows
+
+
+def _class_rows(report: dict) -> list[list[str]]:
+    """The ensemble's per-class table ("-": no test clips, or never predicted)."""
+    def cell(v):
+        return "-" if v is None else f"{v:.4f}"
+
+    rows = [["class", "test clips", "predicted", "recall", "precision", "F1"]]
+    for r in report["ensemble"].get("class_table", []):
+        rows.append([r["class"], str(r["count"]), str(r["predicted"]), cell(r["recall"]), cell(r["precision"]),
+                     cell(r["f1"])])
     return rows
 
 
@@ -278,10 +304,10 @@ def summary_markdown(report: dict) -> str:
     if report["ablation"]:
         parts += ["## Ablation of the fused network (test top-1)\n", _md(_ablation(report)), "",
                   *[f"- {line}" for line in ablation_effects(report)], ""]
-    parts += ["## Per-class accuracy of the ensemble\n",
-              _md([["class", "accuracy"]] + [[k, f"{v:.4f}"] for k, v in
-                                            report["ensemble"]["per_class"].items()]),
-              "", "![confusion matrix](confusion.png)", ""]
+    parts += ["## Per class (ensemble, test split)\n",
+              "Recall is the class's accuracy; macro-F1 averages F1 over the classes with test clips "
+              "or predictions (a class never predicted has F1 0; '-': undefined).\n",
+              _md(_class_rows(report)), "", "![confusion matrix](confusion.png)", ""]
     return "\n".join(parts)
 
 
@@ -301,4 +327,5 @@ def summary_html(report: dict) -> str:
             f"<h1>mgpipe results</h1><p>Test clips: {report['num_test_clips']}. Model selection: "
             f"{html.escape(report.get('validation', 'best epoch by validation top-1'))}.</p>"
             f"<h2>Models and ensemble (test split)</h2>{table(_table(report))}{abl}"
+            f"<h2>Per class (ensemble, test split)</h2>{table(_class_rows(report))}"
             "<h2>Confusion matrix of the ensemble</h2><img src='confusion.png'></body></html>\n")
