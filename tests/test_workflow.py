@@ -120,8 +120,9 @@ def test_tiny_run_writes_every_output(tiny_run):
     assert set(metrics["models"]["fused_full"]) == {"rgb", "pose", "rgb:pose 1:1", "rgb:pose 2:1", "rgb:pose 1:2"}
     assert [a["variant"] for a in metrics["ablation"]] == ["full", "plain"]
     assert 0 <= metrics["ensemble"]["top1"] <= 1 and metrics["num_test_clips"] == sum(class_counts(1).values())
-    for f in ("confusion.png", "summary.md", "summary.html"):
+    for f in ("confusion.png", "summary.md", "summary.html", "per_class.csv"):
         assert (r / "ensemble" / f).stat().st_size > 0
+    assert 0 <= metrics["ensemble"]["macro_f1"] <= 1 and "macro_f1" in metrics["models"]["joint"]["joint"]
     scores = pd.read_csv(r / "scores" / "fused_full.csv")
     classes = pd.read_csv(r / "classes.csv", dtype={"name": str}, keep_default_na=False)
     assert [f"{s}:{k}:{c.label_id}:{c.name}" for s in ("rgb", "pose") for k, c in enumerate(classes.itertuples())] \
