@@ -10,7 +10,8 @@ with each imbalance option of mgpipe (benchmarks/longtail.yaml says what and how
    test.logit_adjust = 1 (no retraining). Each scored on the test split with the test views.
 
 Prints and writes (OUT/summary.json, OUT/table.md): mean ± sd over the seeds of test top-1, mean
-class accuracy and macro-F1 per option, the gain in mean class accuracy over plain, and whether
+class accuracy and macro-F1 per option, the gain in mean class accuracy over plain, the mean
+recall of the head, middle and tail thirds of the classes (by training clips), and whether
 the target holds (an option gains >= `target.gain` mean class accuracy without losing top-1 beyond
 the seed spread, the larger sd of the two). Every finished run is kept (OUT/runs/<run>/result.json)
 and not repeated when the script runs again; a killed training resumes from its last epoch.
@@ -121,6 +122,29 @@ def table(results: dict, gain_needed: float) -> tuple[str, list[str]]:
     return "\n".join(lines), met
 
 
+def thirds(counts: dict) -> dict:
+    """{"head": labels, "middle": ..., "tail": ...}: the classes by training clips, in thirds."""
+    order = sorted(counts, key=lambda k: -counts[k])
+    n = len(order)
+    return {"head": order[:n // 3], "middle": order[n // 3:2 * n // 3], "tail": order[2 * n // 3:]}
+
+
+def recall_table(results: dict, counts: dict) -> str:
+    """Mean test recall of the head, middle and tail thirds of the classes (by training clips),
+    mean ± sd over seeds: where an option moves accuracy."""
+    groups = thirds(counts)
+    sizes = {g: f"{min(counts[k] for k in ks)}-{max(counts[k] for k in ks)}" for g, ks in groups.items()}
+    lines = ["| option | " + " | ".join(f"{g} recall ({sizes[g]} clips)" for g in groups) + " |",
+             "|---" * (len(groups) + 1) + "|"]
+    for option, rows in results.items():
+        cells = []
+        for g, ks in groups.items():
+            m, sd = mean_sd([float(np.mean([r["recall"][k] for k in ks])) for r in rows])
+            cells.append(f"{m:.3f} ± {sd:.3f}")
+        lines.append(f"| {option} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(CONFIG))
@@ -158,19 +182,21 @@ def main(argv=None) -> dict:
             r = run_option(option, changes, recipe, seed, data, out, args)
             m = metrics(torch.tensor(r["probs"]), np.array(r["labels"]), NUM_CLASSES)
             results.setdefault(option, []).append({**{k: m[k] for k, _ in COLUMNS}, "seed": seed,
-                                                   "minutes": r.get("minutes")})
+                                                   "minutes": r.get("minutes"), "recall": m["per_class"]})
             print(f"seed {seed} {option}: " + ", ".join(f"{h} {m[k]:.3f}" for k, h in COLUMNS)
                   + (f" ({r['minutes']} min training)" if r.get("minutes") else ""), flush=True)
     text, met = table(results, bench["target"]["gain"])
     verdict = (f"target met by: {', '.join(met)}" if met else
                f"target missed: no option gains {bench['target']['gain']} mean class accuracy "
                "without losing top-1 beyond the seed spread")
+    by_count = recall_table(results, counts)
     print(text)
     print(verdict)
+    print(by_count)
     summary = {"settings": args.set, "train_counts": counts, "results": results, "met_by": met,
                "minutes": round((time.time() - t0) / 60, 1)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    (out / "table.md").write_text(text + "\n\n" + verdict + "\n")
+    (out / "table.md").write_text(text + "\n\n" + verdict + "\n\n" + by_count + "\n")
     return summary
 
 
