@@ -28,11 +28,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import logging
 import pickle
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -45,23 +43,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.bench_common import mean_sd, prepare, set_key, train_and_score  # noqa: E402
 from mgpipe.config import validate  # noqa: E402
-from mgpipe.evaluate import score_model  # noqa: E402
-from mgpipe.formats.scores import read as read_scores, stream_probs  # noqa: E402
 from mgpipe.layouts import convert, get_layout  # noqa: E402
-from mgpipe.skeleton_io import import_pickle  # noqa: E402
-from mgpipe.train import run as train_run  # noqa: E402
 
 CONFIG = ROOT / "benchmarks" / "transfer.yaml"
 FEW_MARGIN = 0.05  # fine-tuning must beat scratch by this much with few clips per class
-
-
-def set_key(config: dict, dotted: str, value: str) -> None:
-    *path, last = dotted.split(".")
-    node = config
-    for k in path:
-        node = node.setdefault(k, {})
-    node[last] = yaml.safe_load(value)
 
 
 def load_pickle(path) -> dict:
@@ -93,22 +80,6 @@ def pretraining_pickle(bench: dict, sources: list[str], out: Path) -> Path:
     return out
 
 
-def prepare(pickle_path, layout, splits: dict, work: Path):
-    """Keypoint store, manifest and class table of a pickle under work/ (once)."""
-    work.mkdir(parents=True, exist_ok=True)
-    kp_h5, manifest, classes = work / "keypoints.h5", work / "clips.csv", work / "classes.csv"
-    if not manifest.exists():
-        frame = import_pickle(pickle_path, kp_h5, layout=layout, splits=list(splits))
-        frame["split"] = frame["split"].map(splits).fillna("unassigned")
-        frame["video_id"] = frame["clip_id"]
-        labels = sorted(frame.label.unique())
-        pd.DataFrame({"label": range(len(labels)), "label_id": labels,
-                      "name": [str(v) for v in labels]}).to_csv(classes, index=False)
-        frame.to_csv(manifest.with_suffix(".partial"), index=False)
-        manifest.with_suffix(".partial").replace(manifest)  # the manifest last: it marks the folder done
-    return kp_h5, manifest, classes
-
-
 def few_shot(manifest: Path, per_class: int | None, seed: int, out: Path) -> Path:
     """The manifest with `per_class` training clips per class (drawn with the seed), test kept."""
     if per_class is None:
@@ -122,46 +93,6 @@ def few_shot(manifest: Path, per_class: int | None, seed: int, out: Path) -> Pat
     frame.to_csv(out.with_suffix(".partial"), index=False)
     out.with_suffix(".partial").replace(out)
     return out
-
-
-def run_settings(config, data, init) -> str:
-    """What a run's result depends on: the recipe, the training clips and the starting weights."""
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    for path in (*data, init):
-        if path is not None:
-            digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
-    return digest.hexdigest()[:16]
-
-
-def train_and_score(name, config, data, out: Path, init=None, threads=2) -> dict:
-    """One training run and its test scores; a finished run is read back, not repeated, and
-    only when it was made with the same settings (another recipe under the same --out stops)."""
-    result_file, settings = out / "result.json", run_settings(config, data, init)
-    if result_file.exists():
-        result = json.loads(result_file.read_text())
-        if result.get("settings", settings) != settings:
-            sys.exit(f"{result_file}: made with other settings (recipe, clips or init); "
-                     "use another --out or remove the run")
-        return result
-    kp_h5, manifest, classes = data
-    t0 = time.time()
-    train_run(name, config, manifest_csv=manifest, classes_csv=classes, frames_h5=None, keypoints_h5=kp_h5,
-              out_dir=out, state_dir=out / "state", init=init, threads=threads, progress=False)
-    result = {"minutes": round((time.time() - t0) / 60, 2), "settings": settings}
-    if (pd.read_csv(manifest).split == "test").any():
-        score_model(out / "model.pt", config, manifest_csv=manifest, frames_h5=None, keypoints_h5=kp_h5,
-                    out_csv=out / "scores.csv", splits=("test",), threads=threads, progress=False)
-        scores = read_scores(out / "scores.csv")
-        probs = stream_probs(scores, name)
-        result["probs"] = probs.tolist()
-        result["labels"] = scores.label.tolist()
-        result["top1"] = float((probs.argmax(1).numpy() == scores.label.to_numpy()).mean())
-    result_file.write_text(json.dumps(result))
-    return result
-
-
-def mean_sd(values):
-    return (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def target_data(bench, target, out: Path):

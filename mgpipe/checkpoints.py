@@ -15,6 +15,8 @@ tuples, dicts), nothing else:
                  (specs.ModelSpec.input_settings: frames, sizes, RGB mean/std, heatmap sigma
                  and box padding)
     settings     the config sections that define it (ModelSpec.settings; trained models only)
+    train_class_counts  the training split's clips per class (trained models only): the prior
+                 of test-time logit adjustment (mgpipe/imbalance.py)
     ...          optional plain extras (selected, merged_from, fingerprint)
 
 classes, layout and inputs are "what the model was trained on" (written by train and merge);

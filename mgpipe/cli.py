@@ -255,7 +255,8 @@ _PATHS = {  # command: (inputs, outputs, {folder output: files written in it})
               {"out_dir": ("model.pt", "log.csv", "curve.png"), "state_dir": ("last.pt", "best.pt", "lock")}),
     "merge": (("rgb", "pose"), ("out",), {}),
     "test": (("checkpoint", "manifest", "frames", "keypoints", "classes"), ("out",), {}),
-    "ensemble": (("classes",), (), {"out_dir": ("metrics.json", "confusion.png", "summary.md", "summary.html")}),
+    "ensemble": (("classes",), (), {"out_dir": ("metrics.json", "per_class.csv", "confusion.png", "summary.md",
+                                                 "summary.html")}),
     "bench": (("stores",), ("out",), {}),
 }
 

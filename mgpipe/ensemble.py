@@ -27,18 +27,42 @@ STREAM_WEIGHTS = {"1:1": (1, 1), "2:1": (2, 1), "1:2": (1, 2)}
 
 
 def metrics(probs: torch.Tensor, labels: np.ndarray, num_classes: int) -> dict:
+    """Top-1, top-5, mean class accuracy and macro-F1 of class probabilities [N, K], with the
+    recall of each class present in `labels` (per_class) and a row per class (class_table: count,
+    predicted, recall, precision, f1; see per_class_table). Mean class accuracy averages the
+    recall of the classes present in the labels. Macro-F1 averages F1 over the classes present
+    in the labels or the predictions (as scikit-learn's f1_score(average="macro")): a class
+    with test clips but no predictions has F1 0, a class without test clips that is predicted
+    has F1 0 too (its predictions are all wrong), a class neither present nor predicted is left
+    out."""
     labels = np.asarray(labels)
     order = np.argsort(-probs.numpy(), axis=1, kind="stable")
     pred = order[:, 0]
     top5 = (order[:, :5] == labels[:, None]).any(1).mean()
-    per_class = {}
-    for k in range(num_classes):
-        mask = labels == k
-        if mask.any():
-            per_class[k] = float((pred[mask] == k).mean())
+    table = per_class_table(pred, labels, num_classes)
+    per_class = {r["label"]: r["recall"] for r in table if r["count"]}
+    counted = [r["f1"] for r in table if r["count"] or r["predicted"]]
     return {"top1": round(float((pred == labels).mean()), 6), "top5": round(float(top5), 6),
             "mean_class_accuracy": round(float(np.mean(list(per_class.values()))), 6),
-            "per_class": {k: round(v, 6) for k, v in per_class.items()}, "n": int(len(labels))}
+            "macro_f1": round(float(np.mean(counted)), 6),
+            "per_class": per_class, "class_table": table, "n": int(len(labels))}
+
+
+def per_class_table(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> list[dict]:
+    """One row per class: test clips (count), clips predicted as it, recall (None without test
+    clips), precision (None without predictions) and F1 (0 when nothing of it is right)."""
+    rows = []
+    for k in range(num_classes):
+        count, predicted = int((labels == k).sum()), int((pred == k).sum())
+        hits = int(((labels == k) & (pred == k)).sum())
+        recall = hits / count if count else None
+        precision = hits / predicted if predicted else None
+        f1 = 2 * hits / (count + predicted) if hits else 0.0   # = 2PR / (P + R)
+        rows.append({"label": k, "count": count, "predicted": predicted,
+                     "recall": None if recall is None else round(recall, 6),
+                     "precision": None if precision is None else round(precision, 6),
+                     "f1": round(f1, 6)})
+    return rows
 
 
 def confusion(probs: torch.Tensor, labels, num_classes: int) -> np.ndarray:
@@ -251,7 +275,7 @@ def build_report(score_files: dict, classes_csv, out_dir, *, members: dict, weig
             rows.update({f"{':'.join(streams)} {k}": metrics(model_probs(s, w), labels, K)
                          for k, w in STREAM_WEIGHTS.items()})
         for r in rows.values():
-            r.pop("per_class")
+            r.pop("per_class"), r.pop("class_table")
         report["models"][name] = rows
 
     has_val = all((s.split == "val").any() for s in scores.values())
@@ -262,6 +286,7 @@ def build_report(score_files: dict, classes_csv, out_dir, *, members: dict, weig
     ens = ensemble_probs(test, applied["weights"], applied["stream_weights"])
     ens_metrics = metrics(ens, labels, K)
     ens_metrics["per_class"] = {classes.name[k]: v for k, v in ens_metrics["per_class"].items()}
+    ens_metrics["class_table"] = [{"class": classes.name[r["label"]], **r} for r in ens_metrics["class_table"]]
     report["ensemble"] = {"weights": applied["weights"], "stream_weights": applied["stream_weights"],
                           "searched_on_val": chosen["applied"] == "searched", **ens_metrics}
     report["ensemble_weights"] = chosen
@@ -273,6 +298,7 @@ def build_report(score_files: dict, classes_csv, out_dir, *, members: dict, weig
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "metrics.json", report)
+    write_per_class(report["ensemble"]["class_table"], out_dir / "per_class.csv")
     plot_confusion(confusion(ens, labels, K), classes.name.tolist(), out_dir / "confusion.png",
                    title=f"ensemble, test top-1 {ens_metrics['top1']:.3f}")
     md = summary_markdown(report)
@@ -308,16 +334,40 @@ def plot_confusion(matrix: np.ndarray, names: list[str], path, title="") -> None
     plt.close(fig)
 
 
+def write_per_class(table: list[dict], path) -> None:
+    """The ensemble's per-class table as CSV (empty recall: no test clips; empty precision:
+    never predicted)."""
+    with atomic_path(path) as tmp:
+        pd.DataFrame(table, columns=["label", "class", "count", "predicted", "recall", "precision", "f1"]
+                     ).to_csv(tmp, index=False)
+
+
+def _f1(m: dict) -> str:
+    return f"{m['macro_f1']:.4f}" if "macro_f1" in m else ""
+
+
 def _table(report: dict) -> list[list[str]]:
-    rows = [["model", "scores", "top-1", "top-5", "mean class acc."]]
+    rows = [["model", "scores", "top-1", "top-5", "mean class acc.", "macro-F1"]]
     for name, combos in report["models"].items():
         for combo, m in combos.items():
             rows.append([name, combo, f"{m['top1']:.4f}", f"{m['top5']:.4f}",
-                         f"{m['mean_class_accuracy']:.4f}"])
+                         f"{m['mean_class_accuracy']:.4f}", _f1(m)])
     e = report["ensemble"]
     w = _weights_text(e["weights"], e.get("stream_weights"))
     rows.append(["**ensemble**", w, f"{e['top1']:.4f}", f"{e['top5']:.4f}",
-                 f"{e['mean_class_accuracy']:.4f}"])
+                 f"{e['mean_class_accuracy']:.4f}", _f1(e)])
+    return rows
+
+
+def _class_rows(report: dict) -> list[list[str]]:
+    """The ensemble's per-class table ("-": no test clips, or never predicted)."""
+    def cell(v):
+        return "-" if v is None else f"{v:.4f}"
+
+    rows = [["class", "test clips", "predicted", "recall", "precision", "F1"]]
+    for r in report["ensemble"].get("class_table", []):
+        rows.append([r["class"], str(r["count"]), str(r["predicted"]), cell(r["recall"]), cell(r["precision"]),
+                     cell(r["f1"])])
     return rows
 
 
@@ -387,10 +437,10 @@ def summary_markdown(report: dict) -> str:
     if report["ablation"]:
         parts += ["## Ablation of the fused network (test top-1)\n", _md(_ablation(report)), "",
                   *[f"- {line}" for line in ablation_effects(report)], ""]
-    parts += ["## Per-class accuracy of the ensemble\n",
-              _md([["class", "accuracy"]] + [[k, f"{v:.4f}"] for k, v in
-                                            report["ensemble"]["per_class"].items()]),
-              "", "![confusion matrix](confusion.png)", ""]
+    parts += ["## Per class (ensemble, test split)\n",
+              "Recall is the class's accuracy; macro-F1 averages F1 over the classes with test clips "
+              "or predictions (a class never predicted has F1 0; '-': undefined).\n",
+              _md(_class_rows(report)), "", "![confusion matrix](confusion.png)", ""]
     return "\n".join(parts)
 
 
@@ -412,4 +462,5 @@ def summary_html(report: dict) -> str:
             f"<h1>mgpipe results</h1><p>Test clips: {report['num_test_clips']}. Model selection: "
             f"{html.escape(report.get('validation', 'best epoch by validation top-1'))}.</p>"
             f"<h2>Models and ensemble (test split)</h2>{table(_table(report))}{weights}{abl}"
+            f"<h2>Per class (ensemble, test split)</h2>{table(_class_rows(report))}"
             "<h2>Confusion matrix of the ensemble</h2><img src='confusion.png'></body></html>\n")

@@ -7,7 +7,7 @@ import logging
 
 import torch
 
-from . import checkpoints
+from . import checkpoints, imbalance
 from .clips import read_manifest
 from .formats import scores
 from .formats.keypoints import Reader as KeypointReader
@@ -43,6 +43,10 @@ def score_model(checkpoint, config: dict, *, manifest_csv, frames_h5, keypoints_
     if channels_last:
         model.to(memory_format=torch.channels_last_3d)
     tcfg = config["test"]
+    # logit adjustment by the training prior the checkpoint records (val and test alike)
+    offset = imbalance.logit_offset(ckpt, checkpoint, tcfg["logit_adjust"])
+    if offset is not None:
+        log.info("%s: logit adjustment, tau %s", name, tcfg["logit_adjust"])
     tables, summary = [], {}
     # A dataset without a validation split is scored on test alone.
     present = [s for s in splits if (manifest.split == s).any()]
@@ -53,7 +57,7 @@ def score_model(checkpoint, config: dict, *, manifest_csv, frames_h5, keypoints_
                              keypoints_h5=keypoints_h5, views=tcfg["views"], flip=tcfg["flip"])
         loader = make_loader(data, tcfg["batch_size"], device=device, workers=config["train"]["workers"])
         probs = predict(model, spec, loader, device, channels_last=channels_last, progress=progress,
-                        desc=f"{name} {split}")
+                        desc=f"{name} {split}", logit_offset=offset)
         tables.append(scores.table(data.clips, {k: p.numpy() for k, p in probs.items()}, ckpt["classes"]))
         summary.update({f"{split}_top1_{k}": round(top1(p, data.labels), 4) for k, p in probs.items()})
     scores.write(out_csv, tables)

@@ -28,18 +28,23 @@ def load_model(path):
 
 @torch.no_grad()
 def predict(model, spec, loader, device, *, amp=False, channels_last=False, progress=False,
-            desc="eval") -> dict:
+            desc="eval", logit_offset=None) -> dict:
     """Per-view softmax probabilities averaged over the views of each clip: {stream: [N, K]}.
+    logit_offset [K] (test-time logit adjustment, mgpipe/imbalance.py) is subtracted from every
+    stream's logits before the softmax.
     A batch holds views of several clips (the dataset enumerates clip x view); the sums stay on
     the device and are read once at the end, so no batch waits for the host."""
     model.eval()
     sums, counts = {}, None
+    if logit_offset is not None:
+        logit_offset = logit_offset.to(device)
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits, _ = spec.forward(model, batch, device, channels_last)
         idx = batch["index"].to(device, non_blocking=True)
         for stream, z in logits.items():
-            p = F.softmax(z.float(), dim=1).double()
+            z = z.float() if logit_offset is None else z.float() - logit_offset
+            p = F.softmax(z, dim=1).double()
             if stream not in sums:
                 n = len(loader.dataset.clips)
                 sums[stream] = torch.zeros(n, p.shape[1], dtype=torch.float64, device=device)

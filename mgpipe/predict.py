@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import checkpoints, specs
+from . import checkpoints, imbalance, specs
 from .inference import load_model, predict
 from .layouts import get_layout
 from .pose_backends import reads_frames
@@ -171,15 +171,16 @@ def video_probabilities(video, checkpoint, config: dict, *, skeletons=None, wind
         data = model_samples(spec, config, manifest, "test", train=False, frames_h5=frames_h5,
                              keypoints_h5=tmp / "keypoints.h5", views=config["test"]["views"],
                              flip=config["test"]["flip"])
-        probs = _model_probs(model, spec, data, config, progress)
+        offset = imbalance.logit_offset(ckpt, checkpoint, config["test"]["logit_adjust"])
+        probs = _model_probs(model, spec, data, config, progress, offset)
     return probs, win, name
 
 
-def _model_probs(model, spec, data, config, progress) -> np.ndarray:
+def _model_probs(model, spec, data, config, progress, logit_offset=None) -> np.ndarray:
     device = pick_device(config["train"]["device"])
     model.to(device)
     loader = make_loader(data, config["test"]["batch_size"], device=device, workers=0)
-    streams = predict(model, spec, loader, device, progress=progress, desc=spec.name)
+    streams = predict(model, spec, loader, device, progress=progress, desc=spec.name, logit_offset=logit_offset)
     return specs.combine_streams(streams).numpy()  # a fused network's streams 1:1
 
 

@@ -423,14 +423,20 @@ def model_samples(spec, config: dict, manifest: pd.DataFrame, split: str, *, tra
 
 
 def make_loader(dataset, batch_size, *, device, shuffle_seed=None, workers=0, drop_last=False,
-                rank=0, world=1) -> DeviceLoader:
+                rank=0, world=1, sample_weights=None) -> DeviceLoader:
     """Batches on `device` over a seeded permutation; under data parallelism each process takes
     every world-th index of the same permutation (an equal share, so all processes step
-    together)."""
+    together). sample_weights ([len(dataset)], with shuffle_seed): instead of the permutation,
+    len(dataset) indices drawn with replacement in proportion to the weights, with the same
+    seed (class-aware sampling, mgpipe/imbalance.py)."""
     sampler = None
     if shuffle_seed is not None:
         g = torch.Generator().manual_seed(shuffle_seed)
-        order = torch.randperm(len(dataset), generator=g).tolist()
+        if sample_weights is None:
+            order = torch.randperm(len(dataset), generator=g).tolist()
+        else:
+            order = torch.multinomial(torch.as_tensor(sample_weights, dtype=torch.float64), len(dataset),
+                                      replacement=True, generator=g).tolist()
         sampler = order[: len(order) // world * world][rank::world]
     return DeviceLoader(torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import checkpoints, specs
+from . import checkpoints, imbalance, specs
 from .formats import keypoints as keypoint_store
 from .inference import predict, top1
 from .transfer import init as transfer_init
@@ -89,6 +89,15 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
     trained_on = checkpoints.model_record(spec, config, classes, layout)
     train_set = model_samples(spec, config, manifest, "train", train=True, frames_h5=frames_h5,
                               keypoints_h5=keypoints_h5)
+    # class imbalance (mgpipe/imbalance.py): the training split's class counts give the sampling
+    # weights, the loss weights and the prior the checkpoint keeps for test-time logit adjustment
+    train_counts = imbalance.class_counts(train_set.labels, num_classes)
+    draw_weights = imbalance.sample_weights(train_set.labels, num_classes, tcfg["sampling"])
+    class_weights = imbalance.loss_weights(config, train_counts)
+    if class_weights is not None:
+        class_weights = class_weights.to(device)
+    if main:
+        log.info("%s: %s", name, imbalance.describe(config, train_counts))
     # Without a validation split the fixed schedule runs to its end and the last epoch is kept:
     # selecting on the test split would report an optimistic score.
     has_val = bool((manifest.split == "val").any())
@@ -169,7 +178,7 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
         model.train()
         train_set.set_epoch(epoch)
         loader = make_loader(train_set, optim["batch_size"], device=device, shuffle_seed=seed * 1000 + epoch,
-                             workers=tcfg["workers"], rank=rank, world=world,
+                             workers=tcfg["workers"], rank=rank, world=world, sample_weights=draw_weights,
                              drop_last=len(train_set) > optim["batch_size"] * world)
         # Running sums stay on the device; the host reads them once per log interval, so the
         # GPU never waits for the CPU inside a step.
@@ -184,7 +193,7 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
             labels = batch["label"].to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 logits, out = spec.forward(step_model, batch, device, channels_last)
-                parts = model.loss(out, labels)
+                parts = model.loss(out, labels, class_weights=class_weights)
             optimizer.zero_grad(set_to_none=True)
             parts["loss"].backward()
             if optim["clip_grad"]:
@@ -226,7 +235,8 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
                 checkpoints.save({"model": model.state_dict(), "arch": arch, "num_classes": num_classes,
                                   "name": name, "epoch": epoch + 1, "val_top1": score if has_val else None,
                                   "selected": "best validation top-1" if has_val else "last epoch (no validation split)",
-                                  "fingerprint": fingerprint, **trained_on, "init": init_report}, best_file)
+                                  "fingerprint": fingerprint, **trained_on, "init": init_report,
+                                  "train_class_counts": train_counts}, best_file)
         if main:
             checkpoints.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                               "torch_rng": torch.get_rng_state(), "epoch": epoch, "best": best,

@@ -132,8 +132,9 @@ def test_tiny_run_writes_every_output(tiny_run):
     assert metrics["ensemble"]["top1"] == chosen["sets"]["searched"]["test"]["top1"]
     assert chosen["sets"]["searched"]["val"]["top1"] >= chosen["sets"]["uniform"]["val"]["top1"]
     assert "| **searched (applied)** |" in (r / "ensemble" / "summary.md").read_text()
-    for f in ("confusion.png", "summary.md", "summary.html"):
+    for f in ("confusion.png", "summary.md", "summary.html", "per_class.csv"):
         assert (r / "ensemble" / f).stat().st_size > 0
+    assert 0 <= metrics["ensemble"]["macro_f1"] <= 1 and "macro_f1" in metrics["models"]["joint"]["joint"]
     scores = pd.read_csv(r / "scores" / "fused_full.csv")
     classes = pd.read_csv(r / "classes.csv", dtype={"name": str}, keep_default_na=False)
     assert [f"{s}:{k}:{c.label_id}:{c.name}" for s in ("rgb", "pose") for k, c in enumerate(classes.itertuples())] \

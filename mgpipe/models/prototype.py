@@ -33,7 +33,7 @@ value used in the loss is this global EMA; its gradient flows only through the l
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 from torch import nn
@@ -79,12 +79,13 @@ class PrototypeLoss(nn.Module):
                 f"alpha={self.alpha}, tau={self.tau}, tp_only={self.tp_only}")
 
     def forward(self, features: torch.Tensor, logits: torch.Tensor,
-                labels: torch.Tensor) -> torch.Tensor:
-        """Scalar loss; in training mode also updates the prototype bank."""
-        return self.details(features, logits, labels)["loss"]
+                labels: torch.Tensor, class_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Scalar loss; in training mode also updates the prototype bank. class_weights [K]: the
+        class-balanced loss's weights of its two cross-entropy terms (None: unweighted)."""
+        return self.details(features, logits, labels, class_weights)["loss"]
 
     def details(self, features: torch.Tensor, logits: torch.Tensor,
-                labels: torch.Tensor) -> Dict[str, torch.Tensor]:
+                labels: torch.Tensor, class_weights: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """Like forward, but returns the intermediate tensors too (for tests and diagnostics):
         loss, sim [N, K], fn_logits [N, K], fp_logits [N, K], prototypes used [K, D],
         z [N, D], tp [N] (bool), pred [N], a [N]."""
@@ -155,7 +156,8 @@ class PrototypeLoss(nn.Module):
         idx = labels[:, None]
         fn_logits = sim.scatter(1, idx, fn_y[:, None])
         fp_logits = sim.scatter(1, idx, fp_y[:, None])
-        loss = (F.cross_entropy(fn_logits / self.tau, labels)
-                + F.cross_entropy(fp_logits / self.tau, labels))
+        weight = None if class_weights is None else class_weights.to(z.dtype)
+        loss = (F.cross_entropy(fn_logits / self.tau, labels, weight=weight)
+                + F.cross_entropy(fp_logits / self.tau, labels, weight=weight))
         return {"loss": loss, "sim": sim, "fn_logits": fn_logits, "fp_logits": fp_logits,
                 "prototypes": protos, "z": z, "tp": tp, "pred": pred, "a": a}

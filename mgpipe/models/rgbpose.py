@@ -166,29 +166,33 @@ class RGBPoseConv3D(nn.Module):
             "pose_features": fp,
         }
 
-    def loss(self, out: Dict[str, torch.Tensor], labels: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def loss(self, out: Dict[str, torch.Tensor], labels: torch.Tensor,
+             class_weights: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """CE per stream (1:1) plus weight * prototype loss for the configured streams.
+        class_weights [K] (the class-balanced loss) weight every cross-entropy term, the
+        prototype loss's two included.
 
         Computed in float32 even inside a bf16 autocast region: the prototype bank is a float32
         buffer, and cosine similarities and the EMA lose too much in bf16.
         """
         device_type = labels.device.type
         with torch.autocast(device_type, enabled=False):
-            return self._loss({k: v.float() for k, v in out.items()}, labels)
+            return self._loss({k: v.float() for k, v in out.items()}, labels, class_weights)
 
-    def _loss(self, out: Dict[str, torch.Tensor], labels: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def _loss(self, out: Dict[str, torch.Tensor], labels: torch.Tensor,
+              class_weights: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
         losses: Dict[str, torch.Tensor] = {}
         total = None
         for s in STREAMS:
             if s not in out:
                 continue
-            ce = F.cross_entropy(out[s], labels)
+            ce = F.cross_entropy(out[s], labels, weight=class_weights)
             losses[f"ce_{s}"] = ce
             total = ce if total is None else total + ce
         for s, module in self.proto.items():
             if s not in out:
                 continue
-            pl = module(out[f"{s}_features"], out[s], labels)
+            pl = module(out[f"{s}_features"], out[s], labels, class_weights)
             losses[f"proto_{s}"] = pl
             total = total + self.proto_weight * pl
         if total is None:

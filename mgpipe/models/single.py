@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 from torch import nn
@@ -30,9 +30,12 @@ class SingleStream(nn.Module):
         feats = self.head.pool(self.backbone(x))
         return {"logits": self.head.classify(feats), "features": feats}
 
-    def loss(self, out: Dict[str, torch.Tensor], labels: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Cross-entropy of the stream, in float32 even inside a bf16 autocast region: {'loss': ce}."""
-        return {"loss": F.cross_entropy(out["logits"].float(), labels)}
+    def loss(self, out: Dict[str, torch.Tensor], labels: torch.Tensor,
+             class_weights: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """Cross-entropy of the stream, in float32 even inside a bf16 autocast region: {'loss': ce}.
+        class_weights [K] (the class-balanced loss): the batch's weighted mean, as torch's
+        cross_entropy(weight=) computes it."""
+        return {"loss": F.cross_entropy(out["logits"].float(), labels, weight=class_weights)}
 
 
 def build_single(kind: str, in_channels: int, num_classes: int, cfg: dict) -> SingleStream:

@@ -38,6 +38,7 @@ rule ensemble:
         metrics=report(f"{R}/ensemble/metrics.json", caption="../report/metrics.rst", category="Results"),
         confusion=report(f"{R}/ensemble/confusion.png", caption="../report/confusion.rst", category="Results"),
         summary=f"{R}/ensemble/summary.md",
+        per_class=f"{R}/ensemble/per_class.csv",
         html=report(f"{R}/ensemble/summary.html", caption="../report/summary.rst", category="Results"),
     params:
         cfg=mgconfig.canonical({"ensemble": ENSEMBLE, "fused": config["fused"]}),
