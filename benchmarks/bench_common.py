@@ -4,6 +4,7 @@ with its test scores (kept and read back on a rerun), and mean and spread over s
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import statistics
@@ -26,6 +27,27 @@ def set_key(config: dict, dotted: str, value: str) -> None:
     for k in path:
         node = node.setdefault(k, {})
     node[last] = yaml.safe_load(value)
+
+
+def bench_arguments(description: str, config: Path, out: Path, threads: int) -> argparse.ArgumentParser:
+    """The arguments every benchmark of this kind takes (a script adds its own)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--config", default=str(config))
+    ap.add_argument("--out", default=str(out))
+    ap.add_argument("--seeds", nargs="+", type=int)
+    ap.add_argument("--threads", type=int, default=threads)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one setting of the benchmark config (dotted key, YAML value)")
+    return ap
+
+
+def load_bench(args) -> dict:
+    """The benchmark config with the --set overrides applied."""
+    bench = yaml.safe_load(Path(args.config).read_text())
+    for item in args.set:
+        key, _, value = item.partition("=")
+        set_key(bench, key, value)
+    return bench
 
 
 def prepare(pickle_path, layout, splits: dict, work: Path, names=None):

@@ -23,7 +23,6 @@ and not repeated when the script runs again; a killed training resumes from its 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
@@ -34,12 +33,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_common import mean_sd, prepare, set_key, test_scores, train_and_score  # noqa: E402
+from benchmarks.bench_common import (bench_arguments, load_bench, mean_sd, prepare, test_scores,  # noqa: E402
+                                     train_and_score)
 from mgpipe.config import validate  # noqa: E402
 from mgpipe.ensemble import metrics  # noqa: E402
 
@@ -146,19 +145,10 @@ def recall_table(results: dict, counts: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default=str(CONFIG))
-    ap.add_argument("--out", default=str(ROOT / "results" / "bench_longtail"))
+    ap = bench_arguments(__doc__.splitlines()[0], CONFIG, ROOT / "results" / "bench_longtail", threads=1)
     ap.add_argument("--options", nargs="+")
-    ap.add_argument("--seeds", nargs="+", type=int)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override one setting of the benchmark config (dotted key, YAML value)")
     args = ap.parse_args(argv)
-    bench = yaml.safe_load(Path(args.config).read_text())
-    for item in args.set:
-        key, _, value = item.partition("=")
-        set_key(bench, key, value)
+    bench = load_bench(args)
     options = {o: bench["options"][o] or {} for o in (args.options or bench["options"])}
     args.seeds = args.seeds if args.seeds is not None else bench["seeds"]
     args.model = bench["model"]

@@ -26,7 +26,6 @@ and not repeated when the script runs again; a killed training resumes from its 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
@@ -38,12 +37,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_common import mean_sd, prepare, set_key, train_and_score  # noqa: E402
+from benchmarks.bench_common import bench_arguments, load_bench, mean_sd, prepare, train_and_score  # noqa: E402
 from mgpipe.config import validate  # noqa: E402
 from mgpipe.layouts import convert, get_layout  # noqa: E402
 
@@ -167,21 +165,12 @@ def table(results: dict, regimes, bench) -> tuple[str, list[str]]:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default=str(CONFIG))
-    ap.add_argument("--out", default=str(ROOT / "results" / "bench_transfer"))
+    ap = bench_arguments(__doc__.splitlines()[0], CONFIG, ROOT / "results" / "bench_transfer", threads=2)
     ap.add_argument("--targets", nargs="+")
     ap.add_argument("--regimes", nargs="+")
-    ap.add_argument("--seeds", nargs="+", type=int)
     ap.add_argument("--models", nargs="+", default=None, choices=["joint", "limb"])
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override one setting of the benchmark config (dotted key, YAML value)")
     args = ap.parse_args(argv)
-    bench = yaml.safe_load(Path(args.config).read_text())
-    for item in args.set:
-        key, _, value = item.partition("=")
-        set_key(bench, key, value)
+    bench = load_bench(args)
     args.targets = args.targets or bench["targets"]
     args.regimes = args.regimes or list(bench["regimes"])
     args.seeds = args.seeds if args.seeds is not None else bench["seeds"]

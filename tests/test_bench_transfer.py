@@ -1,0 +1,72 @@
+"""The transfer benchmark's data (benchmarks/bench_transfer.py) on the three real skeleton sets:
+the pretraining set of a target is the other two, every joint mapped by name into Kinect v1's 20
+and their classes side by side; a few-shot split keeps `per_class` training clips per class and
+every test clip; a kept run is reused only with the settings it was made with."""
+
+import json
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench_common import prepare, train_and_score  # noqa: E402
+from benchmarks.bench_transfer import CONFIG, few_shot, load_pickle, pretraining_pickle, regime_settings  # noqa: E402
+
+BENCH = yaml.safe_load(CONFIG.read_text())
+needs_data = pytest.mark.skipif(not all((ROOT / d["pickle"]).is_file() for d in BENCH["datasets"].values()),
+                                reason=f"real skeleton pickles not found in {DATA}")
+
+
+@needs_data
+def test_pretraining_set_of_kard_is_florence_and_utkinect_side_by_side(tmp_path):
+    out = pretraining_pickle(BENCH, ["florence", "utkinect"], tmp_path / "pre.pkl")
+    with open(out, "rb") as f:
+        pre = pickle.load(f)
+    florence, utk = (load_pickle(ROOT / BENCH["datasets"][n]["pickle"])["annotations"] for n in ("florence", "utkinect"))
+    anns = pre["annotations"]
+    assert len(anns) == len(florence) + len(utk) and not list(tmp_path.glob("*.partial"))
+    assert sorted({a["label"] for a in anns}) == list(range(9 + 10))       # 9 Florence classes, then UTKinect's 10
+    assert all(a["keypoint"].shape[2] == 20 for a in anns)                 # Kinect v1's 20 joints
+    # a Florence head lands on Kinect v1's head (joint 3), its hands on no joint (score 0)
+    first = anns[0]
+    assert np.allclose(first["keypoint"][..., 3, :], florence[0]["keypoint"][..., 0, :])
+    assert (first["keypoint_score"][..., [7, 11]] == 0).all()             # hand_left, hand_right: Florence has none
+    assert anns[len(florence)]["label"] == 9 + utk[0]["label"]
+
+
+@needs_data
+def test_few_shot_keeps_every_clip_and_three_per_class(tmp_path):
+    spec = BENCH["datasets"]["florence"]
+    _, manifest, _ = prepare(ROOT / spec["pickle"], spec["layout"], BENCH["split_map"], tmp_path / "data")
+    whole = pd.read_csv(manifest)
+    few = pd.read_csv(few_shot(manifest, 3, 0, tmp_path / "few.csv"))
+    assert len(few) == len(whole)                                 # the store's clips all listed
+    assert (few[few.split == "train"].label.value_counts() == 3).all() and few[few.split == "train"].label.nunique() == 9
+    assert few[few.split == "test"].equals(whole[whole.split == "test"])
+    again = pd.read_csv(few_shot(manifest, 3, 0, tmp_path / "again.csv"))
+    other = pd.read_csv(few_shot(manifest, 3, 1, tmp_path / "other.csv"))
+    assert again.equals(few) and not other.equals(few)
+    assert few_shot(manifest, None, 0, tmp_path / "all.csv") == manifest
+
+
+def test_regimes_and_kept_runs(tmp_path):
+    assert regime_settings(BENCH, "full") == (None, None)
+    assert regime_settings(BENCH, "few") == (3, None)
+    assert regime_settings(BENCH, "few_long") == (3, 48)
+    data = []
+    for name in ("keypoints.h5", "clips.csv", "classes.csv"):
+        (tmp_path / name).write_text(name)
+        data.append(tmp_path / name)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "result.json").write_text(json.dumps({"top1": 0.5, "settings": "made-elsewhere"}))
+    with pytest.raises(SystemExit, match="made with other settings"):
+        train_and_score("joint", {"seed": 0}, tuple(data), run)
