@@ -30,7 +30,11 @@ def test_every_model_builds_and_yields_its_streams(name):
              for m, (t, s) in spec.modalities(config, True).items()}
     logits, out = spec.forward(model, batch, torch.device("cpu"))
     assert list(logits) == spec.streams and all(z.shape == (2, 3) for z in logits.values())
-    assert float(model.loss(out, torch.tensor([0, 2]))["loss"].detach()) > 0
+    plain = model.loss(out, torch.tensor([0, 2]))["loss"].detach()
+    assert float(plain) > 0
+    # every network takes the class-balanced loss's weights; uniform weights change nothing
+    uniform = model.loss(out, torch.tensor([0, 2]), class_weights=torch.ones(3))["loss"].detach()
+    assert torch.allclose(uniform, plain)
     frames = {"rgb", "motion", "swin"} & set(spec.inputs)
     assert set(spec.stores) == ({"frames", "keypoints"} if frames else {"keypoints"})
     # a frame input is shaped by its own config section, recorded with the model

@@ -80,8 +80,9 @@ class VideoSwin(nn.Module):
         feats = torch.flatten(net.avgpool(x), 1)
         return {"logits": net.head(self.dropout(feats)), "features": feats}
 
-    def loss(self, out: dict, labels: torch.Tensor) -> dict:
-        return {"loss": F.cross_entropy(out["logits"].float(), labels)}
+    def loss(self, out: dict, labels: torch.Tensor, class_weights: torch.Tensor | None = None) -> dict:
+        """Cross-entropy in float32, class-weighted for the class-balanced loss (as SingleStream's)."""
+        return {"loss": F.cross_entropy(out["logits"].float(), labels, weight=class_weights)}
 
 
 def build_swin(variant: str, num_classes: int, cfg: dict) -> VideoSwin:
