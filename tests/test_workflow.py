@@ -119,9 +119,12 @@ def test_tiny_run_writes_every_output(tiny_run):
     metrics = json.loads((r / "ensemble" / "metrics.json").read_text())
     assert set(metrics["models"]) == {"rgb", "joint", "limb", "motion", "swin", "fused_full", "fused_plain"}
     # the motion stream and Video Swin (tiny.yaml: random weights, 32 px) trained, tested, fused
-    assert metrics["ensemble"]["weights"] == {"fused_full": 1.0, "joint": 1.0, "limb": 1.0, "motion": 1.0, "swin": 1.0}
+    members = {"fused_full": 1.0, "joint": 1.0, "limb": 1.0, "motion": 1.0, "swin": 1.0}
+    assert metrics["ensemble_weights"]["sets"]["config"]["weights"] == members
+    assert set(metrics["ensemble"]["weights"]) == set(members)   # the searched weights of the same members
     summary = (r / "ensemble" / "summary.md").read_text()
-    assert "| motion | motion |" in summary and "| swin | swin |" in summary and "motion 1, swin 1" in summary
+    assert "| motion | motion |" in summary and "| swin | swin |" in summary
+    assert "| config | fused_full 0.2, joint 0.2, limb 0.2, motion 0.2, swin 0.2 |" in summary
     assert set(metrics["models"]["fused_full"]) == {"rgb", "pose", "rgb:pose 1:1", "rgb:pose 2:1", "rgb:pose 1:2"}
     assert [a["variant"] for a in metrics["ablation"]] == ["full", "plain"]
     assert 0 <= metrics["ensemble"]["top1"] <= 1 and metrics["num_test_clips"] == sum(class_counts(1).values())
