@@ -79,19 +79,21 @@ def test_scores(name, checkpoint, config, data, out: Path, threads=2) -> dict:
             "top1": float((probs.argmax(1).numpy() == scores.label.to_numpy()).mean())}
 
 
-def run_settings(config, data, init) -> str:
-    """What a run's result depends on: the recipe, the stores and clips, the starting weights."""
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+def run_settings(recipe, data, init) -> str:
+    """What a run's result depends on: the recipe as the benchmark writes it (not the validated
+    config, which a new schema default would change), the stores and clips, the starting weights."""
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode())
     for path in (*data, init):
         if path is not None:
             digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
     return digest.hexdigest()[:16]
 
 
-def train_and_score(name, config, data, out: Path, init=None, threads=2) -> dict:
+def train_and_score(name, config, data, out: Path, init=None, threads=2, recipe=None) -> dict:
     """One training run and its test scores; a finished run is read back, not repeated, and
-    only when it was made with the same settings (another recipe under the same out/ stops)."""
-    result_file, settings = out / "result.json", run_settings(config, data, init)
+    only when it was made with the same settings (`recipe`: what the benchmark asked for, by
+    default the config; another recipe under the same out/ stops)."""
+    result_file, settings = out / "result.json", run_settings(config if recipe is None else recipe, data, init)
     if result_file.exists():
         result = json.loads(result_file.read_text())
         if result.get("settings", settings) != settings:

@@ -117,13 +117,15 @@ def run_target(bench, target, recipe, out: Path, args) -> dict:
     pre_data, data = target_data(bench, target, out)
     pretrained = {}
     for model in args.models:
-        train_and_score(model, recipe, pre_data, out / "pretrain" / target / model, threads=args.threads)
+        train_and_score(model, recipe, pre_data, out / "pretrain" / target / model, threads=args.threads,
+                        recipe=bench["recipe"])
         pretrained[model] = out / "pretrain" / target / model / "model.pt"
     rows = {}
     for regime in args.regimes:
         per_class, epochs = regime_settings(bench, regime)
         for seed in args.seeds:
             config = copy.deepcopy({**recipe, "seed": seed})
+            asked = {**bench["recipe"], "seed": seed, "epochs": epochs}  # what the kept runs are checked against
             if epochs is not None:
                 config["pose_model"]["optim"]["epochs"] = epochs
             manifest = few_shot(data[1], per_class, seed, out / "data" / target / f"clips_{regime}_{seed}.csv")
@@ -132,7 +134,7 @@ def run_target(bench, target, recipe, out: Path, args) -> dict:
                 probs = {}
                 for model in args.models:
                     run = out / "runs" / f"{target}_{regime}_s{seed}_{start}_{model}"
-                    r = train_and_score(model, config, run_data, run, threads=args.threads,
+                    r = train_and_score(model, config, run_data, run, threads=args.threads, recipe=asked,
                                         init=pretrained[model] if start == "finetune" else None)
                     rows.setdefault((regime, start, model), []).append(r["top1"])
                     probs[model], labels = np.array(r["probs"]), np.array(r["labels"])
