@@ -96,8 +96,6 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
     class_weights = imbalance.loss_weights(config, train_counts)
     if class_weights is not None:
         class_weights = class_weights.to(device)
-    if main:
-        log.info("%s: %s", name, imbalance.describe(config, train_counts))
     # Without a validation split the fixed schedule runs to its end and the last epoch is kept:
     # selecting on the test split would report an optimistic score.
     has_val = bool((manifest.split == "val").any())
@@ -120,6 +118,8 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
                                                source_layout=init_layout)
         if main:
             transfer_init.log_report(init_report, name, log)
+    if main:  # (after the init file is checked: a refused init is the run's one line)
+        log.info("%s: %s", name, imbalance.describe(config, train_counts))
     model.to(device)
     if world > 1 and tcfg["sync_bn"]:
         model = synchronise_batchnorm(model, device)

@@ -60,8 +60,8 @@ def test_every_shell_path_is_one_quoted_argument(tmp_path):
     (workdir / "hostile.json").write_text(json.dumps({"results": results}))
     proc = smk(workdir, "-n", "-p", "--forceall", "--cores", "2", "--configfile", "tiny.yaml", "hostile.json")
     commands = shell_commands(proc)
-    # demo_data, clips, decode, pose, 5 train, 2 merge, 5 test, ensemble
-    assert len(commands) == 17, proc.stdout
+    # demo_data, clips, decode, pose, 7 train, 2 merge, 7 test, ensemble
+    assert len(commands) == 21, proc.stdout
     paths = 0
     for cmd in commands:
         words = shlex.split(cmd)
@@ -103,7 +103,7 @@ def test_tiny_run_in_hostile_results_and_data_folders(tmp_path):
     smk(workdir, "--cores", "2", "--configfile", "tiny.yaml", "hostile.json")
 
     metrics = json.loads((workdir / results / "ensemble" / "metrics.json").read_text())
-    assert set(metrics["models"]) == {"rgb", "joint", "limb", "fused_full", "fused_plain"}
+    assert set(metrics["models"]) == {"rgb", "joint", "limb", "motion", "swin", "fused_full", "fused_plain"}
     assert not (workdir / results / "demo_data").exists()       # the data came from the hostile folder
     assert not markers(tmp_path, Path.cwd())
     assert tree(tmp_path, skip) == before
