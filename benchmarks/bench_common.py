@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from mgpipe.clips import write_csv
 from mgpipe.evaluate import score_model
 from mgpipe.formats.scores import read as read_scores, stream_probs
 from mgpipe.skeleton_io import import_pickle
@@ -62,8 +63,7 @@ def prepare(pickle_path, layout, splits: dict, work: Path, names=None):
         labels = sorted(frame.label.unique())
         pd.DataFrame({"label": range(len(labels)), "label_id": labels,
                       "name": [str(names[k] if names else k) for k in labels]}).to_csv(classes, index=False)
-        frame.to_csv(manifest.with_suffix(".partial"), index=False)
-        manifest.with_suffix(".partial").replace(manifest)  # the manifest last: it marks the folder done
+        write_csv(frame, manifest)  # the manifest last: it marks the folder done
     return kp_h5, manifest, classes
 
 

@@ -42,7 +42,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_common import bench_arguments, load_bench, mean_sd, prepare, train_and_score  # noqa: E402
+from mgpipe.clips import write_csv  # noqa: E402
 from mgpipe.config import validate  # noqa: E402
+from mgpipe.io import atomic_path  # noqa: E402
 from mgpipe.layouts import convert, get_layout  # noqa: E402
 
 CONFIG = ROOT / "benchmarks" / "transfer.yaml"
@@ -70,11 +72,8 @@ def pretraining_pickle(bench: dict, sources: list[str], out: Path) -> Path:
                                 "keypoint": kp[..., :2].astype(np.float32),
                                 "keypoint_score": kp[..., 2].astype(np.float32)})
         offset += 1 + max(int(a["label"]) for a in data["annotations"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_suffix(".partial")
-    with open(partial, "wb") as f:
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
         pickle.dump({"split": {"train": [a["frame_dir"] for a in annotations]}, "annotations": annotations}, f)
-    partial.replace(out)
     return out
 
 
@@ -87,9 +86,7 @@ def few_shot(manifest: Path, per_class: int | None, seed: int, out: Path) -> Pat
         lambda g: g.sample(min(per_class, len(g)), random_state=seed))
     # The clips left out stay listed, unassigned: the manifest still describes the whole store.
     frame.loc[(frame.split == "train") & ~frame.index.isin(train.index), "split"] = "unassigned"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out.with_suffix(".partial"), index=False)
-    out.with_suffix(".partial").replace(out)
+    write_csv(frame, out)
     return out
 
 
