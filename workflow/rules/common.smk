@@ -230,7 +230,22 @@ def shard_runtime(minutes_in_all):
     return max(30, -(-2 * minutes_in_all // SHARDS))
 
 
+SHARD_SLICES = f"{R}/shards/clips"
+
+
 def shard_slice(wildcards):
-    """A shard's manifest slice, once the slicing checkpoint has written it."""
-    folder = checkpoints.shard_clips.get().output.slices
-    return os.path.join(folder, f"{wildcards.shard}.csv")
+    """A shard's manifest slice. Where the slice file exists it is named directly, and the
+    shard job reaches the slicing checkpoint through an ancient `slices` input: it waits for a
+    rerun of the checkpoint and is re-read after it, but the folder's time is not compared. Asking
+    the checkpoint (`get()`) before Snakemake has looked at its output stands the whole folder in
+    for the slice on the first pass; the folder is newer than every shard it left untouched, so
+    each of them counted as outdated there, and Snakemake 9 keeps that first-pass reason on the
+    gather jobs after the checkpoint is re-read: the workflow regathered on every run. The gather
+    jobs depend on the folder itself (not ancient), so that a rerun of the checkpoint holds back
+    everything that reads the gathered stores until the shards it replans have run; once
+    gathered, a store is newer than the folder. Only a slice that does not exist yet (a fresh
+    run, a new shard count) waits on the checkpoint through `get()`."""
+    path = os.path.join(SHARD_SLICES, f"{wildcards.shard}.csv")
+    if os.path.isfile(path):
+        return path
+    return os.path.join(checkpoints.shard_clips.get().output.slices, f"{wildcards.shard}.csv")

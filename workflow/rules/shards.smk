@@ -23,7 +23,7 @@ if SHARDS > 1:
         input:
             manifest=f"{R}/clips.csv",
         output:
-            slices=update(directory(f"{R}/shards/clips")),
+            slices=update(directory(SHARD_SLICES)),
         params:
             shards=SHARDS,
             code=code("shards"),
@@ -44,6 +44,8 @@ if SHARDS > 1:
     rule decode_shard:
         input:
             manifest=shard_slice,
+            # the dependency on the slicing checkpoint (see shard_slice in common.smk)
+            slices=ancient(SHARD_SLICES),
         output:
             frames=f"{R}/shards/frames/{{shard}}.h5",
         params:
@@ -64,6 +66,8 @@ if SHARDS > 1:
     rule pose_shard:
         input:
             manifest=shard_slice,
+            # the dependency on the slicing checkpoint (see shard_slice in common.smk)
+            slices=ancient(SHARD_SLICES),
             **POSE_SHARD_SOURCES,
         output:
             keypoints=f"{R}/shards/keypoints/{{shard}}.h5",
@@ -86,7 +90,10 @@ if SHARDS > 1:
 
     rule gather_frames:
         input:
-            expand(f"{R}/shards/frames/{{shard}}.h5", shard=range(SHARDS)),
+            stores=expand(f"{R}/shards/frames/{{shard}}.h5", shard=range(SHARDS)),
+            # (see shard_slice in common.smk: whenever the slicing reruns, the gathered store
+            # and so everything that reads it waits for the shards it replans)
+            slices=SHARD_SLICES,
         output:
             frames=f"{R}/frames.h5",
         params:
@@ -99,11 +106,14 @@ if SHARDS > 1:
         conda:
             "../envs/mgpipe.yaml"
         shell:
-            "mgpipe gather frames {input:q} --out {output.frames:q} 2> {log:q}"
+            "mgpipe gather frames {input.stores:q} --out {output.frames:q} 2> {log:q}"
 
     rule gather_keypoints:
         input:
-            expand(f"{R}/shards/keypoints/{{shard}}.h5", shard=range(SHARDS)),
+            stores=expand(f"{R}/shards/keypoints/{{shard}}.h5", shard=range(SHARDS)),
+            # (see shard_slice in common.smk: whenever the slicing reruns, the gathered store
+            # and so everything that reads it waits for the shards it replans)
+            slices=SHARD_SLICES,
         output:
             keypoints=f"{R}/keypoints.h5",
         params:
@@ -116,4 +126,4 @@ if SHARDS > 1:
         conda:
             "../envs/mgpipe.yaml"
         shell:
-            "mgpipe gather keypoints {input:q} --out {output.keypoints:q} 2> {log:q}"
+            "mgpipe gather keypoints {input.stores:q} --out {output.keypoints:q} 2> {log:q}"
