@@ -127,10 +127,11 @@ def _fit_inputs(checkpoint, ckpt, spec, config: dict, given) -> dict:
 
 
 def video_probabilities(video, checkpoint, config: dict, *, skeletons=None, window_s=None,
-                        stride_s=None, threads=1, work_dir=None, progress=True, given=None):
+                        stride_s=None, threads=1, work_dir=None, progress=True, given=None, loaded=None):
     """Class probabilities [W, K] of each window (one window = the whole video by default),
     the windows, and the model's name. The model's input settings and layout are used
-    (`given`: the dotted keys the user's config sets; None: all, each held to the model's)."""
+    (`given`: the dotted keys the user's config sets; None: all, each held to the model's).
+    `loaded`: the checkpoint's (model, checkpoint dict, spec) where the caller holds them."""
     from .decode import build_frame_store
     from .pose import build_keypoint_store
 
@@ -139,7 +140,7 @@ def video_probabilities(video, checkpoint, config: dict, *, skeletons=None, wind
         raise InputError(f"{video}: video not found")
     set_threads(threads)
     seed_everything(config["seed"])
-    model, ckpt, spec = load_model(checkpoint)
+    model, ckpt, spec = loaded or load_model(checkpoint)
     name = spec.name
     config = _fit_inputs(checkpoint, ckpt, spec, config, given)
     probe = probe_video(video)

@@ -1,0 +1,70 @@
+"""mgpipe.api: a trained model classifies a keypoint array and a video file from Python, with the
+same probabilities as the test stage gives the same clip; bad arrays are one-line InputErrors."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mgpipe.api import Recognizer
+from mgpipe.evaluate import score_model
+from mgpipe.formats.keypoints import Reader
+from mgpipe.io import InputError
+from test_model_records import tiny_config, train
+
+
+@pytest.fixture(scope="module")
+def joint_model(demo_stores, tmp_path_factory):
+    root = tmp_path_factory.mktemp("api")
+    return train("joint", tiny_config(), demo_stores, root / "joint")
+
+
+def test_keypoints_give_the_test_stages_probabilities(joint_model, demo_stores, tmp_path):
+    cfg = tiny_config()
+    scores = tmp_path / "scores.csv"
+    score_model(joint_model, cfg, manifest_csv=demo_stores / "clips.csv", frames_h5=None,
+                keypoints_h5=demo_stores / "keypoints.h5", out_csv=scores, progress=False,
+                classes_csv=demo_stores / "classes.csv")
+    table = pd.read_csv(scores)
+    recognizer = Recognizer(joint_model, {"test": {"views": cfg["test"]["views"]}})
+    classes = pd.read_csv(demo_stores / "classes.csv")
+    assert recognizer.names == list(classes.name)
+    store = Reader(demo_stores / "keypoints.h5")
+    # the first clip of each split: test views are drawn by (seed, clip's index in its split, view)
+    for row in table.groupby("split").head(1).itertuples(index=False):
+        kp, width, height = store.clip(row.clip_id)
+        pred = recognizer.classify_keypoints(kp, width=width, height=height)
+        expected = np.asarray(row[3:], dtype=float)
+        np.testing.assert_allclose(pred.probabilities, expected, atol=2e-6)
+        assert pred.name == classes.name[int(np.argmax(expected))]
+        assert pred.top(2)[0] == (pred.name, pred.probability) and len(pred.top(2)) == 2
+        # [T, V, 2] (every joint seen) is accepted too
+        assert recognizer.classify_keypoints(kp[0, :, :, :2], width=width, height=height).probabilities.shape == (len(classes),)
+
+
+def test_a_video_file_is_classified_with_its_keypoints(joint_model, demo_stores):
+    demo = next(p for p in demo_stores.iterdir() if (p / "videos").is_dir())
+    video = sorted((demo / "videos").iterdir())[0]
+    pred = Recognizer(joint_model).classify_video(video, skeletons=demo / "skeletons")
+    assert pred.model == "joint" and abs(pred.probabilities.sum() - 1) < 1e-5
+    assert pred.name in pred.names
+
+
+@pytest.mark.parametrize("keypoints, message", [
+    (np.zeros(3), "expected [T, V, 3]"),
+    (np.zeros((4, 3, 3)), "3 joints; the model's layout has 17"),
+    (np.full((4, 17, 3), np.nan), "NaN or infinite"),
+    (np.concatenate([np.ones((4, 17, 2)), np.full((4, 17, 1), 2.0)], -1), "scores outside 0..1"),
+    ([["a"]], "not a numeric array"),
+])
+def test_bad_keypoint_arrays_are_one_line(joint_model, keypoints, message):
+    with pytest.raises(InputError, match="keypoints: ") as e:
+        Recognizer(joint_model).classify_keypoints(keypoints, width=160, height=120)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_frame_model_and_a_missing_file_are_refused(demo_stores, tmp_path):
+    with pytest.raises(InputError, match="model checkpoint not found"):
+        Recognizer(tmp_path / "none.pt")
+    rgb = train("rgb", tiny_config(), demo_stores, tmp_path / "rgb")
+    with pytest.raises(InputError, match="reads video frames; use classify_video"):
+        Recognizer(rgb).classify_keypoints(np.zeros((4, 17, 3)), width=160, height=120)
