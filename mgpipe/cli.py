@@ -1,6 +1,8 @@
 """The `mgpipe` command: one subcommand per pipeline stage, usable without Snakemake.
 
 Errors in user input end the command with one line naming the file and the problem (exit 2).
+Each argument that names a file says, where it is declared, whether the command reads or writes
+it (`_arg(..., reads=...)`, `writes=...`), so that no output can be an input or another output.
 """
 
 from __future__ import annotations
@@ -19,6 +21,18 @@ log = logging.getLogger("mgpipe")
 
 
 def _config(args) -> dict:
+    """The command's config: the --config files merged in order (none for predict and test unless
+    given: the model's record then supplies its settings), or --config-json, then each --set."""
+    from . import config as cfg
+
+    data, source = _raw_config(args)
+    cfg.apply_sets(data, args.set)
+    if args.set:
+        source += " + --set"
+    return cfg.validate(data, source, partial=bool(args.config_json))
+
+
+def _raw_config(args) -> tuple[dict, str]:
     from . import config as cfg
 
     if args.config_json:
@@ -28,21 +42,29 @@ def _config(args) -> dict:
             raise InputError(f"--config-json: not valid JSON ({e})") from None
         except RecursionError:
             raise InputError("--config-json: refused: nested too deeply") from None
-        return cfg.validate(data, "--config-json", partial=True)
-    return cfg.load(args.config)
+        if not isinstance(data, dict):
+            raise InputError("--config-json: a config is a mapping of keys")
+        return data, "--config-json"
+    data = {}
+    for path in args.config or ():
+        try:
+            part = cfg.load_yaml(path) or {}
+        except FileNotFoundError:
+            raise InputError(f"{path}: config file not found") from None
+        if not isinstance(part, dict):
+            raise InputError(f"{path}: a config file holds a mapping of keys")
+        cfg._update(data, part)
+    return data, " + ".join(args.config or ()) or "schema defaults"
 
 
 def _given(args) -> set:
-    """The dotted keys ("a", "a.b", "a.b.c") the user's config files or JSON set themselves, as
-    opposed to schema defaults: predict and test take a model's own input settings for the rest."""
+    """The dotted keys ("a", "a.b", "a.b.c") the user's config files, JSON or --set items set
+    themselves, as opposed to schema defaults: predict and test take a model's own input settings
+    for the rest."""
     from . import config as cfg
 
-    if args.config_json:
-        data = json.loads(args.config_json)
-    else:
-        data = {}
-        for path in args.config:  # already read and validated by _config
-            cfg._update(data, cfg.load_yaml(path) or {})
+    data, _ = _raw_config(args)
+    cfg.apply_sets(data, args.set)
     keys, todo = set(), [("", data)]
     while todo:
         prefix, node = todo.pop()
@@ -235,30 +257,30 @@ def cmd_bench(args):
             write_csv(path_table, Path(args.out).with_name(Path(args.out).stem + "_data_path.csv"))
 
 
-# Which arguments of each command are read and which are written (a folder's entry: the files
-# the command writes into it). No output may be an input or another output: `clips --out` equal
-# to `--labels` would replace the user's label table.
-_PATHS = {  # command: (inputs, outputs, {folder output: files written in it})
-    "demo-data": ((), (), {"out": ("labels.csv", "split.csv", "README.txt", "videos", "skeletons")}),
-    "clips": (("labels", "split", "videos", "skeletons"), ("out", "classes_out"), {}),
-    "decode": (("manifest",), ("out",), {}),
-    "pose": (("manifest", "skeletons", "frames"), ("out",), {}),
-    "shard": (("manifest",), (), {}),
-    "gather": ((), ("out",), {}),
-    "predict": (("video", "model", "classes", "skeletons"), (),
-                {"out_dir": ("prediction.json", "timeline.csv", "windows.csv", "timeline.png")}),
-    "photo-video": ((), ("out",), {}),
-    "export-pickle": (("keypoints", "manifest"), ("out",), {}),
-    "export-checkpoint": (("checkpoint",), ("out",), {}),
-    "heatmaps": (("keypoints",), ("out",), {}),
-    "train": (("manifest", "frames", "keypoints", "classes", "init"), (),
-              {"out_dir": ("model.pt", "log.csv", "curve.png"), "state_dir": ("last.pt", "best.pt", "lock")}),
-    "merge": (("rgb", "pose"), ("out",), {}),
-    "test": (("checkpoint", "manifest", "frames", "keypoints", "classes"), ("out",), {}),
-    "ensemble": (("classes",), (), {"out_dir": ("metrics.json", "per_class.csv", "confusion.png", "summary.md",
-                                                 "summary.html")}),
-    "bench": (("stores",), ("out",), {}),
-}
+# ---- arguments: each path argument declares what the command does with it -----------------
+
+def _files_in(*names):
+    """writes= of a folder argument: the files the command writes into it."""
+    return lambda folder, args: [os.path.join(folder, n) for n in names]
+
+
+def _arg(p, *flags, reads=None, writes=None, when_absent=False, **kw):
+    """add_argument, recording whether the value is a path the command reads or writes: True (the
+    value itself, or each value of a list), or a function (value, args) -> paths (files inside a
+    folder; with when_absent, also called without a value: a folder the command defaults).
+    Only recorded arguments take part in check_paths."""
+    action = p.add_argument(*flags, **kw)
+    action.reads, action.writes, action.when_absent = reads, writes, when_absent
+    return action
+
+
+def _paths(action, value, args, role) -> list[str]:
+    how = getattr(action, role, None)
+    if not how or (value in (None, "", []) and not getattr(action, "when_absent", False)):
+        return []
+    if callable(how):
+        return [str(x) for x in how(value, args)]
+    return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
 
 
 def _same_path(a: str, b: str) -> bool:
@@ -270,36 +292,26 @@ def _same_path(a: str, b: str) -> bool:
         return False
 
 
-_POSITIONAL = {"demo-data": "out", "photo-video": "out", "predict": "video", "test": "checkpoint",
-               "export-checkpoint": "checkpoint"}
-
-
-def _flag(command: str, name: str) -> str:
-    return name if _POSITIONAL.get(command) == name else "--" + name.replace("_", "-")
+def _identity(path: str):
+    """What makes two spellings the same file: its real path, and (device, inode) once it exists
+    (a hard link, another mount of the same disk)."""
+    real = os.path.realpath(path)
+    try:
+        st = os.stat(real)
+        return real, (st.st_dev, st.st_ino)
+    except OSError:
+        return real, None
 
 
 def _path_args(args) -> tuple[list, list]:
-    """([(argument, path) read], [(argument, path) written]) of the parsed command line."""
-    inputs, outputs, folders = _PATHS.get(args.command, ((), (), {}))
-    read = [(_flag(args.command, n), getattr(args, n)) for n in inputs if getattr(args, n, None)]
-    if getattr(args, "config_json", None) is None and getattr(args, "config", None):
-        read += [("--config", c) for c in args.config]
-    read += [("--scores", path) for _, _, path in (item.partition("=") for item in getattr(args, "scores", ()))
-             if path]
-    if getattr(args, "stores", None):   # bench reads these files of the results folder
-        read += [("--stores", os.path.join(args.stores, f)) for f in ("clips.csv", "frames.h5", "keypoints.h5")]
-    read += [("store", path) for path in getattr(args, "stores_in", None) or ()]   # gather
-    written = [(_flag(args.command, n), getattr(args, n)) for n in outputs if getattr(args, n, None)]
-    for name, files in folders.items():
-        folder = getattr(args, name, None)
-        if name == "state_dir" and not folder:
-            folder = os.path.join(args.out_dir, "state")   # train's default
-        if folder:
-            written += [(_flag(args.command, name), os.path.join(folder, f)) for f in files]
-    if args.command == "shard":   # the slices it writes
-        written += [("--out-dir", os.path.join(args.out_dir, f"{i}.csv")) for i in range(max(args.shards, 0))]
-    if args.command == "bench" and args.out:
-        written.append(("--out", str(Path(args.out).with_name(Path(args.out).stem + "_data_path.csv"))))
+    """([(argument, path) read], [(argument, path) written]) of the parsed command line, from
+    the declarations of the command's arguments."""
+    read, written = [], []
+    for action in _COMMANDS[args.command]._actions:
+        value = getattr(args, action.dest, None)
+        flag = action.option_strings[-1] if action.option_strings else action.dest
+        read += [(flag, x) for x in _paths(action, value, args, "reads")]
+        written += [(flag, x) for x in _paths(action, value, args, "writes")]
     if args.log:
         written.append(("--log", args.log))
     return read, written
@@ -307,25 +319,40 @@ def _path_args(args) -> tuple[list, list]:
 
 def check_paths(args) -> None:
     """InputError naming both when an output path is an input path (or another output path),
-    checked before anything is read or written."""
+    checked before anything is read or written (in one pass: a command may write thousands of
+    files)."""
     read, written = _path_args(args)
-    for i, (out_flag, out) in enumerate(written):
-        for in_flag, path in read:
-            if _same_path(out, path):
-                raise InputError(f"{out_flag} {out} is the same file as {in_flag} {path}: refusing to "
+    seen = {}
+    for flag, path in read:
+        real, inode = _identity(path)
+        seen.setdefault(real, ("in", flag, path))
+        if inode:
+            seen.setdefault(inode, ("in", flag, path))
+    for flag, path in written:
+        real, inode = _identity(path)
+        for key in (real, inode):
+            if key is None or key not in seen:
+                continue
+            kind, other_flag, other = seen[key]
+            if kind == "in":
+                raise InputError(f"{flag} {path} is the same file as {other_flag} {other}: refusing to "
                                  "write over an input; give the output another path")
-        for other_flag, other in written[:i]:
-            if _same_path(out, other):
-                raise InputError(f"{out_flag} {out} is the same file as {other_flag} {other}, which this "
-                                 "command also writes: give each output its own path")
+            raise InputError(f"{flag} {path} is the same file as {other_flag} {other}, which this "
+                             "command also writes: give each output its own path")
+        seen[real] = ("out", flag, path)
+        if inode:
+            seen[inode] = ("out", flag, path)
 
 
-def _add_config(p):
+def _add_config(p, default=("config.yaml",), default_help="config.yaml"):
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--config", nargs="+", default=["config.yaml"], metavar="YAML",
-                   help="workflow config YAML(s), later ones updating earlier ones like "
-                        "snakemake --configfile (default %(default)s)")
+    _arg(g, "--config", nargs="+", default=list(default) if default else None, metavar="YAML", reads=True,
+         help="workflow config YAML(s), later ones updating earlier ones like snakemake --configfile "
+              f"(default: {default_help})")
     g.add_argument("--config-json", help="config as a JSON string (what the workflow passes)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change one setting over the config, e.g. --set train.device=cpu "
+                        "--set fused.variants=[full] (YAML values; repeatable)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -334,6 +361,24 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Shows every option's default (argparse's ArgumentDefaultsHelpFormatter shows it only for
+    options that have a help text, and also for flags and empty lists)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" not in text and default not in (None, False, [], argparse.SUPPRESS)
+                and action.option_strings):
+            text += f" (default: {' '.join(map(str, default)) if isinstance(default, list) else default})"
+        return text
+
+    def _format_action(self, action):
+        if action.help is None and action.option_strings and action.default not in (None, False, []):
+            action.help = ""
+        return super()._format_action(action)
 
 
 def _number(kind, test, wants):
@@ -364,165 +409,243 @@ def _label_ids(text):
                                          "(e.g. 99 or 7,99)") from None
 
 
-def parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="mgpipe", description=__doc__.splitlines()[0])
-    ap.add_argument("--log", help="also append log lines to this file")
-    ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    sub = ap.add_subparsers(dest="command", required=True)
+def _data_args(p, frames_required=False):
+    """The stores a model reads."""
+    _arg(p, "--manifest", required=True, reads=True, help="clips.csv of the run")
+    _arg(p, "--frames", required=frames_required, reads=True, help="frames.h5 (models that read frames)")
+    _arg(p, "--keypoints", required=True, reads=True, help="keypoints.h5")
 
-    p = sub.add_parser("demo-data", help="generate the synthetic iMiGUE-shaped demo dataset "
-                                         "(settings: seed, dataset.demo)")
-    p.add_argument("out")
-    _add_config(p)
-    p.set_defaults(func=cmd_demo_data)
 
-    p = sub.add_parser("clips", help="clip manifest from a label table (dataset.kind format) and a split")
-    p.add_argument("--labels", help="label file or folder in the format of dataset.kind (none for "
-                   "kind pyskl: the --skeletons pickle holds the labels)")
-    p.add_argument("--split", help="CSV subject_id,split (unless the labels carry a split per row)")
-    p.add_argument("--videos", help="folder of videos (not needed in pose-only mode)")
-    p.add_argument("--skeletons", help="provided keypoints (OpenPose folder or pickle), checked per video")
-    _add_config(p)
-    p.add_argument("--out", required=True)
-    p.add_argument("--classes-out", required=True)
-    p.set_defaults(func=cmd_clips)
+# ---- the commands, in the order --help lists them ------------------------------------------
 
-    p = sub.add_parser("decode", help="videos -> HDF5 store of JPEG frames per clip (settings: decode)")
-    p.add_argument("--manifest", required=True)
-    _add_config(p)
-    p.add_argument("--out", required=True)
-    p.add_argument("--threads", type=int, default=1)
-    p.set_defaults(func=cmd_decode)
-
-    p = sub.add_parser("pose", help="keypoints per clip (pose.backend) -> HDF5 keypoint store")
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--skeletons", help="provided keypoints: OpenPose folder or skeleton pickle")
-    p.add_argument("--frames", help="frame store, for the mediapipe and mmpose backends")
-    _add_config(p)
-    p.add_argument("--out", required=True)
-    p.add_argument("--threads", type=int, default=1)
-    p.set_defaults(func=cmd_pose)
-
-    p = sub.add_parser("shard", help="clip manifest -> one slice of whole videos per shard "
-                                     "(<out-dir>/<shard>.csv, rewritten only when it changes)")
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--shards", type=int, required=True, help="number of shards (data.shards)")
-    p.add_argument("--out-dir", required=True)
-    p.set_defaults(func=cmd_shard)
-
-    p = sub.add_parser("gather", help="shard stores (frames or keypoints) -> one store, each "
-                                      "clip copied as stored")
-    p.add_argument("kind", choices=("frames", "keypoints"))
-    p.add_argument("stores_in", nargs="+", metavar="STORE")
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_gather)
-
-    p = sub.add_parser("predict", help="a trained model on a new video: top-k classes, or a --spot timeline")
-    p.add_argument("video")
-    p.add_argument("--model", required=True, help="model.pt of a trained model (fused, rgb, joint, limb, motion or swin)")
-    _add_config(p)
-    p.add_argument("--classes", help="a class table to check against the model's own (which names the classes)")
-    p.add_argument("--skeletons", help="provided keypoints of this video (OpenPose folder holding "
-                   "<video name>/..., or a pickle) when pose.backend is openpose or pickle")
-    p.add_argument("--top-k", type=_count, default=5)
+def _p_predict(p):
+    p.add_argument("video", help="the video file").reads = True
+    _arg(p, "--model", required=True, reads=True,
+         help="model.pt of a trained model (fused, rgb, joint, limb, motion or swin)")
+    _add_config(p, default=None, default_help="none: every setting the model recorded, the rest "
+                                              "at the schema's defaults")
+    _arg(p, "--classes", reads=True, help="a class table to check against the model's own (which names the classes)")
+    _arg(p, "--skeletons", reads=True, help="provided keypoints of this video (OpenPose folder holding "
+         "<video name>/..., or a pickle) when pose.backend is openpose or pickle")
+    p.add_argument("--top-k", type=_count, default=5, help="classes to list")
     p.add_argument("--spot", action="store_true", help="slide a window over the video; write a timeline")
     p.add_argument("--window", type=_seconds, default=2.0, help="window length in seconds (--spot)")
     p.add_argument("--stride", type=_seconds, default=0.5, help="window step in seconds (--spot)")
     p.add_argument("--threshold", type=_probability, default=0.5, help="least probability of a spotted gesture")
     p.add_argument("--ignore", type=_label_ids, default=[],
                    help="comma-separated label ids never reported (e.g. a non-gesture class)")
-    p.add_argument("--out-dir", help="write prediction.json (and timeline.csv/.png, windows.csv with --spot)")
-    p.add_argument("--threads", type=_count, default=1)
-    p.set_defaults(func=cmd_predict)
+    _arg(p, "--out-dir", writes=_files_in("prediction.json", "timeline.csv", "windows.csv", "timeline.png"),
+         help="write prediction.json (and timeline.csv/.png, windows.csv with --spot)")
+    p.add_argument("--threads", type=_count, default=1, help="CPU threads")
 
-    p = sub.add_parser("photo-video", help="a pan-and-zoom video of a real photo that ships in a package")
-    p.add_argument("photo", choices=["grace_hopper", "astronaut"])
-    p.add_argument("out")
-    p.add_argument("--frames", type=int, default=48)
-    p.add_argument("--width", type=int, default=320)
-    p.add_argument("--height", type=int, default=240)
-    p.add_argument("--fps", type=int, default=25)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_photo_video)
 
-    p = sub.add_parser("export-pickle", help="keypoint store + manifest -> pyskl/MMAction2 skeleton pickle")
-    p.add_argument("--keypoints", required=True)
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_export_pickle)
+def _p_test(p):
+    _arg(p, "checkpoint", reads=True, help="model.pt of a trained model")
+    _add_config(p, default=None, default_help="none: every setting the model recorded, the rest "
+                                              "at the schema's defaults")
+    _data_args(p)
+    _arg(p, "--classes", reads=True, help="the run's classes.csv: refused unless it is the model's class table")
+    _arg(p, "--out", required=True, writes=True, help="scores CSV")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads")
 
-    p = sub.add_parser("export-checkpoint", help="an mgpipe model -> a pyskl / MMAction2 checkpoint "
-                                                 "({meta, state_dict}; meta.mmaction_model is the model config)")
-    p.add_argument("checkpoint")
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_export_checkpoint)
 
-    p = sub.add_parser("heatmaps", help="keypoints -> joint and limb heatmap volumes (HDF5) "
-                                        "(settings: heatmaps)")
-    p.add_argument("--keypoints", required=True)
+def _p_export_checkpoint(p):
+    _arg(p, "checkpoint", reads=True, help="model.pt of an mgpipe model")
+    _arg(p, "--out", required=True, writes=True, help="the MMAction2-format .pth")
+
+
+def _p_export_pickle(p):
+    _arg(p, "--keypoints", required=True, reads=True, help="keypoints.h5")
+    _arg(p, "--manifest", required=True, reads=True, help="clips.csv (labels and split)")
+    _arg(p, "--out", required=True, writes=True, help="the pickle")
+
+
+def _p_heatmaps(p):
+    _arg(p, "--keypoints", required=True, reads=True, help="keypoints.h5")
     _add_config(p)
-    p.add_argument("--out", required=True)
-    p.add_argument("--threads", type=int, default=1)
-    p.set_defaults(func=cmd_heatmaps)
+    _arg(p, "--out", required=True, writes=True, help="heatmaps.h5")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads")
 
-    data_args = [("--manifest", True), ("--frames", False), ("--keypoints", True)]
 
-    p = sub.add_parser("train", help="train one model: rgb, joint, limb, motion, swin or fused_<variant>")
-    p.add_argument("model")
-    _add_config(p)
-    for flag, req in data_args:
-        p.add_argument(flag, required=req)
-    p.add_argument("--classes", required=True)
-    p.add_argument("--init", help="initial weights (the merged checkpoint for a fused model)")
-    p.add_argument("--out-dir", required=True)
-    p.add_argument("--state-dir", help="resumable training state (default OUT_DIR/state)")
-    p.add_argument("--threads", type=int, default=1)
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("merge", help="pretrained rgb + pose checkpoints -> fused initial weights")
-    p.add_argument("--rgb", required=True)
-    p.add_argument("--pose", required=True)
-    p.add_argument("--model", default="fused_full",
-                   help="the model the weights are for: one that starts from merged weights")
-    p.add_argument("--out", required=True)
-    _add_config(p)
-    p.set_defaults(func=cmd_merge)
-
-    p = sub.add_parser("test", help="multi-view scores of a checkpoint on val and test")
-    p.add_argument("checkpoint")
-    _add_config(p)
-    for flag, req in data_args:
-        p.add_argument(flag, required=req)
-    p.add_argument("--classes", help="the run's classes.csv: refused unless it is the model's class table")
-    p.add_argument("--out", required=True)
-    p.add_argument("--threads", type=int, default=1)
-    p.set_defaults(func=cmd_test)
-
-    p = sub.add_parser("ensemble", help="score-level fusion, metrics, confusion matrix, summary")
-    p.add_argument("--scores", nargs="+", required=True, metavar="NAME=PATH")
-    p.add_argument("--classes", required=True)
-    p.add_argument("--out-dir", required=True)
-    _add_config(p)
-    p.set_defaults(func=cmd_ensemble)
-
-    p = sub.add_parser("bench", help="training throughput: networks alone and fed by the loaders")
+def _p_bench(p):
     p.add_argument("--size", choices=["paper", "config"], default="paper",
                    help="paper-size networks, or the pathways of --config")
-    p.add_argument("--models", default="joint,rgb,fused_full")
+    p.add_argument("--models", default="joint,rgb,fused_full", help="comma list of models")
     p.add_argument("--modes", default="fp32,bf16,bf16+cl",
                    help="comma list of fp32, bf16, bf16+cl, bf16+cl+compile")
-    p.add_argument("--stores", help="a results folder with clips.csv, frames.h5, keypoints.h5: also time "
-                                    "the full step fed by the real loaders")
-    p.add_argument("--workers", type=int, default=4)
-    p.add_argument("--batch-pose", type=int, default=32)
-    p.add_argument("--batch-rgb", type=int, default=16)
-    p.add_argument("--batch-fused", type=int, default=16)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--out", help="also write the table as CSV")
+    _arg(p, "--stores", reads=lambda root, args: [os.path.join(root, f) for f in ("clips.csv", "frames.h5", "keypoints.h5")],
+         help="a results folder with clips.csv, frames.h5, keypoints.h5: also time the full step fed "
+              "by the real loaders")
+    p.add_argument("--workers", type=int, default=4, help="loader workers")
+    p.add_argument("--batch-pose", type=int, default=32, help="batch of the pose models")
+    p.add_argument("--batch-rgb", type=int, default=16, help="batch of the RGB model")
+    p.add_argument("--batch-fused", type=int, default=16, help="batch of the fused model")
+    p.add_argument("--steps", type=int, default=10, help="timed steps")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run")
+    _arg(p, "--out", writes=lambda out, args: [out, str(Path(out).with_name(Path(out).stem + "_data_path.csv"))],
+         help="also write the table as CSV (and <out>_data_path.csv with --stores)")
     _add_config(p)
-    p.set_defaults(func=cmd_bench)
+
+
+def _p_demo_data(p):
+    _arg(p, "out", writes=_files_in("labels.csv", "split.csv", "README.txt", "videos", "skeletons"),
+         help="folder for the demo data")
+    _add_config(p)
+
+
+def _p_photo_video(p):
+    p.add_argument("photo", choices=["grace_hopper", "astronaut"], help="a photo that ships in a package")
+    _arg(p, "out", writes=True, help="the video file")
+    p.add_argument("--frames", type=int, default=48, help="frames")
+    p.add_argument("--width", type=int, default=320, help="pixels")
+    p.add_argument("--height", type=int, default=240, help="pixels")
+    p.add_argument("--fps", type=int, default=25, help="frames per second")
+    p.add_argument("--seed", type=int, default=0, help="the pan-and-zoom path's seed")
+
+
+def _p_clips(p):
+    _arg(p, "--labels", reads=True, help="label file or folder in the format of dataset.kind (none for "
+         "kind pyskl: the --skeletons pickle holds the labels)")
+    _arg(p, "--split", reads=True, help="CSV subject_id,split (unless the labels carry a split per row)")
+    _arg(p, "--videos", reads=True, help="folder of videos (not needed in pose-only mode)")
+    _arg(p, "--skeletons", reads=True, help="provided keypoints (OpenPose folder or pickle), checked per video")
+    _add_config(p)
+    _arg(p, "--out", required=True, writes=True, help="clips.csv")
+    _arg(p, "--classes-out", required=True, writes=True, help="classes.csv")
+
+
+def _p_decode(p):
+    _arg(p, "--manifest", required=True, reads=True, help="clips.csv")
+    _add_config(p)
+    _arg(p, "--out", required=True, writes=True, help="frames.h5")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads")
+
+
+def _p_pose(p):
+    _arg(p, "--manifest", required=True, reads=True, help="clips.csv")
+    _arg(p, "--skeletons", reads=True, help="provided keypoints: OpenPose folder or skeleton pickle")
+    _arg(p, "--frames", reads=True, help="frame store, for the mediapipe and mmpose backends")
+    _add_config(p)
+    _arg(p, "--out", required=True, writes=True, help="keypoints.h5")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads")
+
+
+def _p_shard(p):
+    _arg(p, "--manifest", required=True, reads=True, help="clips.csv")
+    p.add_argument("--shards", type=int, required=True, help="number of shards (data.shards)")
+    _arg(p, "--out-dir", required=True, help="folder of the slices <shard>.csv",
+         writes=lambda folder, args: [os.path.join(folder, f"{i}.csv") for i in range(max(args.shards, 0))])
+
+
+def _p_gather(p):
+    p.add_argument("kind", choices=("frames", "keypoints"), help="which store")
+    _arg(p, "stores_in", nargs="+", metavar="STORE", reads=True, help="the shard stores, in shard order")
+    _arg(p, "--out", required=True, writes=True, help="the gathered store")
+
+
+def _p_train(p):
+    p.add_argument("model", help="rgb, joint, limb, motion, swin or fused_<variant>")
+    _add_config(p)
+    _data_args(p)
+    _arg(p, "--classes", required=True, reads=True, help="classes.csv")
+    _arg(p, "--init", reads=True, help="initial weights (the merged checkpoint for a fused model)")
+    _arg(p, "--out-dir", required=True, writes=_files_in("model.pt", "log.csv", "curve.png"),
+         help="model.pt, log.csv, curve.png")
+    _arg(p, "--state-dir", help="resumable training state (default: OUT_DIR/state)", when_absent=True,
+         writes=lambda folder, args: [os.path.join(folder or os.path.join(args.out_dir, "state"), f)
+                                      for f in ("last.pt", "best.pt", "lock")])
+    p.add_argument("--threads", type=int, default=1, help="CPU threads")
+
+
+def _p_merge(p):
+    _arg(p, "--rgb", required=True, reads=True, help="the trained RGB model")
+    _arg(p, "--pose", required=True, reads=True, help="the trained joint model")
+    p.add_argument("--model", default="fused_full",
+                   help="the model the weights are for: one that starts from merged weights")
+    _arg(p, "--out", required=True, writes=True, help="the merged checkpoint")
+    _add_config(p)
+
+
+def _p_ensemble(p):
+    _arg(p, "--scores", nargs="+", required=True, metavar="NAME=PATH", help="each model's score file",
+         reads=lambda items, args: [path for _, _, path in (i.partition("=") for i in items) if path])
+    _arg(p, "--classes", required=True, reads=True, help="classes.csv")
+    _arg(p, "--out-dir", required=True, help="metrics.json, per_class.csv, confusion.png, summary.md, summary.html",
+         writes=_files_in("metrics.json", "per_class.csv", "confusion.png", "summary.md", "summary.html"))
+    _add_config(p)
+
+
+# (name, group, one-line help, arguments, implementation)
+_COMMAND_TABLE = [
+    ("predict", "use a trained model", "a trained model on a new video: top-k classes, or a --spot timeline",
+     _p_predict, "cmd_predict"),
+    ("test", "use a trained model", "multi-view scores of a checkpoint on val and test (also a workflow stage)",
+     _p_test, "cmd_test"),
+    ("export-checkpoint", "use a trained model", "an mgpipe model -> a pyskl / MMAction2 checkpoint "
+     "({meta, state_dict}; meta.mmaction_model is the model config)", _p_export_checkpoint, "cmd_export_checkpoint"),
+    ("export-pickle", "data and tools", "keypoint store + manifest -> pyskl/MMAction2 skeleton pickle",
+     _p_export_pickle, "cmd_export_pickle"),
+    ("heatmaps", "data and tools", "keypoints -> joint and limb heatmap volumes (HDF5) (settings: heatmaps)",
+     _p_heatmaps, "cmd_heatmaps"),
+    ("bench", "data and tools", "training throughput: networks alone and fed by the loaders", _p_bench, "cmd_bench"),
+    ("demo-data", "data and tools", "generate the synthetic iMiGUE-shaped demo dataset (settings: seed, "
+     "dataset.demo; also a workflow stage)", _p_demo_data, "cmd_demo_data"),
+    ("photo-video", "data and tools", "a pan-and-zoom video of a real photo that ships in a package",
+     _p_photo_video, "cmd_photo_video"),
+    ("clips", "workflow stages", "clip manifest from a label table (dataset.kind format) and a split",
+     _p_clips, "cmd_clips"),
+    ("decode", "workflow stages", "videos -> HDF5 store of JPEG frames per clip (settings: decode)",
+     _p_decode, "cmd_decode"),
+    ("pose", "workflow stages", "keypoints per clip (pose.backend) -> HDF5 keypoint store", _p_pose, "cmd_pose"),
+    ("shard", "workflow stages", "clip manifest -> one slice of whole videos per shard (<out-dir>/<shard>.csv, "
+     "rewritten only when it changes)", _p_shard, "cmd_shard"),
+    ("gather", "workflow stages", "shard stores (frames or keypoints) -> one store, each clip copied as stored",
+     _p_gather, "cmd_gather"),
+    ("train", "workflow stages", "train one model: rgb, joint, limb, motion, swin or fused_<variant>",
+     _p_train, "cmd_train"),
+    ("merge", "workflow stages", "pretrained rgb + pose checkpoints -> fused initial weights", _p_merge, "cmd_merge"),
+    ("ensemble", "workflow stages", "score-level fusion, metrics, confusion matrix, summary", _p_ensemble,
+     "cmd_ensemble"),
+]
+
+_COMMANDS: dict = {}   # command name -> its parser (filled by parser())
+
+
+def version_text() -> str:
+    from importlib import metadata
+
+    from . import __version__
+
+    def installed(name):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return (f"mgpipe {__version__} (Python {sys.version.split()[0]}, torch {installed('torch')}, "
+            f"torchvision {installed('torchvision')}, snakemake {installed('snakemake')})")
+
+
+def parser() -> argparse.ArgumentParser:
+    groups: dict = {}
+    for name, group, text, _, _ in _COMMAND_TABLE:
+        groups.setdefault(group, []).append(f"  {name:<18}{text}")
+    listing = "\n\n".join(f"{group}:\n" + "\n".join(lines) for group, lines in groups.items())
+    ap = _Parser(prog="mgpipe", description=__doc__.splitlines()[0], formatter_class=_Help,
+                 epilog=f"{listing}\n\n`mgpipe COMMAND --help` shows a command's options and their defaults.")
+    ap.add_argument("--version", action="version", version=version_text())
+    ap.add_argument("--log", help="also append log lines to this file")
+    ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser,
+                            help="one of the commands below")
+    _COMMANDS.clear()
+    module = sys.modules[__name__]
+    for name, _, text, arguments, implementation in _COMMAND_TABLE:
+        p = sub.add_parser(name, description=text, formatter_class=_Help)
+        arguments(p)
+        p.set_defaults(func=getattr(module, implementation))
+        _COMMANDS[name] = p
     return ap
 
 

@@ -408,6 +408,35 @@ def _update(base: dict, other: dict) -> dict:
     return base
 
 
+def apply_sets(config: dict, items) -> dict:
+    """`--set key.sub=value` items applied in order over a config mapping (before validation).
+    The value is read as YAML, as a config file would hold it: `8`, `cuda`, `[full, plain]`,
+    `{epochs: 3}`, `null`. A malformed item is a ConfigError naming it."""
+    for item in items or ():
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ConfigError(f"--set {item}: expected KEY=VALUE with a dotted key (e.g. train.device=cpu)")
+        if len(text) > 65536:
+            raise ConfigError(f"--set {key}: refused: the value is longer than 64 KiB")
+        try:
+            value = yaml.load(text, Loader=_BoundedLoader) if text.strip() else ""
+        except _Refused as e:
+            raise ConfigError(f"--set {key}: refused: the YAML {e}") from None
+        except (yaml.YAMLError, RecursionError) as e:
+            raise ConfigError(f"--set {key}: not a YAML value ({str(e).splitlines()[0] if str(e) else 'too deep'})") from None
+        node = config
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: {'.'.join(parts[:i + 1])} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return config
+
+
 def load(paths, overrides: dict | None = None) -> dict:
     """One config YAML, or several merged in order (later files update earlier ones)."""
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)

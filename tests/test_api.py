@@ -68,3 +68,65 @@ def test_a_frame_model_and_a_missing_file_are_refused(demo_stores, tmp_path):
     rgb = train("rgb", tiny_config(), demo_stores, tmp_path / "rgb")
     with pytest.raises(InputError, match="reads video frames; use classify_video"):
         Recognizer(rgb).classify_keypoints(np.zeros((4, 17, 3)), width=160, height=120)
+
+
+# ---- the commands a user types: predict and test know their model ----------------------------
+
+def _mgpipe(*args, cwd):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "mgpipe", "-q", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_predict_takes_every_setting_from_the_model(joint_model, demo_stores):
+    """From the repository (whose config.yaml sets other input sizes than the tiny model's),
+    predict needs no config; a --set that contradicts the model is refused in one line."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    demo = next(p for p in demo_stores.iterdir() if (p / "videos").is_dir())
+    video = sorted((demo / "videos").iterdir())[0]
+    proc = _mgpipe("predict", video, "--model", joint_model, "--skeletons", demo / "skeletons",
+                   "--top-k", 3, cwd=repo)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{video}: top-3 (joint)" in proc.stdout
+    proc = _mgpipe("predict", video, "--model", joint_model, "--skeletons", demo / "skeletons",
+                   "--set", "pose_model.input.frames=16", cwd=repo)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1, proc.stderr
+    assert "the model was trained with pose_model.input.frames = 8, the config sets 16" in err[0]
+
+
+def test_set_changes_one_setting_and_bad_items_are_one_line(tmp_path):
+    from mgpipe.cli import _config, parser
+
+    args = parser().parse_args(["heatmaps", "--keypoints", "k.h5", "--out", "h.h5", "--config-json", "{}",
+                                "--set", "heatmaps.sigma=1.5", "--set", "heatmaps.size=[8]", "--set",
+                                "heatmaps.size=12"])
+    assert _config(args)["heatmaps"]["sigma"] == 1.5 and _config(args)["heatmaps"]["size"] == 12
+    for item, line in [("heatmaps.sigma", "--set heatmaps.sigma: expected KEY=VALUE"),
+                       ("heatmaps.sigma=abc", "heatmaps.sigma"),
+                       ("heatmaps..x=1", "expected KEY=VALUE with a dotted key"),
+                       ("seed.x=1", "config key seed: {'x': 1} is not of type 'integer'"),
+                       ("heatmaps.sigma=[1", "--set heatmaps.sigma: not a YAML value")]:
+        proc = _mgpipe("heatmaps", "--keypoints", tmp_path / "k.h5", "--out", tmp_path / "h.h5",
+                       "--config-json", "{}", "--set", item, cwd=tmp_path)
+        err = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(err) == 1 and line in err[0], (item, proc.stderr)
+        assert "Traceback" not in proc.stderr and not (tmp_path / "h.h5").exists()
+
+
+def test_version_and_grouped_help_with_defaults(tmp_path):
+    import mgpipe
+
+    proc = _mgpipe("--version", cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.startswith(f"mgpipe {mgpipe.__version__} (Python ")
+    assert "torch " in proc.stdout
+    text = _mgpipe("--help", cwd=tmp_path).stdout
+    groups = [text.index(g) for g in ("use a trained model:", "data and tools:", "workflow stages:")]
+    assert groups == sorted(groups)
+    assert text.index("  predict ") < groups[1] < text.index("  export-pickle ") < groups[2] < text.index("  train ")
+    train = _mgpipe("train", "--help", cwd=tmp_path).stdout
+    assert "(default: 1)" in train and "(default: config.yaml)" in train and "--set KEY=VALUE" in train
