@@ -434,33 +434,10 @@ def digest(value) -> str:
     return hashlib.sha256(canonical(value).encode()).hexdigest()[:16]
 
 
-# Modules whose code each stage runs. Snakemake does not notice edits to an imported package,
-# so the rules pass this digest as a param: editing a stage's module reruns that stage and,
-# through its new output, everything downstream, and nothing upstream.
-STAGE_MODULES = {
-    "demo_data": ["demo_data.py", "layouts.py", "skeleton_io.py"],
-    "clips": ["clips.py", "label_tables.py", "skeleton_io.py", "layouts.py", "demo_data.py"],
-    "decode": ["decode.py", "formats"],
-    "pose": ["pose.py", "pose_runner.py", "pose_backends", "layouts.py", "skeleton_io.py", "formats"],
-    "heatmaps": ["heatmaps.py", "layouts.py", "formats"],
-    "shards": ["shards.py", "formats"],
-    "train": ["train.py", "samples.py", "heatmaps.py", "layouts.py", "specs.py", "inference.py", "models",
-              "checkpoints.py", "fingerprint.py", "formats", "transfer/__init__.py", "transfer/init.py",
-              "transfer/layouts.py", "transfer/mmaction.py"],  # not transfer/side.py (a test helper)
-    "merge": ["merge.py", "specs.py", "inference.py", "models", "checkpoints.py"],
-    "test": ["evaluate.py", "clips.py", "inference.py", "samples.py", "heatmaps.py", "layouts.py", "specs.py", "models",
-             "checkpoints.py", "formats"],
-    "ensemble": ["ensemble.py", "formats", "specs.py", "checkpoints.py"],
-}
-
-
 def code_digest(stage: str) -> str:
-    root = Path(__file__).resolve().parent
-    h = hashlib.sha256()
-    for entry in STAGE_MODULES[stage]:
-        path = root / entry
-        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
-        for f in files:
-            h.update(f.relative_to(root).as_posix().encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()[:16]
+    """Digest of the code stage `stage` runs: every mgpipe module its entry module imports,
+    found by static analysis (mgpipe/code_deps.py). The rules pass it as a param: editing any
+    module a stage runs reruns that stage and, through its new output, everything downstream."""
+    from .code_deps import stage_digest
+
+    return stage_digest(stage)
