@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from .io import InputError, OutputError, describe_os_error
+from .io import InputError, OutputError, describe_os_error, replaceable_problem
 
 log = logging.getLogger("mgpipe")
 
@@ -107,7 +107,13 @@ def cmd_shard(args):
     from .clips import read_manifest
     from .shards import write_slices
 
-    write_slices(read_manifest(args.manifest), args.shards, args.out_dir, source=args.manifest)
+    manifest = read_manifest(args.manifest)
+    videos = manifest.video_id.nunique() if "video_id" in manifest else None
+    if videos is not None and args.shards > max(videos, 1):
+        # a shard holds whole videos: the others would be empty jobs (each with its SLURM time)
+        raise InputError(f"{args.manifest}: data.shards {args.shards} is more than the {videos} videos of "
+                         f"the manifest (a shard holds whole videos); set data.shards to at most {max(videos, 1)}")
+    write_slices(manifest, args.shards, args.out_dir, source=args.manifest)
 
 
 def cmd_gather(args):
@@ -261,15 +267,6 @@ _PATHS = {  # command: (inputs, outputs, {folder output: files written in it})
 }
 
 
-def _same_path(a: str, b: str) -> bool:
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
-    try:
-        return os.path.samefile(a, b)   # also a hard link, or another spelling of a mount
-    except OSError:
-        return False
-
-
 _POSITIONAL = {"demo-data": "out", "photo-video": "out", "predict": "video", "test": "checkpoint",
                "export-checkpoint": "checkpoint"}
 
@@ -296,8 +293,14 @@ def _path_args(args) -> tuple[list, list]:
             folder = os.path.join(args.out_dir, "state")   # train's default
         if folder:
             written += [(_flag(args.command, name), os.path.join(folder, f)) for f in files]
-    if args.command == "shard":   # the slices it writes
-        written += [("--out-dir", os.path.join(args.out_dir, f"{i}.csv")) for i in range(max(args.shards, 0))]
+    if args.command == "shard":   # the slices it writes (a bounded number of them)
+        from .config import _schema_maximum
+
+        most = _schema_maximum("data.shards")
+        if not 1 <= args.shards <= most:
+            raise InputError(f"--shards {args.shards}: data.shards is {args.shards}; use 1 to {most} "
+                             "(and at most the manifest's videos)")
+        written += [("--out-dir", os.path.join(args.out_dir, f"{i}.csv")) for i in range(args.shards)]
     if args.command == "bench" and args.out:
         written.append(("--out", str(Path(args.out).with_name(Path(args.out).stem + "_data_path.csv"))))
     if args.log:
@@ -305,19 +308,47 @@ def _path_args(args) -> tuple[list, list]:
     return read, written
 
 
+def _path_keys(path: str) -> list:
+    """What identifies a file however it is spelled: its real path, and (where it exists) its
+    device and inode (a hard link, another spelling of a mount)."""
+    keys = [("path", os.path.realpath(path))]
+    try:
+        info = os.stat(path)
+        keys.append(("inode", info.st_dev, info.st_ino))
+    except OSError:
+        pass
+    return keys
+
+
 def check_paths(args) -> None:
     """InputError naming both when an output path is an input path (or another output path),
-    checked before anything is read or written."""
+    checked before anything is read or written. Linear in the number of paths (a shard command
+    names one output per shard): each path is looked up by its keys (_path_keys)."""
     read, written = _path_args(args)
-    for i, (out_flag, out) in enumerate(written):
-        for in_flag, path in read:
-            if _same_path(out, path):
+    for out_flag, out in written:
+        # an output replaces only a regular file: never a device (/dev/null), FIFO, folder or link
+        problem = replaceable_problem(out) if out_flag != "--log" else None   # (--log appends)
+        if problem:
+            raise InputError(f"{out_flag} {out}: refusing to write the output: it {problem}")
+    inputs: dict = {}
+    for in_flag, path in read:
+        for key in _path_keys(path):
+            inputs.setdefault(key, (in_flag, path))
+    outputs: dict = {}
+    for out_flag, out in written:
+        keys = _path_keys(out)
+        for key in keys:
+            if key in inputs:
+                in_flag, path = inputs[key]
                 raise InputError(f"{out_flag} {out} is the same file as {in_flag} {path}: refusing to "
                                  "write over an input; give the output another path")
-        for other_flag, other in written[:i]:
-            if _same_path(out, other):
+        for key in keys:
+            if key in outputs:
+                other_flag, other = outputs[key]
                 raise InputError(f"{out_flag} {out} is the same file as {other_flag} {other}, which this "
                                  "command also writes: give each output its own path")
+        for key in keys:
+            outputs.setdefault(key, (out_flag, out))
 
 
 def _add_config(p):
@@ -406,7 +437,8 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("shard", help="clip manifest -> one slice of whole videos per shard "
                                      "(<out-dir>/<shard>.csv, rewritten only when it changes)")
     p.add_argument("--manifest", required=True)
-    p.add_argument("--shards", type=int, required=True, help="number of shards (data.shards)")
+    p.add_argument("--shards", type=int, required=True,
+                   help="number of shards (data.shards; at most the manifest's videos)")
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_shard)
 
