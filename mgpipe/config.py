@@ -96,13 +96,36 @@ class _Refused(Exception):
     pass
 
 
+def _duplicate_key_problem(root) -> str | None:
+    """A mapping that names a key twice, or None. YAML says keys are unique, but PyYAML (and so
+    Snakemake) keeps the last value silently: a second `train:` section would drop the first
+    one's settings without a word. Each node is looked at once (aliases share nodes)."""
+    seen, todo = set(), [root]
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            keys = {}
+            for key, _ in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    if key.value in keys:
+                        return (f"key {key.value!r} appears twice in one mapping (lines "
+                                f"{keys[key.value] + 1} and {key.start_mark.line + 1}); YAML keeps only "
+                                "the last, dropping the first one's settings: write each key once")
+                    keys[key.value] = key.start_mark.line
+        todo.extend(_yaml_children(node))
+    return None
+
+
 class _BoundedLoader(yaml.SafeLoader):
-    """PyYAML's safe loader that checks the composed document's expanded size before any
-    Python value is built from it."""
+    """PyYAML's safe loader that checks the composed document's expanded size, and that no
+    mapping names a key twice, before any Python value is built from it."""
 
     def compose_document(self):
         node = super().compose_document()
-        problem = _expansion_problem(node, _yaml_children)
+        problem = _expansion_problem(node, _yaml_children) or _duplicate_key_problem(node)
         if problem:
             raise _Refused(problem)
         return node
@@ -110,7 +133,8 @@ class _BoundedLoader(yaml.SafeLoader):
 
 def load_yaml(path):
     """The data of a YAML file (safe tags only), or ConfigError naming the file: too large, an
-    alias bomb, too deeply nested, or not valid YAML. FileNotFoundError passes through."""
+    alias bomb, too deeply nested, a key written twice in one mapping, or not valid YAML.
+    FileNotFoundError passes through."""
     path = Path(path)
     with open(path, "rb") as f:
         data = f.read(YAML_MAX_BYTES + 1)
