@@ -95,7 +95,7 @@ def read(path) -> pd.DataFrame:
         if len(off):
             i = off[0]
             raise InputError(f"{path}: clip {frame.clip_id.iloc[i]!r}: the {s} probabilities sum to "
-                             f"{sums[i]:.6g}, not 1 (a score row is a probability distribution)")
+                             f"{sums[i]:.4g}, not 1 (a score row is a probability distribution)")
     return frame
 
 
