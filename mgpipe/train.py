@@ -63,7 +63,7 @@ def check_labels(manifest, classes: list[dict], manifest_csv, classes_csv) -> No
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         clip = manifest.clip_id.iloc[i] if "clip_id" in manifest.columns else f"row {i + 1}"
-        raise InputError(f"{manifest_csv}: clip {clip!r} has label {manifest.label.iloc[i]!r}, outside the "
+        raise InputError(f"{manifest_csv}: clip {clip!r} has label {str(manifest.label.iloc[i])!r}, outside the "
                          f"{len(classes)} classes of {classes_csv} (labels 0..{len(classes) - 1}; "
                          f"{int(bad.sum())} clip(s) in all): the manifest and class table are not of one run")
 

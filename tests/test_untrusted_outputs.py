@@ -332,7 +332,9 @@ def test_a_motion_gap_longer_than_a_clip_is_one_line(demo_stores, tmp_path, caps
     gap = lengths[shortest]
     rc, err = _train(capsys, demo_stores, tmp_path / "out", model="motion",
                      motion={"enabled": True, "gap": gap, "frames": 2, "size": 32,
-                             "network": {"base_channels": 4, "stage_blocks": [1, 1, 1, 1]}})
+                             "network": {"base_channels": 4, "stage_blocks": [1, 1, 1, 1], "inflate": [0, 0, 1, 1],
+                                         "spatial_strides": [1, 2, 2, 2], "temporal_strides": [1, 1, 1, 1],
+                                         "dropout": 0.2}})
     _one_line(rc, err, "train")
     assert (f"config key motion.gap is {gap}, but clip {shortest!r} has only {gap} frame(s)") in err, err
     assert not (tmp_path / "out" / "model.pt").exists()
