@@ -290,7 +290,7 @@ def test_a_key_written_twice_is_refused_by_the_workflow(tmp_path):
     proc = smk(work, "-n", "--cores", "1", "--configfile", "tiny.yaml", "dup.yaml", check=False)
     lines = [l for l in proc.stderr.splitlines() if l.startswith("mgpipe:")]
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert lines == ["mgpipe: dup.yaml: refused: the YAML key 'train' appears twice in one mapping "
+    assert lines == [f"mgpipe: {work / 'dup.yaml'}: refused: the YAML key 'train' appears twice in one mapping "
                      "(lines 1 and 4); YAML keeps only the last, dropping the first one's settings: "
                      "write each key once"], proc.stderr[-2000:]
     # the Snakefile's own configfile (config.yaml) goes through the same check
