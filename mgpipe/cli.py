@@ -325,11 +325,6 @@ def check_paths(args) -> None:
     checked before anything is read or written. Linear in the number of paths (a shard command
     names one output per shard): each path is looked up by its keys (_path_keys)."""
     read, written = _path_args(args)
-    for out_flag, out in written:
-        # an output replaces only a regular file: never a device (/dev/null), FIFO, folder or link
-        problem = replaceable_problem(out) if out_flag != "--log" else None   # (--log appends)
-        if problem:
-            raise InputError(f"{out_flag} {out}: refusing to write the output: it {problem}")
     inputs: dict = {}
     for in_flag, path in read:
         for key in _path_keys(path):
@@ -349,6 +344,11 @@ def check_paths(args) -> None:
                                  "command also writes: give each output its own path")
         for key in keys:
             outputs.setdefault(key, (out_flag, out))
+    for out_flag, out in written:
+        # an output replaces only a regular file: never a device (/dev/null), FIFO, folder or link
+        problem = replaceable_problem(out) if out_flag != "--log" else None   # (--log appends)
+        if problem:
+            raise InputError(f"{out_flag} {out}: refusing to write the output: it {problem}")
 
 
 def _add_config(p):
