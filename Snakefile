@@ -23,3 +23,7 @@ include: "workflow/rules/features.smk"
 include: "workflow/rules/shards.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+
+
+# (every rule is defined now: init files are checked against all of their outputs)
+check_init_outputs()

@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from .io import InputError, OutputError, describe_os_error
+from .io import InputError, OutputError, describe_os_error, replaceable_problem
 
 log = logging.getLogger("mgpipe")
 
@@ -129,7 +129,13 @@ def cmd_shard(args):
     from .clips import read_manifest
     from .shards import write_slices
 
-    write_slices(read_manifest(args.manifest), args.shards, args.out_dir, source=args.manifest)
+    manifest = read_manifest(args.manifest)
+    videos = manifest.video_id.nunique() if "video_id" in manifest else None
+    if videos is not None and args.shards > max(videos, 1):
+        # a shard holds whole videos: the others would be empty jobs (each with its SLURM time)
+        raise InputError(f"{args.manifest}: data.shards {args.shards} is more than the {videos} videos of "
+                         f"the manifest (a shard holds whole videos); set data.shards to at most {max(videos, 1)}")
+    write_slices(manifest, args.shards, args.out_dir, source=args.manifest)
 
 
 def cmd_gather(args):
@@ -283,26 +289,6 @@ def _paths(action, value, args, role) -> list[str]:
     return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
 
 
-def _same_path(a: str, b: str) -> bool:
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
-    try:
-        return os.path.samefile(a, b)   # also a hard link, or another spelling of a mount
-    except OSError:
-        return False
-
-
-def _identity(path: str):
-    """What makes two spellings the same file: its real path, and (device, inode) once it exists
-    (a hard link, another mount of the same disk)."""
-    real = os.path.realpath(path)
-    try:
-        st = os.stat(real)
-        return real, (st.st_dev, st.st_ino)
-    except OSError:
-        return real, None
-
-
 def _path_args(args) -> tuple[list, list]:
     """([(argument, path) read], [(argument, path) written]) of the parsed command line, from
     the declarations of the command's arguments."""
@@ -317,31 +303,47 @@ def _path_args(args) -> tuple[list, list]:
     return read, written
 
 
+def _path_keys(path: str) -> list:
+    """What identifies a file however it is spelled: its real path, and (where it exists) its
+    device and inode (a hard link, another spelling of a mount)."""
+    keys = [("path", os.path.realpath(path))]
+    try:
+        info = os.stat(path)
+        keys.append(("inode", info.st_dev, info.st_ino))
+    except OSError:
+        pass
+    return keys
+
+
 def check_paths(args) -> None:
     """InputError naming both when an output path is an input path (or another output path),
-    checked before anything is read or written (in one pass: a command may write thousands of
-    files)."""
+    checked before anything is read or written. Linear in the number of paths (a shard command
+    names one output per shard): each path is looked up by its keys (_path_keys)."""
     read, written = _path_args(args)
-    seen = {}
-    for flag, path in read:
-        real, inode = _identity(path)
-        seen.setdefault(real, ("in", flag, path))
-        if inode:
-            seen.setdefault(inode, ("in", flag, path))
-    for flag, path in written:
-        real, inode = _identity(path)
-        for key in (real, inode):
-            if key is None or key not in seen:
-                continue
-            kind, other_flag, other = seen[key]
-            if kind == "in":
-                raise InputError(f"{flag} {path} is the same file as {other_flag} {other}: refusing to "
+    inputs: dict = {}
+    for in_flag, path in read:
+        for key in _path_keys(path):
+            inputs.setdefault(key, (in_flag, path))
+    outputs: dict = {}
+    for out_flag, out in written:
+        keys = _path_keys(out)
+        for key in keys:
+            if key in inputs:
+                in_flag, path = inputs[key]
+                raise InputError(f"{out_flag} {out} is the same file as {in_flag} {path}: refusing to "
                                  "write over an input; give the output another path")
-            raise InputError(f"{flag} {path} is the same file as {other_flag} {other}, which this "
-                             "command also writes: give each output its own path")
-        seen[real] = ("out", flag, path)
-        if inode:
-            seen[inode] = ("out", flag, path)
+        for key in keys:
+            if key in outputs:
+                other_flag, other = outputs[key]
+                raise InputError(f"{out_flag} {out} is the same file as {other_flag} {other}, which this "
+                                 "command also writes: give each output its own path")
+        for key in keys:
+            outputs.setdefault(key, (out_flag, out))
+    for out_flag, out in written:
+        # an output replaces only a regular file: never a device (/dev/null), FIFO, folder or link
+        problem = replaceable_problem(out) if out_flag != "--log" else None   # (--log appends)
+        if problem:
+            raise InputError(f"{out_flag} {out}: refusing to write the output: it {problem}")
 
 
 def _add_config(p, default=("config.yaml",), default_help="config.yaml"):
@@ -533,9 +535,20 @@ def _p_pose(p):
 
 def _p_shard(p):
     _arg(p, "--manifest", required=True, reads=True, help="clips.csv")
-    p.add_argument("--shards", type=int, required=True, help="number of shards (data.shards)")
-    _arg(p, "--out-dir", required=True, help="folder of the slices <shard>.csv",
-         writes=lambda folder, args: [os.path.join(folder, f"{i}.csv") for i in range(max(args.shards, 0))])
+    p.add_argument("--shards", type=int, required=True,
+                   help="number of shards (data.shards; at most the manifest's videos)")
+    _arg(p, "--out-dir", required=True, help="folder of the slices <shard>.csv", writes=_shard_slices)
+
+
+def _shard_slices(folder, args) -> list[str]:
+    """The slices `shard` writes (a bounded number of them: checked before the list is made)."""
+    from .config import _schema_maximum
+
+    most = _schema_maximum("data.shards")
+    if not 1 <= args.shards <= most:
+        raise InputError(f"--shards {args.shards}: data.shards is {args.shards}; use 1 to {most} "
+                         "(and at most the manifest's videos)")
+    return [os.path.join(folder, f"{i}.csv") for i in range(args.shards)]
 
 
 def _p_gather(p):

@@ -96,13 +96,36 @@ class _Refused(Exception):
     pass
 
 
+def _duplicate_key_problem(root) -> str | None:
+    """A mapping that names a key twice, or None. YAML says keys are unique, but PyYAML (and so
+    Snakemake) keeps the last value silently: a second `train:` section would drop the first
+    one's settings without a word. Each node is looked at once (aliases share nodes)."""
+    seen, todo = set(), [root]
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            keys = {}
+            for key, _ in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    if key.value in keys:
+                        return (f"key {key.value!r} appears twice in one mapping (lines "
+                                f"{keys[key.value] + 1} and {key.start_mark.line + 1}); YAML keeps only "
+                                "the last, dropping the first one's settings: write each key once")
+                    keys[key.value] = key.start_mark.line
+        todo.extend(_yaml_children(node))
+    return None
+
+
 class _BoundedLoader(yaml.SafeLoader):
-    """PyYAML's safe loader that checks the composed document's expanded size before any
-    Python value is built from it."""
+    """PyYAML's safe loader that checks the composed document's expanded size, and that no
+    mapping names a key twice, before any Python value is built from it."""
 
     def compose_document(self):
         node = super().compose_document()
-        problem = _expansion_problem(node, _yaml_children)
+        problem = _expansion_problem(node, _yaml_children) or _duplicate_key_problem(node)
         if problem:
             raise _Refused(problem)
         return node
@@ -110,7 +133,8 @@ class _BoundedLoader(yaml.SafeLoader):
 
 def load_yaml(path):
     """The data of a YAML file (safe tags only), or ConfigError naming the file: too large, an
-    alias bomb, too deeply nested, or not valid YAML. FileNotFoundError passes through."""
+    alias bomb, too deeply nested, a key written twice in one mapping, or not valid YAML.
+    FileNotFoundError passes through."""
     path = Path(path)
     with open(path, "rb") as f:
         data = f.read(YAML_MAX_BYTES + 1)
@@ -463,33 +487,10 @@ def digest(value) -> str:
     return hashlib.sha256(canonical(value).encode()).hexdigest()[:16]
 
 
-# Modules whose code each stage runs. Snakemake does not notice edits to an imported package,
-# so the rules pass this digest as a param: editing a stage's module reruns that stage and,
-# through its new output, everything downstream, and nothing upstream.
-STAGE_MODULES = {
-    "demo_data": ["demo_data.py", "layouts.py", "skeleton_io.py"],
-    "clips": ["clips.py", "label_tables.py", "skeleton_io.py", "layouts.py", "demo_data.py"],
-    "decode": ["decode.py", "formats"],
-    "pose": ["pose.py", "pose_runner.py", "pose_backends", "layouts.py", "skeleton_io.py", "formats"],
-    "heatmaps": ["heatmaps.py", "layouts.py", "formats"],
-    "shards": ["shards.py", "formats"],
-    "train": ["train.py", "samples.py", "heatmaps.py", "layouts.py", "specs.py", "inference.py", "models",
-              "checkpoints.py", "fingerprint.py", "formats", "transfer/__init__.py", "transfer/init.py",
-              "transfer/layouts.py", "transfer/mmaction.py"],  # not transfer/side.py (a test helper)
-    "merge": ["merge.py", "specs.py", "inference.py", "models", "checkpoints.py"],
-    "test": ["evaluate.py", "clips.py", "inference.py", "samples.py", "heatmaps.py", "layouts.py", "specs.py", "models",
-             "checkpoints.py", "formats"],
-    "ensemble": ["ensemble.py", "formats", "specs.py", "checkpoints.py"],
-}
-
-
 def code_digest(stage: str) -> str:
-    root = Path(__file__).resolve().parent
-    h = hashlib.sha256()
-    for entry in STAGE_MODULES[stage]:
-        path = root / entry
-        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
-        for f in files:
-            h.update(f.relative_to(root).as_posix().encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()[:16]
+    """Digest of the code stage `stage` runs: every mgpipe module its entry module imports,
+    found by static analysis (mgpipe/code_deps.py). The rules pass it as a param: editing any
+    module a stage runs reruns that stage and, through its new output, everything downstream."""
+    from .code_deps import stage_digest
+
+    return stage_digest(stage)

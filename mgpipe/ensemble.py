@@ -105,6 +105,7 @@ def _aligned(scores: dict, split: str) -> tuple[dict, np.ndarray]:
 # ensemble is still sum_m w_m * combine_streams(streams of m at its stream weights).
 SEARCH_BUDGET = 5000     # the most weight sets one search evaluates on the validation split
 SEARCH_MAX_STEPS = 20    # the finest grid: weights in steps of 1/20 of the total
+SEARCH_MIN_VAL_CLIPS = 5  # fewer validation clips: no search (the config weights, with a warning)
 SEARCH_OBJECTIVE = ("validation top-1, then validation mean class accuracy; exact ties go to the "
                     "weights nearest the uniform ones (squared distance of the unit shares)")
 
@@ -153,6 +154,7 @@ def search_weights(val: dict, labels: np.ndarray, members: dict) -> dict:
     streams 1:1) and the simplex grid over the (member, stream) units (grid_steps); the best by
     SEARCH_OBJECTIVE. Returns {"weights": {member: share}, "stream_weights": {member: {stream:
     share}} for members of several streams, "evaluations", "grid_step", "units"}."""
+    members = scaled_weights(members)
     streams = {m: streams_of(val[m]) for m in members}
     units = [(m, s) for m in members for s in streams[m]]
     unit_probs = np.stack([stream_probs(val[m], s).numpy() for m, s in units])
@@ -172,10 +174,24 @@ def search_weights(val: dict, labels: np.ndarray, members: dict) -> dict:
             "grid_step": 1 / steps, "units": [f"{m}:{s}" for m, s in units]}
 
 
+def scaled_weights(weights: dict, what: str = "ensemble weights") -> dict:
+    """Member weights over their largest (same ratios; sums and products of them cannot
+    overflow: weights of 1e308 would sum to infinity and give NaN probabilities). InputError
+    for a weight that is negative or not a finite number, or weights that are all zero."""
+    for m, w in weights.items():
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+            raise InputError(f"{what}: the weight of {m} is {w!r}; a weight is a finite number >= 0")
+    top = max(weights.values(), default=0)
+    if top <= 0:
+        raise InputError(f"{what} sum to zero")
+    return {m: w / top for m, w in weights.items()}
+
+
 def ensemble_probs(frames: dict, weights: dict, stream_weights: dict | None = None) -> torch.Tensor:
     """The weighted mean of the members' probabilities, each member's streams combined at its
     stream weights (1:1 where none are given)."""
     stream_weights = stream_weights or {}
+    weights = scaled_weights(weights)
     total = sum(weights.values())
     return sum(w * model_probs(frames[m], [stream_weights[m][s] for s in streams_of(frames[m])]
                                if m in stream_weights else None)
@@ -190,21 +206,35 @@ def choose_weights(scores: dict, members: dict, mode: str, num_classes: int) -> 
     """The ensemble's weight sets (searched, uniform, config) with their validation and test
     metrics, and which one is applied: the searched weights with `mode` "search" and a validation
     split, else the config weights. The search sees the validation rows only."""
-    if sum(members.values()) <= 0:
-        raise InputError("ensemble weights sum to zero")
-    frames = {m: scores[m] for m in members}
-    has_val = all((f.split == "val").any() for f in frames.values())
-    sets = {"uniform": {"weights": {m: 1.0 for m in members}, "stream_weights": {}},
+    scaled_weights(members, "config key ensemble.members")   # (refuses odd weights)
+    # a member the config weighs 0 takes no part: not in the search, not in the uniform set
+    active = {m: w for m, w in members.items() if w > 0}
+    frames = {m: scores[m] for m in active}
+    without_val = [m for m, f in frames.items() if not (f.split == "val").any()]
+    has_val = not without_val
+    sets = {"uniform": {"weights": {m: 1.0 for m in active}, "stream_weights": {}},
             "config": {"weights": dict(members), "stream_weights": {}}}
     search = None
-    if mode == "search" and has_val:
+    val_clips = int((frames[next(iter(frames))].split == "val").sum()) if has_val else 0
+    if mode == "search" and has_val and val_clips < SEARCH_MIN_VAL_CLIPS:
+        note = (f"ensemble.weights is search, but the validation split holds only {val_clips} clip(s), "
+                f"fewer than the {SEARCH_MIN_VAL_CLIPS} a search needs (weights chosen on so few "
+                "clips are chance): the config weights are kept")
+        log.warning(note)
+    elif mode == "search" and has_val:
         val, val_labels = _aligned(frames, "val")
-        search = search_weights(val, val_labels, members)
+        search = search_weights(val, val_labels, active)
+        search["weights"] = {m: search["weights"].get(m, 0.0) for m in members}
         sets = {"searched": {"weights": search["weights"], "stream_weights": search["stream_weights"]}, **sets}
         note = (f"member and stream weights searched on the validation split ({len(val_labels)} clips; "
                 f"{search['evaluations']} weight sets, grid step {search['grid_step']:g}; objective: "
                 f"{SEARCH_OBJECTIVE}), then applied to test")
         log.info("ensemble weights: %s", note)
+    elif mode == "search" and len(without_val) < len(frames):
+        note = (f"ensemble.weights is search, but the score file of {', '.join(without_val)} holds no "
+                "validation rows while the others do (score files of different runs or manifests? "
+                "rerun its test stage): the config weights are kept")
+        log.warning(note)
     elif mode == "search":
         note = ("ensemble.weights is search, but the score files hold no validation split "
                 "(dataset.val_fraction 0 and no val subjects): the config weights are kept")
@@ -244,6 +274,26 @@ def _check_class_tables(score_files: dict, scores: dict, classes: pd.DataFrame, 
             raise InputError(f"{score_files[name]}: its class table differs from {classes_csv} ({diff})")
 
 
+def _check_labels(score_files: dict, scores: dict) -> None:
+    """Every score file must give each clip the same split and label: the metrics take the
+    labels of one file, and a file of another manifest (a relabelled clip) would be scored
+    against labels it was not tested on."""
+    first = next(iter(scores))
+    ref = scores[first].set_index("clip_id")[["split", "label"]]
+    for name, frame in scores.items():
+        if name == first:
+            continue
+        other = frame.set_index("clip_id")[["split", "label"]]
+        common = ref.index.intersection(other.index)
+        a, b = ref.loc[common], other.loc[common]
+        differ = (a.label.astype(str) != b.label.astype(str)) | (a.split != b.split)
+        if differ.any():
+            clip = differ[differ].index[0]
+            raise InputError(f"{score_files[first]} and {score_files[name]}: clip {clip!r} has label "
+                             f"{a.label[clip]} ({a.split[clip]}) in one and {b.label[clip]} ({b.split[clip]}) "
+                             "in the other: score files of different manifests; ensemble the models of one run")
+
+
 def build_report(score_files: dict, classes_csv, out_dir, *, members: dict, weights: str = "config",
         variants_order=None) -> dict:
     """`weights`: "config" (the members' weights as written) or "search" (chosen on the
@@ -266,6 +316,7 @@ def build_report(score_files: dict, classes_csv, out_dir, *, members: dict, weig
     if missing:
         raise InputError(f"ensemble member(s) {missing} have no score file (models: {sorted(scores)})")
 
+    _check_labels(score_files, scores)
     test, labels = _aligned(scores, "test")
     report = {"num_test_clips": int(len(labels)), "classes": classes.name.tolist(), "models": {}}
     for name, s in test.items():
@@ -374,6 +425,8 @@ def _class_rows(report: dict) -> list[list[str]]:
 def _weights_text(weights: dict, stream_weights: dict | None = None, share=False) -> str:
     """"fused_full 0.5 (rgb:pose 0.3:0.7), joint 0.5": member weights (as shares of their total
     with `share`) and the stream weights of members that have them."""
+    if share:
+        weights = scaled_weights(weights)
     total = sum(weights.values()) if share else 1.0
     parts = []
     for m, w in weights.items():

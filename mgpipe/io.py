@@ -178,6 +178,33 @@ def _is_write_error(error: Exception, tmp: Path) -> bool:
     return number in _WRITE_ERRNOS or str(tmp) in names or tmp.name in str(error)
 
 
+_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+
+
+def replaceable_problem(path) -> str | None:
+    """Why an output may not be written at `path`, or None: an output replaces only a regular
+    file (or takes a free name). A device node, FIFO, socket, directory or symbolic link there is
+    not ours: renaming a file onto it would replace it (as root, `--out /dev/null` would replace
+    the system's /dev/null; a link's target would be left stale and the link lost)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"cannot be checked ({os_error_cause(e)[1]})"
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((what for test, what in _KINDS if test(mode)), "not a regular file")
+    return f"is {kind}; an output replaces only a regular file: give the output another path"
+
+
+def check_replaceable(path) -> None:
+    problem = replaceable_problem(path)
+    if problem:
+        raise InputError(f"{path}: refusing to write the output: it {problem}")
+
+
 @contextlib.contextmanager
 def atomic_path(path, suffix: str | None = None):
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds.
@@ -185,8 +212,11 @@ def atomic_path(path, suffix: str | None = None):
     A killed or failed stage therefore never leaves a half-written output behind, and the
     temporaries of killed earlier runs of this output are removed first. An OSError while
     writing (disk full, read-only folder, no permission) becomes an OutputError naming `path`.
+    Only a regular file is replaced: anything else at `path` (a device, FIFO, directory or
+    symbolic link) is an InputError before anything is written (check_replaceable).
     """
     path = Path(path)
+    check_replaceable(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(path)
@@ -199,6 +229,7 @@ def atomic_path(path, suffix: str | None = None):
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
         yield tmp
+        check_replaceable(path)   # (again: something may have taken the name meanwhile)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:  # h5py raises RuntimeError for some failed writes
         tmp.unlink(missing_ok=True)

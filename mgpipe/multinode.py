@@ -8,7 +8,8 @@ runs, inside the job's allocation,
          --rdzv_backend c10d --rdzv_endpoint <first node>:<port> --rdzv_id <job id> -m mgpipe train ...
 
 The agents meet at the c10d rendezvous on the allocation's first node (the port derives from the
-job id, so two jobs sharing a node do not collide; MGPIPE_RDZV_PORT overrides it) and start
+job id, so two jobs sharing a node do not collide; MGPIPE_RDZV_PORT overrides it; an id or a
+port that is not one is a one-line error) and start
 N x G processes that train as one data-parallel job (mgpipe/train.py).
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 
@@ -26,9 +28,35 @@ def torchrun_args(nodes: int, nproc_per_node: int, endpoint: str, run_id: str) -
             "--rdzv_backend", "c10d", "--rdzv_endpoint", endpoint, "--rdzv_id", run_id]
 
 
+class LaunchError(ValueError):
+    """A setting of the environment the launcher cannot use: one line, exit 2."""
+
+
+_JOB_ID = re.compile(r"[0-9]+")
+_ARRAY_JOB_ID = re.compile(r"([0-9]+)_([0-9]+)")   # "<array job>_<task>", as squeue shows them
+
+
+def job_key(job_id: str) -> int:
+    """A number that tells this job from others sharing its node: the job id, or for an array
+    task written "<job>_<task>" both parts (Python's int() would read "123_4" as 1234, the id of
+    another job). Only ASCII digits: int() also takes spaces, signs and other scripts' digits."""
+    if _JOB_ID.fullmatch(job_id):
+        return int(job_id)
+    array = _ARRAY_JOB_ID.fullmatch(job_id)
+    if array:
+        return int(array.group(1)) * 100_003 + int(array.group(2))
+    raise LaunchError(f"SLURM_JOB_ID {job_id[:40]!r} is not a SLURM job id (digits, or <job>_<task> "
+                      "for an array task)")
+
+
 def rendezvous_port(job_id: str) -> int:
+    """The c10d rendezvous port: MGPIPE_RDZV_PORT (1024..65535), else one derived from the job."""
     port = os.environ.get("MGPIPE_RDZV_PORT")
-    return int(port) if port else 20000 + int(job_id) % 20000
+    if port:
+        if not _JOB_ID.fullmatch(port) or not 1024 <= int(port) <= 65535:
+            raise LaunchError(f"MGPIPE_RDZV_PORT {port[:40]!r} is not a port number (1024 to 65535)")
+        return int(port)
+    return 20000 + job_key(job_id) % 20000
 
 
 def first_node(nodelist: str) -> str:
@@ -49,7 +77,12 @@ def main(argv=None) -> int:
         print("mgpipe: train.nodes > 1 runs inside a SLURM job (no SLURM_JOB_ID here); "
               "use --profile profiles/slurm, or train.nodes: 1", file=sys.stderr)
         return 2
-    endpoint = f"{first_node(nodelist)}:{rendezvous_port(job_id)}"
+    try:
+        port = rendezvous_port(job_id)
+    except LaunchError as e:
+        print(f"mgpipe: {e}", file=sys.stderr)
+        return 2
+    endpoint = f"{first_node(nodelist)}:{port}"
     command = ["srun", "--nodes", str(args.nodes), "--ntasks", str(args.nodes), "--ntasks-per-node", "1",
                "--kill-on-bad-exit=1",
                *torchrun_args(args.nodes, args.nproc_per_node, endpoint, f"mgpipe-{job_id}"),

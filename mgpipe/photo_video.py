@@ -11,10 +11,10 @@ Pixel coordinates are continuous: pixel (i, j) covers [i, i + 1) x [j, j + 1), s
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from PIL import Image
+
+from .io import atomic_path
 
 PHOTOS = ("grace_hopper", "astronaut")
 
@@ -117,9 +117,7 @@ def pan_zoom_video(photo: np.ndarray, out_path, *, frames: int = 48, size=(320, 
     affines[:, 0, 2] = -scale * left
     affines[:, 1, 2] = -scale * top
 
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(out_path), "w") as container:
+    with atomic_path(out_path) as tmp, av.open(str(tmp), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
         quarter = display_rotation in (90, -90)
         stream.width, stream.height = (height, width) if quarter else (width, height)

@@ -68,6 +68,19 @@ def difference_indices(num_frames: int, length: int, gap: int, rng: np.random.Ge
     return np.concatenate([first, np.minimum(first + gap, num_frames - 1)])
 
 
+def check_frame_gap(gap: int, lengths: dict, source, key: str = "motion.gap") -> None:
+    """Refuse a temporal difference `gap` frames apart on clips of at most `gap` frames
+    ({clip id: frames}): there every segment would take the same pair (the first and the last
+    frame), or a one-frame clip none, and the model would learn from a constant input without a
+    word. Names the shortest clip and how many are that short."""
+    short = {c: n for c, n in lengths.items() if n <= gap}
+    if short:
+        clip = min(short, key=lambda c: (short[c], c))
+        raise InputError(f"{source}: config key {key} is {gap}, but clip {clip!r} has only {short[clip]} "
+                         f"frame(s) ({len(short)} clip(s) have at most {gap}): a difference needs a clip "
+                         f"longer than the gap; set {key} below {short[clip]} or drop the short clips")
+
+
 def random_crop(rng: np.random.Generator, area=(0.56, 1.0), ratio=(3 / 4, 4 / 3)):
     """A crop (x0, y0, w, h) in unit coordinates of the compact box, like RandomResizedCrop."""
     for _ in range(10):
@@ -165,6 +178,8 @@ class ClipDataset(torch.utils.data.Dataset):
         for store in (self.keypoints, self.frames):
             if store is not None:
                 store.check_manifest(self.clips)
+        if self.gap and self.frames is not None:
+            check_frame_gap(self.gap, {c: self.frames.clip_length(c) for c in self.clip_ids}, frames_h5)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

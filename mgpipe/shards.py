@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .formats import child_node
 from .io import InputError, atomic_h5, atomic_path
 
 log = logging.getLogger(__name__)
@@ -54,20 +55,58 @@ def slices(manifest: pd.DataFrame, shards: int, source="manifest") -> list[pd.Da
     return [manifest[of == i] for i in range(shards)]
 
 
+# The slice folder is the shard command's own: it rewrites and removes numbered CSVs there, so
+# it writes only into a folder it made (marked by this file) or an empty one, never into a
+# folder of someone else's numbered CSVs. (Snakemake dates a directory output with its own
+# timestamp file inside it.)
+MARKER = ".mgpipe-shard-slices"
+_FOREIGN_OK = {MARKER, ".snakemake_timestamp"}
+
+
+def claim_folder(out_dir) -> None:
+    """Make `out_dir` the shard command's own (create it and its marker), or InputError: it
+    holds files and no marker (not a folder this command wrote), or is no folder at all."""
+    import os
+    import stat
+
+    from .io import check_replaceable, write_text
+
+    out_dir = Path(out_dir)
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise InputError(f"{out_dir}: --out-dir is not a folder (or is a symbolic link); give a "
+                         "folder the shard command may own")
+    marker = out_dir / MARKER
+    if out_dir.is_dir():
+        if os.path.lexists(marker):
+            if not stat.S_ISREG(os.lstat(marker).st_mode):
+                raise InputError(f"{marker}: the shard folder's marker is not a regular file")
+            return
+        foreign = sorted(set(os.listdir(out_dir)) - _FOREIGN_OK)
+        if foreign:
+            raise InputError(f"{out_dir}: refusing to write shard slices into a folder this command "
+                             f"did not make (it holds {foreign[0]!r}{' and more' if len(foreign) > 1 else ''}, "
+                             f"and no {MARKER}): give an empty or new --out-dir")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    check_replaceable(marker)
+    write_text(marker, "This folder holds the clip manifest's slices written by `mgpipe shard`,\n"
+                       "which rewrites and removes the numbered CSVs in it.\n")
+
+
 def write_slices(manifest: pd.DataFrame, shards: int, out_dir, source="manifest") -> dict:
     """One manifest slice per shard in out_dir (`<shard>.csv`); a slice whose bytes are already
     there is left untouched (its modification time too), and slices of shards beyond `shards`
-    (an earlier, larger data.shards) are removed. Returns counts per shard and what changed."""
+    (an earlier, larger data.shards) are removed. out_dir must be new, empty, or written by this
+    function before (claim_folder). Returns counts per shard and what changed."""
     parts = slices(manifest, shards, source)   # (checked before anything is written)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    claim_folder(out_dir)
     written, kept, rows, videos = [], [], [], []
     for i, part in enumerate(parts):
         text = part.to_csv(index=False).encode()
         path = slice_path(out_dir, i)
         rows.append(len(part))
         videos.append(int(part.video_id.nunique()))
-        if path.is_file() and path.read_bytes() == text:
+        if path.is_file() and not path.is_symlink() and path.read_bytes() == text:
             kept.append(i)
             continue
         with atomic_path(path) as tmp:
@@ -76,7 +115,7 @@ def write_slices(manifest: pd.DataFrame, shards: int, out_dir, source="manifest"
     removed = []
     for path in out_dir.iterdir():
         m = SLICE_NAME.match(path.name)
-        if m and int(m.group(1)) >= shards:
+        if m and int(m.group(1)) >= shards and path.is_file() and not path.is_symlink():
             path.unlink()
             removed.append(path.name)
     stats = {"shards": shards, "clips": rows, "videos": videos, "rewritten": written,
@@ -112,6 +151,22 @@ def _copy_root_attrs(src, dst) -> None:
         dst.attrs.create(name, src.attrs[name], dtype=src.attrs.get_id(name).dtype)
 
 
+def _check_own_data(parent, name: str, path, noun: str, where: str) -> None:
+    """Refuse a link other than a hard link anywhere under parent[name] (soft, external,
+    user-defined), and a dataset whose bytes live in another file (external storage, virtual)."""
+    import h5py
+
+    node = child_node(parent, name, path, noun, where)
+    if isinstance(node, h5py.Group):
+        for child in node.keys():
+            _check_own_data(node, child, path, noun, f"{where}/{child}")
+    elif isinstance(node, h5py.Dataset):
+        if node.is_virtual:
+            raise InputError(f"{path}: {where} is a virtual dataset (its data lives in other files); refused")
+        if node.id.get_create_plist().get_external_count():
+            raise InputError(f"{path}: {where} keeps its data in another file: external storage is refused")
+
+
 def gather(kind: str, shard_stores, out_h5) -> dict:
     """Shard stores of one kind ("frames" or "keypoints") -> one store at out_h5 (atomically).
 
@@ -141,10 +196,15 @@ def gather(kind: str, shard_stores, out_h5) -> dict:
                                 "written with other settings; rerun their stage")
                 if "clips" not in src:
                     continue
-                names = list(src["clips"].keys())
+                group = child_node(src, "clips", path, module.Reader.NOUN, "clips")
+                names = list(group.keys())
                 for name in names:
                     if name in out_clips:
                         raise InputError(f"{path}: clip {name!r} is also in another shard store")
+                    # H5Ocopy would follow a link and copy another file's (or object's) data
+                    # into the gathered store: every object of the clip is reached by a hard
+                    # link and keeps its data in this file
+                    _check_own_data(group, name, path, module.Reader.NOUN, f"clips/{name}")
                     h5py.h5o.copy(src.id, f"clips/{name}".encode(), out.id, f"clips/{name}".encode())
                 clips += len(names)
             finally:

@@ -19,10 +19,11 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoints, imbalance, specs
+from .formats import frames as frame_store
 from .formats import keypoints as keypoint_store
 from .inference import predict, top1
 from .transfer import init as transfer_init
-from .samples import check_stores, keypoint_channels, make_loader, model_samples
+from .samples import check_frame_gap, check_stores, keypoint_channels, make_loader, model_samples
 from .fingerprint import training_fingerprint
 from .clips import read_manifest
 from .io import InputError, atomic_path
@@ -46,6 +47,25 @@ def lr_at(epoch: float, optim: dict) -> float:
     if epoch < optim["warmup_epochs"]:
         lr *= (epoch + 1e-3) / optim["warmup_epochs"]
     return lr
+
+
+def check_labels(manifest, classes: list[dict], manifest_csv, classes_csv) -> None:
+    """Every clip's label is an output of the class table (an integer 0..K-1): a label outside it
+    would end training in an index error deep in the loss (or train on a class that has no
+    output, on the GPU, as a device-side assert)."""
+    import numpy as np
+    import pandas as pd
+
+    if "label" not in manifest.columns:
+        raise InputError(f"{manifest_csv}: not a clip manifest (no label column)")
+    values = pd.to_numeric(manifest.label, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~(np.isfinite(values) & (values == np.round(values)) & (values >= 0) & (values < len(classes)))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        clip = manifest.clip_id.iloc[i] if "clip_id" in manifest.columns else f"row {i + 1}"
+        raise InputError(f"{manifest_csv}: clip {clip!r} has label {str(manifest.label.iloc[i])!r}, outside the "
+                         f"{len(classes)} classes of {classes_csv} (labels 0..{len(classes) - 1}; "
+                         f"{int(bad.sum())} clip(s) in all): the manifest and class table are not of one run")
 
 
 def run(name: str, config: dict, *, state_dir, **job) -> dict:
@@ -83,6 +103,12 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
     classes = checkpoints.class_table(classes_csv)
     num_classes = len(classes)
     check_stores(spec, manifest, frames_h5=frames_h5, keypoints_h5=keypoints_h5)
+    check_labels(manifest, classes, manifest_csv, classes_csv)
+    gap = config[spec.frame_input]["gap"] if spec.frame_input and "gap" in config[spec.frame_input] else 0
+    if gap:   # every split's clips, the test split's too: not only once the test stage runs
+        with contextlib.closing(frame_store.Reader(frames_h5)) as store:
+            check_frame_gap(gap, {c: store.clip_length(c) for c in manifest.clip_id.astype(str)}, frames_h5,
+                            f"{spec.frame_input}.gap")
     arch = spec.network(config, keypoint_channels(keypoints_h5))
     # what the model is trained on, kept in every checkpoint (predict and test hold data to it)
     layout = keypoint_store.Reader(keypoints_h5).layout

@@ -20,6 +20,7 @@ from ..io import InputError, atomic_path, read_csv_table
 
 VERSION = 2
 KEYS = ("clip_id", "split", "label")
+SUM_TOLERANCE = 1e-3   # how far a row's probabilities may sum from 1 (beyond the written rounding)
 
 
 def table(rows: pd.DataFrame, probs: dict, classes: list[dict]) -> pd.DataFrame:
@@ -82,6 +83,19 @@ def read(path) -> pd.DataFrame:
     v = values.to_numpy(dtype=np.float64)
     if not np.isfinite(v).all() or (v < 0).any() or (v > 1 + 1e-6).any():
         raise InputError(f"{path}: probabilities must be finite and within [0, 1]")
+    twice = frame.clip_id[frame.clip_id.duplicated()]
+    if len(twice):
+        raise InputError(f"{path}: clip {twice.iloc[0]!r} has more than one row (a score file holds one row per clip)")
+    for s in streams_of(frame):
+        cols = [c for c in frame.columns if c not in KEYS and c.split(":", 1)[0] == s]
+        sums = frame[cols].to_numpy(dtype=np.float64).sum(1)
+        # (written with 6 decimals: K rounded values are off by at most K * 5e-7)
+        tolerance = max(SUM_TOLERANCE, len(cols) * 1e-6)
+        off = np.flatnonzero(np.abs(sums - 1) > tolerance)
+        if len(off):
+            i = off[0]
+            raise InputError(f"{path}: clip {frame.clip_id.iloc[i]!r}: the {s} probabilities sum to "
+                             f"{sums[i]:.4g}, not 1 (a score row is a probability distribution)")
     return frame
 
 

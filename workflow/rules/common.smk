@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from mgpipe import config as mgconfig
+from mgpipe import plan as mgplan
 from mgpipe.runtime import slurm_gpu_count
 from mgpipe import specs
 from mgpipe.io import InputError
@@ -14,6 +15,14 @@ from mgpipe.pose_backends import reads_frames
 from mgpipe.transfer import init as transfer_init
 
 try:
+    # Snakemake's own YAML load keeps the last of a key written twice: each config file it read
+    # (the Snakefile's configfile and every --configfile) goes through mgpipe's loader too,
+    # which refuses that (and bounds the file's size), before the merged config is validated.
+    for _file in workflow.configfiles:
+        try:
+            mgconfig.load_yaml(_file)
+        except FileNotFoundError:
+            pass   # (Snakemake said so already)
     mgconfig.validate(config, "config")
 except mgconfig.ConfigError as e:
     # One line naming the key, not a traceback.
@@ -85,11 +94,14 @@ SPECS = {m: specs.get(m) for m in MODELS}
 # Init files the config names (init.<model>): checked here, before anything runs (missing,
 # hostile or of no supported form: one line), and rule inputs, so a new file retrains the model.
 INIT = {}
+INIT_KEYS = {}
 # (init.<model>, or the key the model's spec names: swin.weights, a file or a torchvision weight name)
 for _model in MODELS:
     _path, _layout = transfer_init.entry(config, _model)
     _key = transfer_init.weights_key(_model)
-    if _path is not None and os.path.normpath(_path) == os.path.normpath(f"{R}/models/{_model}/model.pt"):
+    if _path is not None and os.path.realpath(_path) == os.path.realpath(f"{R}/models/{_model}/model.pt"):
+        # (early, before the file is read; every output of the run is compared at the end of
+        # the Snakefile: check_init_outputs)
         sys.exit(f"mgpipe: config key {_key}: {_path} is the model this run trains")
     try:
         if _layout is not None:
@@ -99,6 +111,7 @@ for _model in MODELS:
         sys.exit(f"mgpipe: config key {_key}: {e}")
     if _path is not None:
         INIT[_model] = str(_path)
+        INIT_KEYS[_model] = _key
 MERGED = [m for m in MODELS if SPECS[m].init == "merge" and m not in INIT]
 # Pose-only mode trains no RGB or fused network: the ensemble keeps the members it has.
 ENSEMBLE = dict(config["ensemble"])
@@ -249,3 +262,14 @@ def shard_slice(wildcards):
     if os.path.isfile(path):
         return path
     return os.path.join(checkpoints.shard_clips.get().output.slices, f"{wildcards.shard}.csv")
+
+
+def check_init_outputs():
+    """Every init file against every output of this run's rules, by real path (mgpipe/plan.py):
+    an output of the run is refused (Snakemake would remove it before its job), another model's
+    model.pt becomes that output as its rule spells it (a dependency), and a cycle is refused.
+    Called at the end of the Snakefile, once every rule is defined: before any job."""
+    try:
+        INIT.update(mgplan.check_inits(INIT, INIT_KEYS, R, list(workflow.rules)))
+    except InputError as e:
+        sys.exit(f"mgpipe: {e}")
