@@ -29,7 +29,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import pickle
 import sys
 import time
 from pathlib import Path
@@ -44,36 +43,19 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.bench_common import bench_arguments, load_bench, mean_sd, prepare, train_and_score  # noqa: E402
 from mgpipe.clips import write_csv  # noqa: E402
 from mgpipe.config import validate  # noqa: E402
-from mgpipe.io import atomic_path  # noqa: E402
-from mgpipe.layouts import convert, get_layout  # noqa: E402
+from mgpipe.skeleton_sources import combine  # noqa: E402
 
 CONFIG = ROOT / "benchmarks" / "transfer.yaml"
 FEW_MARGIN = 0.05  # fine-tuning must beat scratch by this much with few clips per class
 
 
-def load_pickle(path) -> dict:
-    from mgpipe.skeleton_io import _dataset_pickle  # the safe unpickler
-
-    split, annotations = _dataset_pickle(Path(path))
-    return {"split": split, "annotations": annotations}
-
-
 def pretraining_pickle(bench: dict, sources: list[str], out: Path) -> Path:
-    """Every clip of the source datasets in the pretraining layout, labels side by side."""
-    dst = get_layout(bench["pretrain_layout"])
-    annotations, offset = [], 0
-    for name in sources:
-        spec = bench["datasets"][name]
-        data, src = load_pickle(ROOT / spec["pickle"]), get_layout(spec["layout"])
-        for ann in data["annotations"]:
-            kp = np.concatenate([ann["keypoint"], ann["keypoint_score"][..., None]], axis=-1)
-            kp = convert(kp, src, dst)
-            annotations.append({**ann, "frame_dir": f"{name}_{ann['frame_dir']}", "label": offset + int(ann["label"]),
-                                "keypoint": kp[..., :2].astype(np.float32),
-                                "keypoint_score": kp[..., 2].astype(np.float32)})
-        offset += 1 + max(int(a["label"]) for a in data["annotations"])
-    with atomic_path(out) as tmp, open(tmp, "wb") as f:
-        pickle.dump({"split": {"train": [a["frame_dir"] for a in annotations]}, "annotations": annotations}, f)
+    """Every clip of the source datasets (both of their splits, as training clips) in the
+    pretraining layout, labels side by side: mgpipe's several-pickles stage (dataset.skeletons as
+    a list), as a user's config would run it."""
+    everything = {name: "train" for name in bench["split_map"]}
+    combine([{"path": str(ROOT / bench["datasets"][name]["pickle"]), "layout": bench["datasets"][name]["layout"],
+              "name": name, "split_map": everything} for name in sources], bench["pretrain_layout"], out)
     return out
 
 

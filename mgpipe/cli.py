@@ -138,6 +138,17 @@ def cmd_shard(args):
     write_slices(manifest, args.shards, args.out_dir, source=args.manifest)
 
 
+def cmd_combine_skeletons(args):
+    from .skeleton_sources import combine
+
+    try:
+        spec = json.loads(args.sources_json)
+        entries, layout = spec["sources"], spec["layout"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise InputError(f"--sources-json: expected {{sources: [...], layout: ...}} ({e})") from None
+    combine(entries, layout, args.out)
+
+
 def cmd_gather(args):
     from .shards import gather
 
@@ -551,6 +562,12 @@ def _shard_slices(folder, args) -> list[str]:
     return [os.path.join(folder, f"{i}.csv") for i in range(args.shards)]
 
 
+def _p_combine_skeletons(p):
+    p.add_argument("--sources-json", required=True,
+                   help="{sources: dataset.skeletons as a list, layout: pose.layout} as JSON (what the workflow passes)")
+    _arg(p, "--out", required=True, writes=True, help="the combined pickle")
+
+
 def _p_gather(p):
     p.add_argument("kind", choices=("frames", "keypoints"), help="which store")
     _arg(p, "stores_in", nargs="+", metavar="STORE", reads=True, help="the shard stores, in shard order")
@@ -606,6 +623,8 @@ _COMMAND_TABLE = [
      "dataset.demo; also a workflow stage)", _p_demo_data, "cmd_demo_data"),
     ("photo-video", "data and tools", "a pan-and-zoom video of a real photo that ships in a package",
      _p_photo_video, "cmd_photo_video"),
+    ("combine-skeletons", "workflow stages", "several skeleton pickles -> one, in pose.layout by joint name, "
+     "labels side by side (dataset.skeletons as a list)", _p_combine_skeletons, "cmd_combine_skeletons"),
     ("clips", "workflow stages", "clip manifest from a label table (dataset.kind format) and a split",
      _p_clips, "cmd_clips"),
     ("decode", "workflow stages", "videos -> HDF5 store of JPEG frames per clip (settings: decode)",

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent
 # references of this module, which config.code_digest, and so training, imports.)
 STAGE_ENTRY = {"demo_data": "demo_data", "clips": "clips", "decode": "decode", "pose": "pose",
                "heatmaps": "heatmaps", "shards": "shards", "train": "train", "merge": "merge",
-               "test": "evaluate", "ensemble": "ensemble"}
+               "test": "evaluate", "ensemble": "ensemble", "skeleton_sources": "skeleton_sources"}
 
 
 def read_source(path: Path) -> bytes:

@@ -18,7 +18,7 @@ DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_common import prepare, train_and_score  # noqa: E402
-from benchmarks.bench_transfer import CONFIG, few_shot, load_pickle, pretraining_pickle, regime_settings  # noqa: E402
+from benchmarks.bench_transfer import CONFIG, few_shot, pretraining_pickle, regime_settings  # noqa: E402
 
 BENCH = yaml.safe_load(CONFIG.read_text())
 needs_data = pytest.mark.skipif(not all((ROOT / d["pickle"]).is_file() for d in BENCH["datasets"].values()),
@@ -30,7 +30,11 @@ def test_pretraining_set_of_kard_is_florence_and_utkinect_side_by_side(tmp_path)
     out = pretraining_pickle(BENCH, ["florence", "utkinect"], tmp_path / "pre.pkl")
     with open(out, "rb") as f:
         pre = pickle.load(f)
-    florence, utk = (load_pickle(ROOT / BENCH["datasets"][n]["pickle"])["annotations"] for n in ("florence", "utkinect"))
+    def annotations(name):
+        with open(ROOT / BENCH["datasets"][name]["pickle"], "rb") as f:   # the real data, trusted here
+            return pickle.load(f)["annotations"]
+
+    florence, utk = annotations("florence"), annotations("utkinect")
     anns = pre["annotations"]
     assert len(anns) == len(florence) + len(utk) and not list(tmp_path.glob("*.partial"))
     assert sorted({a["label"] for a in anns}) == list(range(9 + 10))       # 9 Florence classes, then UTKinect's 10

@@ -9,6 +9,7 @@ from mgpipe import config as mgconfig
 from mgpipe import plan as mgplan
 from mgpipe.runtime import slurm_gpu_count
 from mgpipe import specs
+from mgpipe import skeleton_sources as mgsources
 from mgpipe.io import InputError
 from mgpipe.layouts import get_layout
 from mgpipe.pose_backends import reads_frames
@@ -29,6 +30,23 @@ except mgconfig.ConfigError as e:
     sys.exit(f"mgpipe: {e}")
 
 R = config["results"]
+# Several skeleton pickles (dataset.skeletons as a list, kind pyskl): the combine_skeletons rule
+# writes them as one pickle in pose.layout (mgpipe/skeleton_sources.py), which every later stage
+# reads as it reads one pickle: so the config names that pickle from here on.
+SKELETON_SOURCES = None
+if isinstance(config["dataset"]["skeletons"], list):
+    if config["dataset"]["kind"] != "pyskl":
+        sys.exit("mgpipe: config key dataset.skeletons: a list of pickles is a dataset of its own "
+                 "(dataset.kind pyskl, mode pose, pose.backend pickle)")
+    try:
+        SKELETON_SOURCES = mgsources.sources(config["dataset"]["skeletons"])
+    except InputError as e:
+        sys.exit(f"mgpipe: config key dataset.skeletons: {e}")
+    config["dataset"]["skeletons"] = f"{R}/skeletons.pkl"
+    config["dataset"]["split_map"] = None   # the combined pickle's splits are train/val/test
+    config["dataset"]["class_names"] = (config["dataset"]["class_names"]
+                                        or mgsources.class_names(SKELETON_SOURCES))
+    config["pose"]["pickle_layout"] = config["pose"]["layout"]
 DS = config["dataset"]
 DEMO = DS["kind"] == "demo"
 POSE_ONLY = config["mode"] == "pose"
@@ -73,7 +91,7 @@ else:
                 why = f"when dataset.kind is {DS['kind']}"
             sys.exit(f"mgpipe: config key {name} must be set {why}")
     for key, value in DATA.items():
-        if value and not Path(value).exists():
+        if value and not Path(value).exists() and not (key == "skeletons" and SKELETON_SOURCES):
             name = "dataset.label_table" if key == "labels" else f"dataset.{key}"
             sys.exit(f"mgpipe: config key {name}: {value} does not exist")
 

@@ -25,6 +25,24 @@ if DEMO:
             "mgpipe demo-data {params.out:q} --config-json {params.cfg:q} 2> {log:q}"
 
 
+if SKELETON_SOURCES:
+
+    rule combine_skeletons:
+        input:
+            [source["path"] for source in SKELETON_SOURCES],
+        output:
+            pickle=f"{R}/skeletons.pkl",
+        params:
+            cfg=mgconfig.canonical({"sources": SKELETON_SOURCES, "layout": POSE["layout"]}),
+            code=code("skeleton_sources"),
+        log:
+            f"{R}/logs/combine_skeletons.log",
+        conda:
+            "../envs/mgpipe.yaml"
+        shell:
+            "mgpipe combine-skeletons --sources-json {params.cfg:q} --out {output.pickle:q} 2> {log:q}"
+
+
 rule clips:
     input:
         **{k: v for k, v in DATA.items() if v},
