@@ -563,8 +563,15 @@ def _shard_slices(folder, args) -> list[str]:
 
 
 def _p_combine_skeletons(p):
-    p.add_argument("--sources-json", required=True,
-                   help="{sources: dataset.skeletons as a list, layout: pose.layout} as JSON (what the workflow passes)")
+    _arg(p, "--sources-json", required=True, reads=_source_pickles,
+         help="{sources: dataset.skeletons as a list, layout: pose.layout} as JSON (what the workflow passes)")
+
+
+def _source_pickles(text, args) -> list[str]:
+    try:
+        return [str(s["path"]) for s in json.loads(text)["sources"]]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return []   # (cmd_combine_skeletons says what is wrong)
     _arg(p, "--out", required=True, writes=True, help="the combined pickle")
 
 
