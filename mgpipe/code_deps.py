@@ -7,7 +7,7 @@ listed by hand (a hand-kept list drifts: one left imbalance.py out of training).
 by static analysis (Python's `ast`, nothing imported or run, so the result is deterministic and
 cheap), transitively from the stage's entry module, within the package:
 
-- `import mgpipe.a.b`, `from mgpipe.a import b`, `from . import b`, `from ..a import b` at
+- `import <package>.a.b`, `from <package>.a import b`, `from . import b`, `from ..a import b` at
   module level and inside functions (the stages import lazily); importing a module also runs
   the `__init__.py` of every package above it;
 - a string naming a module of the package (`"mgpipe.pose_backends.worker"`, run as
