@@ -565,6 +565,7 @@ def _shard_slices(folder, args) -> list[str]:
 def _p_combine_skeletons(p):
     _arg(p, "--sources-json", required=True, reads=_source_pickles,
          help="{sources: dataset.skeletons as a list, layout: pose.layout} as JSON (what the workflow passes)")
+    _arg(p, "--out", required=True, writes=True, help="the combined pickle")
 
 
 def _source_pickles(text, args) -> list[str]:
@@ -572,7 +573,6 @@ def _source_pickles(text, args) -> list[str]:
         return [str(s["path"]) for s in json.loads(text)["sources"]]
     except (json.JSONDecodeError, KeyError, TypeError):
         return []   # (cmd_combine_skeletons says what is wrong)
-    _arg(p, "--out", required=True, writes=True, help="the combined pickle")
 
 
 def _p_gather(p):
