@@ -162,6 +162,11 @@ def _tensor_problem(t: torch.Tensor) -> str | None:
         return "a quantized tensor"
     if t.is_complex():
         return f"a complex tensor ({str(t.dtype).removeprefix('torch.')}; no parameter is complex)"
+    if t.numel() * t.element_size() > t.untyped_storage().nbytes():
+        # a broadcast view (stride 0) claims more values than the file holds: checking or copying
+        # it would allocate them all (a state dict's tensors are stored whole)
+        return (f"a tensor of shape {tuple(t.shape)} over {t.untyped_storage().nbytes()} stored bytes "
+                "(a broadcast view, which no checkpoint holds)")
     if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
         bad = t[~torch.isfinite(t)]
         kind = "NaN" if bool(torch.isnan(bad).any()) else "infinite values"
@@ -182,7 +187,7 @@ def check_tensors(obj, path, what: str = "checkpoint") -> None:
         if isinstance(value, torch.Tensor):
             problem = _tensor_problem(value)
             if problem:
-                raise InputError(f"{path}: {what} refused: {key or 'it'} holds {problem}")
+                raise InputError(f"{path}: {what} refused: tensor {key} holds {problem}")
         elif isinstance(value, dict):
             stack.extend((f"{key}.{k}" if key else str(k), v) for k, v in value.items())
         elif isinstance(value, (list, tuple)):
