@@ -183,7 +183,7 @@ def test_a_weight_name_not_cached_or_of_another_hash_is_one_line(swin, monkeypat
         transfer_init.check_weights(config, "swin")
     cached = tmp_path / "empty" / "hub" / "checkpoints" / "swin3d_t-7615ae03.pth"
     assert str(e.value) == (
-        f"swin.weights KINETICS400_V1: swin3d_t-7615ae03.pth is not in torch's cache ({cached.parent}); "
+        f"torchvision weight KINETICS400_V1: swin3d_t-7615ae03.pth is not in torch's cache ({cached.parent}); "
         "mgpipe does not download in a job: fetch it once with python -c \"import torch; torch.hub."
         f"download_url_to_file('https://download.pytorch.org/models/swin3d_t-7615ae03.pth', '{cached}')\" "
         "(or set swin.weights to the file)")
@@ -193,7 +193,7 @@ def test_a_weight_name_not_cached_or_of_another_hash_is_one_line(swin, monkeypat
                   lambda: transfer_init.initialise(model, arch, "KINETICS400_V1")):
         with pytest.raises(InputError) as e:
             check()
-        assert str(e.value).startswith(f"{cached}: swin.weights KINETICS400_V1: the file's sha256 ")
+        assert str(e.value).startswith(f"{cached}: torchvision weight KINETICS400_V1: the file's sha256 ")
         assert "does not begin with 00000000" in str(e.value) and "\n" not in str(e.value)
     assert torch.equal(model.net.patch_embed.proj.weight, before)
 

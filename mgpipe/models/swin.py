@@ -132,7 +132,7 @@ def cached_file(name: str, variant: str) -> Path:
     path, url = cache_path(name, variant), published_url(name, variant)
     if not path.is_file():
         raise InputError(
-            f"swin.weights {name}: {path.name} is not in torch's cache ({path.parent}); mgpipe does not "
+            f"torchvision weight {name}: {path.name} is not in torch's cache ({path.parent}); mgpipe does not "
             f"download in a job: fetch it once with python -c \"import torch; torch.hub."
             f"download_url_to_file('{url}', '{path}')\" (or set swin.weights to the file)")
     found = _HASH_IN_NAME.search(path.name)
@@ -142,7 +142,7 @@ def cached_file(name: str, variant: str) -> Path:
             for block in iter(lambda: f.read(2**22), b""):
                 digest.update(block)
         if not digest.hexdigest().startswith(found.group(1)):
-            raise InputError(f"{path}: swin.weights {name}: the file's sha256 {digest.hexdigest()[:12]}... does "
+            raise InputError(f"{path}: torchvision weight {name}: the file's sha256 {digest.hexdigest()[:12]}... does "
                              f"not begin with {found.group(1)}, the hash torchvision publishes for it "
                              f"(another or a damaged file): delete it and fetch {url} again")
     return path
