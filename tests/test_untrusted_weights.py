@@ -207,7 +207,7 @@ def test_a_deflated_record_that_would_inflate_to_1_gib_is_refused_within_200_mb(
     proc = subprocess.run([sys.executable, "-c", control, str(bomb)], capture_output=True, text=True, timeout=300)
     unguarded = int(proc.stdout.split()[-1]) * 1024
     print(f"  the same file through torch.load directly: ru_maxrss growth {unguarded / 2**20:.0f} MB")
-    assert unguarded > 4 * MEMORY_GROWTH_BOUND
+    assert unguarded > 2 * MEMORY_GROWTH_BOUND
 
 
 def test_zip_records_torch_never_writes_are_refused_before_torch_reads_them(real, tmp_path):
