@@ -31,7 +31,13 @@ RNG state are tensors and plain values too.
 torch checkpoints are pickles, and a pickle can run any code while it loads. Every load here
 therefore uses torch's restricted unpickler (`weights_only=True`), which builds tensors and
 plain containers only and refuses any other global: a hostile file is refused with one line
-that names it, before any of its code can run.
+that names it, before any of its code can run. Before torch reads a byte, the container is
+checked (_check_container): only torch's zip format with stored records no larger than the file
+(a deflated record is a memory bomb; the legacy format sizes storages by its own claims), and a
+file that is no checkpoint at all (HDF5, gzip, CSV, a plain pickle) is named for what it looks
+like. After loading, every tensor must be dense, hold values, be real and finite
+(check_tensors): no NaN or infinite value enters a model; fit_problem refuses integer, boolean
+or complex values for a floating-point parameter instead of casting them.
 """
 
 from __future__ import annotations
