@@ -57,7 +57,7 @@ def score_model(checkpoint, config: dict, *, manifest_csv, frames_h5, keypoints_
                              keypoints_h5=keypoints_h5, views=tcfg["views"], flip=tcfg["flip"])
         loader = make_loader(data, tcfg["batch_size"], device=device, workers=config["train"]["workers"])
         probs = predict(model, spec, loader, device, channels_last=channels_last, progress=progress,
-                        desc=f"{name} {split}", logit_offset=offset)
+                        desc=f"{name} {split}", logit_offset=offset, source=checkpoint)
         tables.append(scores.table(data.clips, {k: p.numpy() for k, p in probs.items()}, ckpt["classes"]))
         summary.update({f"{split}_top1_{k}": round(top1(p, data.labels), 4) for k, p in probs.items()})
     scores.write(out_csv, tables)

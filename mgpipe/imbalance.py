@@ -22,6 +22,7 @@ import torch
 
 from .io import InputError
 
+MAX_CLIPS = 10**12   # clips of one class a recorded count may claim (float64 holds it exactly)
 SAMPLING_POWERS = {"none": 0.0, "sqrt": -0.5, "inverse": -1.0}
 
 
@@ -63,11 +64,15 @@ def logit_offset(ckpt: dict, path, tau: float) -> torch.Tensor | None:
         return None
     counts = ckpt.get("train_class_counts")
     if not (isinstance(counts, list) and len(counts) == ckpt["num_classes"]
-            and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts)
-            and sum(counts) > 0):
+            and all(isinstance(c, int) and not isinstance(c, bool) for c in counts) and sum(counts) > 0):
         raise InputError(f"{path}: test.logit_adjust is {tau} but the checkpoint records no training "
                          "class counts (written by an older mgpipe, or merged weights): retrain it, "
                          "or set test.logit_adjust: 0")
+    odd = next((c for c in counts if not 0 <= c <= MAX_CLIPS), None)
+    if odd is not None:
+        shown = f"{str(odd)[:12]}... ({len(str(odd))} digits)" if len(str(odd)) > 15 else str(odd)
+        raise InputError(f"{path}: its recorded training class counts hold {shown}, not a clip count "
+                         f"(0..{MAX_CLIPS}): the record is damaged; retrain it, or set test.logit_adjust: 0")
     prior = np.maximum(np.asarray(counts, dtype=np.float64), 1.0)
     prior /= prior.sum()
     return torch.tensor(tau * np.log(prior), dtype=torch.float32)

@@ -173,15 +173,16 @@ def video_probabilities(video, checkpoint, config: dict, *, skeletons=None, wind
                              keypoints_h5=tmp / "keypoints.h5", views=config["test"]["views"],
                              flip=config["test"]["flip"])
         offset = imbalance.logit_offset(ckpt, checkpoint, config["test"]["logit_adjust"])
-        probs = _model_probs(model, spec, data, config, progress, offset)
+        probs = _model_probs(model, spec, data, config, progress, offset, source=checkpoint)
     return probs, win, name
 
 
-def _model_probs(model, spec, data, config, progress, logit_offset=None) -> np.ndarray:
+def _model_probs(model, spec, data, config, progress, logit_offset=None, source="the model") -> np.ndarray:
     device = pick_device(config["train"]["device"])
     model.to(device)
     loader = make_loader(data, config["test"]["batch_size"], device=device, workers=0)
-    streams = predict(model, spec, loader, device, progress=progress, desc=spec.name, logit_offset=logit_offset)
+    streams = predict(model, spec, loader, device, progress=progress, desc=spec.name,
+                      logit_offset=logit_offset, source=source)
     return specs.combine_streams(streams).numpy()  # a fused network's streams 1:1
 
 

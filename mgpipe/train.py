@@ -138,8 +138,12 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
     # mapped, shapes checked, what is loaded / fresh / ignored logged and kept in the checkpoint.
     init_report, init_layout = None, transfer_init.entry(config, name)[1]
     named = transfer_init.weight_name(config, name)  # a torchvision weight name (swin.weights)
-    if init is not None or named:
-        init_report = transfer_init.initialise(model, arch, init if init is not None else named,
+    if init is None and named:   # its file in torch's cache, hash checked (never downloaded), so
+        from .models.swin import cached_file   # that the file is in the fingerprint below
+
+        init = cached_file(named, arch["variant"])
+    if init is not None:
+        init_report = transfer_init.initialise(model, arch, init,
                                                channels=spec.inputs[-1], target_layout=layout,
                                                source_layout=init_layout)
         if main:
@@ -240,12 +244,19 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
         if not all(math.isfinite(v) for v in loss_sums):
             raise TrainingDiverged(f"{name}: the training loss became {loss_sums[0] / max(seen, 1)} in "
                                    f"epoch {epoch + 1}; lower the learning rate ({optim['lr']})")
+        # (the init file was checked finite: what became non-finite here, training made so)
+        broken = next((k for k, t in model.state_dict().items()
+                       if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+        if broken is not None:
+            raise TrainingDiverged(f"{name}: the model's {broken} became NaN or infinite in epoch "
+                                   f"{epoch + 1}; lower the learning rate ({optim['lr']})")
         row = {"epoch": epoch + 1, "lr": round(lr_at(epoch, optim), 8),
                **{f"train_{k}": round(v / max(seen, 1), 6) for k, v in zip(part_names or [], loss_sums)},
                **{f"train_top1_{s}": round(c / max(seen, 1), 6) for s, c in zip(stream_names, correct_sums)}}
         if has_val:
             # Every process validates the whole split (no collectives inside), so all agree on "best".
-            probs = predict(model, spec, val_loader, device, amp=amp, channels_last=channels_last)
+            probs = predict(model, spec, val_loader, device, amp=amp, channels_last=channels_last,
+                            source=name)
             row.update({f"val_top1_{s}": round(top1(p, val_set.labels), 6) for s, p in probs.items()})
             score = top1(specs.combine_streams(probs), val_set.labels)
             row["val_top1"] = round(score, 6)

@@ -131,20 +131,71 @@ def test_a_torchvision_state_dict_file_loads_with_the_head_replaced_and_logged(s
     assert f"{len(source) - 2} tensors loaded" in caplog.text
 
 
-def test_a_weight_name_loads_through_torchvision_without_a_file(swin, monkeypatch, tmp_path):
+def _cache_with(monkeypatch, tmp_path, source, digest=None):
+    """TORCH_HOME at tmp_path with `source` as the cached file of swin3d_t's KINETICS400_V1; its
+    published name (the URL's file name) carries the file's own sha256 prefix (or `digest`), as
+    torchvision's real names do (swin3d_t-7615ae03.pth): the real file is 120 MB and offline here."""
+    import hashlib
+
+    from mgpipe.models import swin as swin_module
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(source, cache / "staging.pth")
+    digest = digest or hashlib.sha256((cache / "staging.pth").read_bytes()).hexdigest()[:8]
+    (cache / "staging.pth").rename(cache / f"swin3d_t-{digest}.pth")
+    monkeypatch.setattr(swin_module, "published_url",
+                        lambda name, variant: f"https://download.pytorch.org/models/swin3d_t-{digest}.pth")
+    return cache / f"swin3d_t-{digest}.pth"
+
+
+def test_a_weight_name_is_its_hash_checked_file_in_torchs_cache(swin, monkeypatch, tmp_path):
+    """A weight name resolves to the cached file (read with mgpipe's restricted loader, never
+    torchvision's get_state_dict); nothing is downloaded; a file named like the weight in the
+    working folder is never taken for it."""
     from mgpipe.models.swin import weights_enum
 
     model, arch, source = swin
     enum = weights_enum("t")
-    monkeypatch.setattr(enum, "get_state_dict", lambda self, progress=True: source)  # no download here
+    monkeypatch.setattr(enum, "get_state_dict", lambda *a, **k: pytest.fail("torchvision's loader used"))
+    cached = _cache_with(monkeypatch, tmp_path, source)
     monkeypatch.chdir(tmp_path)
+    torch.save({"patch_embed.proj.weight": torch.zeros(1)}, tmp_path / "KINETICS400_V1")  # never read
     report = transfer_init.initialise(model, arch, "KINETICS400_V1")
     assert report["format"] == "torchvision Swin3D_T_Weights.KINETICS400_V1" and len(report["fresh"]) == 2
+    assert report["source"] == str(cached)
+    assert torch.equal(model.net.patch_embed.proj.weight, source["patch_embed.proj.weight"])
     config = defaults()
     config["swin"].update(variant="t", weights="KINETICS400_V1", enabled=True)
     assert transfer_init.weight_name(config, "swin") == "KINETICS400_V1"
-    assert transfer_init.entry(config, "swin") == (None, None)
+    assert transfer_init.entry(config, "swin") == (cached, None)   # the rule's input
+    transfer_init.check_weights(config, "swin")
     assert transfer_init.weights_key("swin") == "swin.weights" and transfer_init.weights_key("motion") == "init.motion"
+
+
+def test_a_weight_name_not_cached_or_of_another_hash_is_one_line(swin, monkeypatch, tmp_path):
+    model, arch, source = swin
+    config = defaults()
+    config["swin"].update(variant="t", weights="KINETICS400_V1", enabled=True)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    with pytest.raises(InputError) as e:
+        transfer_init.check_weights(config, "swin")
+    cached = tmp_path / "empty" / "hub" / "checkpoints" / "swin3d_t-7615ae03.pth"
+    assert str(e.value) == (
+        f"torchvision weight KINETICS400_V1: swin3d_t-7615ae03.pth is not in torch's cache ({cached.parent}); "
+        "mgpipe does not download in a job: fetch it once with python -c \"import torch; torch.hub."
+        f"download_url_to_file('https://download.pytorch.org/models/swin3d_t-7615ae03.pth', '{cached}')\" "
+        "(or set swin.weights to the file)")
+    cached = _cache_with(monkeypatch, tmp_path, source, digest="00000000")
+    before = model.net.patch_embed.proj.weight.detach().clone()
+    for check in (lambda: transfer_init.check_weights(config, "swin"),
+                  lambda: transfer_init.initialise(model, arch, "KINETICS400_V1")):
+        with pytest.raises(InputError) as e:
+            check()
+        assert str(e.value).startswith(f"{cached}: torchvision weight KINETICS400_V1: the file's sha256 ")
+        assert "does not begin with 00000000" in str(e.value) and "\n" not in str(e.value)
+    assert torch.equal(model.net.patch_embed.proj.weight, before)
 
 
 class _Hostile:
@@ -154,7 +205,7 @@ class _Hostile:
 
 @pytest.mark.parametrize("content, expected", [
     ("hostile", "refused: it references"),
-    ("text", "Video Swin weights file refused: it holds pickle operation"),
+    ("text", "not a PyTorch checkpoint (looks like text); Video Swin weights file must be written by torch.save"),
     ("numbers", "not a state dict of tensors"),
     ("variant", "weights of another Swin3D variant"),
 ])
@@ -172,9 +223,8 @@ def test_bad_weights_files_are_refused_in_one_line(swin, tmp_path, content, expe
     before = model.net.patch_embed.proj.weight.detach().clone()
     config = defaults()
     config["swin"].update(variant="t", weights=str(path))
-    checks = [lambda: transfer_init.initialise(model, arch, path)]
-    if content != "variant":  # (a sound file: its shapes are checked against the model as it loads)
-        checks.append(lambda: transfer_init.check_weights(config, "swin"))
+    # (the plan-time check too: the variant's shapes are checked on a model on the meta device)
+    checks = [lambda: transfer_init.initialise(model, arch, path), lambda: transfer_init.check_weights(config, "swin")]
     for check in checks:
         with pytest.raises(InputError) as e:
             check()

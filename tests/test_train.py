@@ -203,7 +203,7 @@ def test_unreadable_state_is_set_aside(demo_stores, tmp_path, caplog):
     state.mkdir(parents=True)
     (state / "last.pt").write_bytes(b"\x80\x04not a checkpoint")
     train("joint", tiny_config(epochs=1), demo_stores, tmp_path / "m")
-    assert "last.pt: training state refused" in caplog.text
+    assert "last.pt: not a PyTorch checkpoint (looks like a plain Python pickle)" in caplog.text
     assert (state / "stale" / "last.pt").exists() and (tmp_path / "m" / "model.pt").exists()
 
 

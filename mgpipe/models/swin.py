@@ -1,6 +1,10 @@
 """Video Swin Transformer member: torchvision's swin3d_t / swin3d_s / swin3d_b with its head
 replaced for the run's classes, started from a torchvision-format state dict (a local file) or
-from a torchvision weight name (downloaded into torch's cache by torchvision).
+from a torchvision weight name: the file torchvision publishes for it, found in torch's hub cache
+($TORCH_HOME/hub/checkpoints) and checked against the hash in its published name. mgpipe never
+downloads it (a job may run offline, after hours of data stages); a name that is not cached
+stops the plan with the one command that fetches it. Every file, cached or not, is read with
+mgpipe's restricted loader (checkpoints.load_file), never with torchvision's full unpickler.
 
 The network is torchvision's own (pure PyTorch); this module only wraps it in the interface
 every mgpipe network has (forward -> {"logits", "features"}, loss) and loads its weights with
@@ -9,6 +13,7 @@ the report style of mgpipe.transfer.init (loaded / fresh / ignored; kept in the 
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import re
@@ -22,9 +27,12 @@ from ..io import InputError
 
 VARIANTS = {"t": ("swin3d_t", "Swin3D_T_Weights"), "s": ("swin3d_s", "Swin3D_S_Weights"),
             "b": ("swin3d_b", "Swin3D_B_Weights")}
-# swin.weights: a name in capitals (KINETICS400_V1, DEFAULT) is a torchvision weight name,
-# anything else a file
+# swin.weights: a value of capitals, digits and underscores only (KINETICS400_V1, DEFAULT) is a
+# torchvision weight name, always (a file of that name is never looked at: write ./DEFAULT for
+# it); anything else (a '/', a '.', a small letter) is a file
 WEIGHT_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+# torch.hub's convention: the published file name carries the first digits of its sha256
+_HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,})\.")
 
 _FAKE_OPS = None  # the library object must live as long as the process: it owns the definitions
 
@@ -94,14 +102,50 @@ def weights_enum(variant: str):
 
 
 def check_weights(value, variant: str) -> None:
-    """Refuse (one line) a weight name the variant does not have, or a weights file that is
-    missing, hostile or not a state dict of tensors; reads the file, downloads nothing."""
+    """Refuse (one line) a weight name the variant does not have or that is not in torch's cache
+    (with its hash), or a weights file that is missing, hostile or not a state dict of tensors;
+    reads the file, downloads nothing."""
     if value is None:
         return
-    if WEIGHT_NAME.match(str(value)):
-        _named(value, variant)
-    else:
-        _read_file(value)
+    _read_file(cached_file(value, variant) if WEIGHT_NAME.match(str(value)) else value)
+
+
+def cache_path(name: str, variant: str) -> Path | None:
+    """Where torch's hub cache keeps the file torchvision publishes for weight `name` (None: the
+    variant has no such name)."""
+    enum = weights_enum(variant)
+    if name not in enum.__members__:
+        return None
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(published_url(name, variant))
+
+
+def published_url(name: str, variant: str) -> str:
+    """The URL torchvision publishes weight `name` of `variant` at (its file name carries the
+    first digits of the file's sha256)."""
+    return weights_enum(variant)[name].url
+
+
+def cached_file(name: str, variant: str) -> Path:
+    """The cached file of weight `name`, its sha256 checked against the prefix its published name
+    carries; one line that says how to fetch it where it is not there."""
+    _named(name, variant)
+    path, url = cache_path(name, variant), published_url(name, variant)
+    if not path.is_file():
+        raise InputError(
+            f"torchvision weight {name}: {path.name} is not in torch's cache ({path.parent}); mgpipe does not "
+            f"download in a job: fetch it once with python -c \"import torch; torch.hub."
+            f"download_url_to_file('{url}', '{path}')\" (or set swin.weights to the file)")
+    found = _HASH_IN_NAME.search(path.name)
+    if found:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(2**22), b""):
+                digest.update(block)
+        if not digest.hexdigest().startswith(found.group(1)):
+            raise InputError(f"{path}: torchvision weight {name}: the file's sha256 {digest.hexdigest()[:12]}... does "
+                             f"not begin with {found.group(1)}, the hash torchvision publishes for it "
+                             f"(another or a damaged file): delete it and fetch {url} again")
+    return path
 
 
 def _named(name: str, variant: str):
@@ -129,21 +173,29 @@ def _read_file(path) -> dict:
     return {k.removeprefix("module.").removeprefix("net."): v for k, v in obj.items()}
 
 
-def load_weights(model: VideoSwin, source) -> dict:
-    """Initialise `model` in place from a weights file or a torchvision weight name; returns the
-    report (transfer.init's form: loaded, partly, fresh, ignored). The head is fresh when the
-    source has another class count; any other missing or misshapen tensor is another variant:
-    an error, and the model is left untouched."""
-    if WEIGHT_NAME.match(str(source)) and not Path(str(source)).is_file():
-        weights = _named(str(source), model.variant)
+def load_weights(model: VideoSwin, source, dry: bool = False) -> dict:
+    """Initialise `model` in place from a weights file or a torchvision weight name (its file in
+    torch's cache, hash checked; never downloaded); returns the report (transfer.init's form:
+    loaded, partly, fresh, ignored). The head is fresh when the source has another class count;
+    any other missing or misshapen tensor is another variant: an error, and the model is left
+    untouched. dry: check only, copy nothing (a model on the meta device)."""
+    from ..checkpoints import fit_problem
+
+    if isinstance(source, str) and WEIGHT_NAME.match(source):
+        weights = _named(source, model.variant)
         label = f"torchvision {type(weights).__name__}.{weights.name}"
-        state = weights.get_state_dict(progress=False)   # torch's cache, downloaded once
+        source = cached_file(source, model.variant)
+        state = _read_file(source)
     else:
         label, state = "torchvision Swin3D state dict", _read_file(source)
     plan, fresh = [], {}
     for name, dst in model.state_dict().items():
         key = name.removeprefix("net.")
         tensor = state.get(key)
+        problem = None if tensor is None else fit_problem(tensor, dst)
+        if problem:
+            raise InputError(f"{source}: {key} holds {problem}; the model's is "
+                             f"{str(dst.dtype).removeprefix('torch.')}")
         if tensor is None:
             fresh[name] = "not in the source"
         elif tensor.shape == dst.shape:
@@ -161,7 +213,7 @@ def load_weights(model: VideoSwin, source) -> dict:
                          f"{missing[0]}): not Swin3D weights, or another variant")
     with torch.no_grad():
         current = model.state_dict()
-        for name, tensor in plan:
+        for name, tensor in ([] if dry else plan):
             current[name].copy_(tensor)
     used = {n.removeprefix("net.") for n, _ in plan}
     return {"source": str(source), "format": label, "loaded": sorted(n for n, _ in plan), "partly": {},

@@ -62,10 +62,18 @@ def weight_name(config: dict, model: str) -> str | None:
 def entry(config: dict, model: str) -> tuple[Path | None, object]:
     """(init file, the source's keypoint layout or None) a config names for `model`. A folder is a
     results folder: its model of the same name (<folder>/models/<model>/model.pt). A torchvision
-    weight name is no file (weight_name)."""
+    weight name (weight_name) is the file torchvision publishes for it in torch's hub cache
+    (models/swin.cache_path; whether it is there, with its hash, check_weights says), None for a
+    name the variant does not have."""
     value = _weights_value(config, model)
-    if value is None or weight_name(config, model):
+    if value is None:
         return None, None
+    named = weight_name(config, model)
+    if named:
+        from ..models.swin import cache_path
+        from ..specs import get
+
+        return cache_path(named, get(model).network(config, (0, 0))["variant"]), None
     path, layout = (value, None) if isinstance(value, str) else (value["path"], value.get("layout"))
     path = Path(path)
     if path.is_dir():
@@ -81,11 +89,14 @@ def layout_record(layout: Layout) -> dict:
 def _recorded_layout(value, path) -> Layout | None:
     if value is None:
         return None
-    try:
-        return Layout(str(value["name"]), tuple(str(j) for j in value["joints"]),
-                      tuple((int(a), int(b)) for a, b in value["limbs"]))
-    except (KeyError, TypeError, ValueError):
-        raise InputError(f"{path}: its recorded keypoint layout is malformed") from None
+    from ..checkpoints import layout_problem
+
+    problem = layout_problem(value) if isinstance(value, dict) else "is not a {name, joints, limbs} record"
+    if problem is None and not isinstance(value.get("name"), str):
+        problem = "has no name"
+    if problem:
+        raise InputError(f"{path}: its recorded keypoint layout {problem}")
+    return Layout(value["name"], tuple(value["joints"]), tuple((a, b) for a, b in value["limbs"]))
 
 
 def _source(path) -> dict:
@@ -134,17 +145,20 @@ _WIDENED = re.compile(r"layers\.\d+\.0\.(conv1|downsample\.0)\.weight$")
 
 
 def initialise(model: torch.nn.Module, arch: dict, path, *, channels: str = "joint",
-               target_layout: Layout | None = None, source_layout=None) -> dict:
+               target_layout: Layout | None = None, source_layout=None, dry: bool = False) -> dict:
     """Initialise `model` (architecture `arch`) in place from the file `path`; returns the report.
     channels: what the pose pathway's input channels are ("joint" or "limb"); target_layout: the
     model's keypoint layout (None: no layout mapping, the first convolution must fit as it is);
     source_layout: the checkpoint's layout as the config names it (None: recorded or inferred).
     Raises InputError (one line) and leaves the model untouched if the file does not fit.
+    dry: check only, copy nothing (the model may live on the meta device: the plan-time check).
     A Video Swin member takes a torchvision state dict file or weight name (models/swin.py)."""
+    from ..checkpoints import fit_problem
+
     if arch["type"] == "swin":
         from ..models.swin import load_weights
 
-        return load_weights(model, path)
+        return load_weights(model, path, dry=dry)
     src = _source(path)
     if src["channels"] is not None and src["channels"] != channels and arch.get("kind") != "rgb":
         raise InputError(f"{path}: a {src['channels']} model cannot initialise a model on {channels} heatmaps")
@@ -164,6 +178,9 @@ def initialise(model: torch.nn.Module, arch: dict, path, *, channels: str = "joi
         else:
             fresh[name] = "not in the source"
             continue
+        problem = fit_problem(tensor, dst)
+        if problem:
+            raise InputError(f"{path}: {key} holds {problem}; the model's {name} is {str(dst.dtype).removeprefix('torch.')}")
         if name == stem and target_layout is not None:
             layout, why = _source_layout(src, source_layout, target_layout, channels, tensor.shape[1], path)
             if channel_names(layout, channels) != channel_names(target_layout, channels):
@@ -171,7 +188,8 @@ def initialise(model: torch.nn.Module, arch: dict, path, *, channels: str = "joi
                         or tensor.shape[1] != len(channel_names(layout, channels)):
                     raise InputError(f"{path}: {key} has shape {tuple(tensor.shape)}, which does not "
                                      f"fit layout {layout.name} and this model's {tuple(dst.shape)}")
-                weight, mapping = map_channels(dst, tensor, layout, target_layout, channels)
+                weight, mapping = ((tensor, {"copied": [], "fresh": []}) if dry else
+                                   map_channels(dst, tensor, layout, target_layout, channels))
                 mapping["source_layout_from"] = why
                 plan.append((name, weight))
                 partly[name] = (f"{len(mapping['copied'])} of {dst.shape[1]} {channels} channels "
@@ -185,9 +203,11 @@ def initialise(model: torch.nn.Module, arch: dict, path, *, channels: str = "joi
             fresh[name] = f"{tensor.shape[0]} classes in the source, {dst.shape[0]} here"
         elif _WIDENED.search(name) and tensor.dim() == 5 and tensor.shape[0] == dst.shape[0] \
                 and tensor.shape[2:] == dst.shape[2:]:
-            weight = torch.zeros_like(dst)
             n = min(dst.shape[1], tensor.shape[1])
-            weight[:, :n] = tensor[:, :n]
+            weight = tensor
+            if not dry:
+                weight = torch.zeros_like(dst)
+                weight[:, :n] = tensor[:, :n]
             plan.append((name, weight))
             partly[name] = (f"own {n} input channels of {tensor.shape[1]} (lateral channels dropped)"
                             if dst.shape[1] < tensor.shape[1] else
@@ -200,7 +220,7 @@ def initialise(model: torch.nn.Module, arch: dict, path, *, channels: str = "joi
     _check_coverage(model, target, plan, fresh, src, path)
     with torch.no_grad():
         state = model.state_dict()
-        for name, tensor in plan:
+        for name, tensor in ([] if dry else plan):
             state[name].copy_(tensor)
     ignored = sorted(set(src["state"]) - used) + sorted(f"(mgpipe) {n}" for n in src["extra"]
                                                          if f"(mgpipe) {n}" not in used)
@@ -261,15 +281,23 @@ def check_file(path) -> None:
 
 
 def check_weights(config: dict, model: str) -> None:
-    """check_file for the initial weights a config names for `model`; a Video Swin member's are a
-    torchvision state dict file or a weight name of its variant (nothing is downloaded)."""
-    from ..specs import get
+    """Everything about the initial weights a config names for `model` that can be known before
+    any job runs (nothing is downloaded): the file is there and safe to read (a torchvision
+    weight name: its file in torch's cache, with the published hash), and its tensors fit the
+    model the config describes: the model is built on the meta device (no memory, no time) and
+    initialised dry, so another architecture, another Swin3D variant or a single-pathway source
+    for the fused network stops the plan, not the training job after the data stages."""
+    from .. import specs
+    from ..layouts import get_layout
 
-    path = entry(config, model)[0]
-    arch = get(model).network(config, (0, 0))   # (only its type and variant are read)
-    if arch["type"] == "swin":
-        from ..models.swin import check_weights as check_swin
-
-        check_swin(weight_name(config, model) or (None if path is None else str(path)), arch["variant"])
-    elif path is not None:
-        check_file(path)
+    path, layout = entry(config, model)
+    named = weight_name(config, model)
+    if path is None and named is None:
+        return
+    spec = specs.get(model)
+    target = get_layout(config["pose"]["layout"])
+    arch = spec.network(config, (target.num_joints, target.num_limbs))
+    with torch.device("meta"):
+        net = specs.build(arch, 2)   # (the head is replaced for any other class count anyway)
+    initialise(net, arch, named or path, channels=spec.inputs[-1], target_layout=target,
+               source_layout=layout, dry=True)

@@ -109,14 +109,15 @@ def read(path, what: str = "init checkpoint") -> dict:
         try:
             obj = checkpoints.load_file(path, what)
         except InputError as e:
-            if "refused" not in str(e):
+            # the advice only where the file is a real torch checkpoint that pickles an object
+            # (an old training state, a custom class): never for a file that is no checkpoint
+            if "it references" not in str(e):
                 raise
-            raise InputError(f"{e}; if you trust the file, keep just its weights: torch.save("
-                             "{'state_dict': torch.load(f, weights_only=False)['state_dict']}, "
+            raise InputError(f"{e}; if you trust the file and its source, keep just its weights: "
+                             "torch.save({'state_dict': torch.load(f, weights_only=False)['state_dict']}, "
                              "'weights.pth')") from None
     if {"model", "arch", "num_classes", "name"} <= set(obj):
-        if not isinstance(obj["model"], dict) or not all(isinstance(v, torch.Tensor) for v in obj["model"].values()):
-            raise InputError(f"{path}: {what}: 'model' is not a state dict of tensors")
+        checkpoints.check_model_entries(obj, path, what)
         return {"format": "mgpipe", "structure": None, "state": obj["model"], "ckpt": obj}
     state = obj.get("state_dict", obj)
     if not isinstance(state, dict) or not state:
