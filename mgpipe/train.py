@@ -424,6 +424,7 @@ def plot_history(history: list[dict], path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     epochs = [r["epoch"] for r in history]
     # markers on every point: a line needs two, and a one-epoch training has one point per curve
@@ -436,6 +437,8 @@ def plot_history(history: list[dict], path, title: str) -> None:
         ax2.plot(epochs, [r.get(key, math.nan) for r in history], label=key, marker=marker,
                  linewidth=2 if key == "val_top1" else 1)
     ax2.set_xlabel("epoch"), ax2.set_ylabel("top-1"), ax2.set_ylim(0, 1.02), ax2.legend(fontsize=7)
+    for ax in (ax1, ax2):  # whole epochs on the axis
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     if len(epochs) == 1:  # a single point: an axis around it, not matplotlib's +-0.05 epoch
         for ax in (ax1, ax2):
             ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
