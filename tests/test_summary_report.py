@@ -58,8 +58,8 @@ def test_summary_html_embeds_its_pictures_and_names_what_ran(tmp_path):
     assert refs and all(r.startswith("data:image/png;base64,") for r in refs), [r[:40] for r in refs]
     assert "url(" not in page and "@import" not in page
     embedded = [base64.b64decode(r.split(",", 1)[1]) for r in refs]
-    expected = [(out / "confusion.png").read_bytes(), *(p.read_bytes() for p in curves.values())]
-    assert embedded == expected   # the confusion matrix, then each model's curve
+    expected = [*(p.read_bytes() for p in curves.values()), (out / "confusion.png").read_bytes()]
+    assert embedded == expected   # each model's curve, then the confusion matrix
     assert f"mgpipe {mgpipe.__version__}, torch {torch.__version__}" in page
     for heading in ("Data (clips per class and split)", "Models and ensemble (test split)", "Ensemble weights",
                     "Ablation of the fused network", "Per class (ensemble, test split)",
@@ -119,7 +119,7 @@ def test_summary_html_renders_in_a_headless_browser(tmp_path):
     sizes = re.search(r'data-sizes="([^"]*)"', dom.stdout)
     assert sizes, (dom.stdout[-500:], dom.stderr[-2000:])
     decoded = [tuple(map(int, s.split("x"))) for s in sizes.group(1).split()]
-    expected = [Image.open(out / "confusion.png").size, *(Image.open(p).size for p in curves.values())]
+    expected = [*(Image.open(p).size for p in curves.values()), Image.open(out / "confusion.png").size]
     assert decoded == expected   # every picture decoded by the browser, at its own size
 
     # moved away from its folder it keeps its pictures: the screenshot of a lone copy
