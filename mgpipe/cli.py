@@ -234,8 +234,21 @@ def cmd_ensemble(args):
         if not sep:
             raise InputError(f"--scores {item}: expected NAME=PATH")
         files[name] = path
+    curves = {}
+    for item in args.curves or ():
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise InputError(f"--curves {item}: expected NAME=PATH")
+        curves[name] = path
+    run_config = None
+    if args.run_config_json:
+        try:
+            run_config = json.loads(args.run_config_json)
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise InputError(f"--run-config-json: not valid JSON ({e})") from None
     build_report(files, args.classes, args.out_dir, members=config["ensemble"]["members"],
-        weights=config["ensemble"]["weights"], variants_order=config["fused"]["variants"])
+        weights=config["ensemble"]["weights"], variants_order=config["fused"]["variants"],
+        curves=curves, manifest_csv=args.manifest, run_config=run_config)
 
 
 def cmd_bench(args):
@@ -608,6 +621,11 @@ def _p_ensemble(p):
     _arg(p, "--scores", nargs="+", required=True, metavar="NAME=PATH", help="each model's score file",
          reads=lambda items, args: [path for _, _, path in (i.partition("=") for i in items) if path])
     _arg(p, "--classes", required=True, reads=True, help="classes.csv")
+    _arg(p, "--curves", nargs="+", metavar="NAME=PATH", help="each model's curve.png, shown in the summary",
+         reads=lambda items, args: [path for _, _, path in (i.partition("=") for i in items or ()) if path])
+    _arg(p, "--manifest", reads=True, help="clips.csv of the run: the summary counts its clips per split and class")
+    p.add_argument("--run-config-json", help="the run's whole config as JSON, shown in the summary "
+                                             "(the workflow passes its config)")
     _arg(p, "--out-dir", required=True, help="metrics.json, per_class.csv, confusion.png, summary.md, summary.html",
          writes=_files_in("metrics.json", "per_class.csv", "confusion.png", "summary.md", "summary.html"))
     _add_config(p)

@@ -487,6 +487,22 @@ def digest(value) -> str:
     return hashlib.sha256(canonical(value).encode()).hexdigest()[:16]
 
 
+# Settings that change what a stage writes beside its results (TensorBoard events, the kept
+# training state), never the results: they stay out of the rules' params (common.smk's
+# model_config) and out of the training fingerprint, so turning one on or off neither reruns a
+# finished training nor restarts a resumable one. The training rule passes them with --set.
+OUTPUT_OPTIONS = {"train": ("tensorboard", "keep_state")}
+
+
+def without_output_options(settings: dict) -> dict:
+    """`settings` (whole config or some of its sections) less OUTPUT_OPTIONS (a shallow copy)."""
+    out = dict(settings)
+    for section, keys in OUTPUT_OPTIONS.items():
+        if isinstance(out.get(section), dict):
+            out[section] = {k: v for k, v in out[section].items() if k not in keys}
+    return out
+
+
 def code_digest(stage: str) -> str:
     """Digest of the code stage `stage` runs: every mgpipe module its entry module imports,
     found by static analysis (mgpipe/code_deps.py). The rules pass it as a param: editing any

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 from PIL import Image
-from tqdm import tqdm
 
 from .formats import frames as frame_store
 from .formats.frames import encode_jpeg
 from .io import InputError
 from .video import orientation, upright
+from .runtime import progress as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +105,8 @@ def build_frame_store(manifest: pd.DataFrame, out_h5, *, max_side: int, quality:
         pool = ctx.Pool(threads) if threads > 1 else None
         results = pool.imap(decode_video, jobs) if pool else map(decode_video, jobs)
         try:
-            for path, clips, size, turned in tqdm(results, total=len(jobs), desc="decode",
-                                                  unit="video", disable=not progress):
+            for path, clips, size, turned in progress_bar(results, total=len(jobs), desc="decode",
+                                                          unit="video", enabled=progress):
                 if turned:
                     log.info("%s: %s (stored as players show it)", path, turned)
                 for cid, frames in clips.items():

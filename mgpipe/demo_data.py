@@ -816,7 +816,7 @@ def generate(out_dir, *, seed: int, num_subjects: int, segments_per_class: int, 
         raise ValueError(f"width and height must be even and at least 64x48, got {width}x{height}")
     if not isinstance(fps, (int, np.integer)) or fps < 1:
         raise ValueError(f"fps must be a positive integer, got {fps!r}")
-    from tqdm import tqdm
+    from .runtime import progress as progress_bar
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -833,7 +833,7 @@ def generate(out_dir, *, seed: int, num_subjects: int, segments_per_class: int, 
         processes = min(4, os.cpu_count() or 1)
     processes = max(1, min(processes, num_subjects))
     results = []
-    with tqdm(total=num_subjects, desc="demo videos", unit="video", disable=not progress) as bar:
+    with progress_bar(total=num_subjects, desc="demo videos", unit="video", enabled=progress) as bar:
         if processes == 1:
             for job in jobs:
                 results.append(_make_video(job))

@@ -7,7 +7,9 @@ member and stream weights searched on the validation split and then applied unch
 
 from __future__ import annotations
 
+import base64
 import html
+import os
 import itertools
 import logging
 import math
@@ -295,10 +297,15 @@ def _check_labels(score_files: dict, scores: dict) -> None:
 
 
 def build_report(score_files: dict, classes_csv, out_dir, *, members: dict, weights: str = "config",
-        variants_order=None) -> dict:
+        variants_order=None, curves: dict | None = None, manifest_csv=None, run_config: dict | None = None) -> dict:
     """`weights`: "config" (the members' weights as written) or "search" (chosen on the
-    validation split: choose_weights)."""
+    validation split: choose_weights). For the summary: `curves` {model: curve.png},
+    `manifest_csv` (the data: clips per split and class), `run_config` (the run's config)."""
     out_dir = Path(out_dir)
+    curves = {name: Path(p) for name, p in (curves or {}).items()}
+    for name, path in curves.items():
+        if not path.is_file():
+            raise InputError(f"{path}: training curve of model {name} not found")
     # names as text: a dataset whose classes are named by numbers must not give numeric names
     # (metrics.json keys, plot labels)
     classes = pd.read_csv(classes_csv, dtype={"name": str}, keep_default_na=False)
@@ -352,9 +359,13 @@ def build_report(score_files: dict, classes_csv, out_dir, *, members: dict, weig
     write_per_class(report["ensemble"]["class_table"], out_dir / "per_class.csv")
     plot_confusion(confusion(ens, labels, K), classes.name.tolist(), out_dir / "confusion.png",
                    title=f"ensemble, test top-1 {ens_metrics['top1']:.3f}")
-    md = summary_markdown(report)
+    # the summary's context: what ran (versions, config), on what (data), how it trained (curves)
+    context = {"versions": versions(), "config": run_config,
+               "data": data_counts(manifest_csv, classes) if manifest_csv is not None else None,
+               "curves": curves, "confusion": out_dir / "confusion.png"}
+    md = summary_markdown(report, context, out_dir)
     write_text(out_dir / "summary.md", md)
-    write_text(out_dir / "summary.html", summary_html(report))
+    write_text(out_dir / "summary.html", summary_html(report, context))
     log.info("ensemble test top-1 %.4f (weights %s)", ens_metrics["top1"],
              _weights_text(applied["weights"], applied["stream_weights"]))
     return report
@@ -480,10 +491,56 @@ def _md(rows):
     return "\n".join(out)
 
 
-def summary_markdown(report: dict) -> str:
-    parts = [f"# mgpipe results\n\nTest clips: {report['num_test_clips']}. "
-             f"Model selection: {report.get('validation', 'best epoch by validation top-1')}.\n",
-             "## Models and ensemble (test split)\n", _md(_table(report)), ""]
+def versions() -> dict:
+    import torch as _torch
+
+    from . import __version__
+
+    return {"mgpipe": __version__, "torch": _torch.__version__}
+
+
+def data_counts(manifest_csv, classes: pd.DataFrame) -> list[list[str]]:
+    """Clips per class and split of the run's manifest, as table rows (header, classes, total)."""
+    from .clips import read_manifest
+
+    manifest = read_manifest(manifest_csv)
+    if not {"label", "split"} <= set(manifest.columns):
+        raise InputError(f"{manifest_csv}: not a clip manifest (no label or split column)")
+    splits = [s for s in ("train", "val", "test") if (manifest.split == s).any()]
+    splits += sorted(set(manifest.split.astype(str)) - set(splits))
+    counts = pd.crosstab(pd.to_numeric(manifest.label, errors="coerce"), manifest.split.astype(str))
+    rows = [["class", *splits, "total"]]
+    for k, name in enumerate(classes.name):
+        n = [int(counts.at[k, s]) if k in counts.index and s in counts.columns else 0 for s in splits]
+        rows.append([name, *map(str, n), str(sum(n))])
+    totals = [int((manifest.split == s).sum()) for s in splits]
+    rows.append(["**all classes**", *map(str, totals), str(sum(totals))])
+    return rows
+
+
+def _config_text(config: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(config, sort_keys=True, default_flow_style=None, width=100).rstrip()
+
+
+def _header(report: dict, context: dict) -> str:
+    v = context["versions"]
+    return (f"mgpipe {v['mgpipe']}, torch {v['torch']}. Test clips: {report['num_test_clips']}. "
+            f"Model selection: {report.get('validation', 'best epoch by validation top-1')}.")
+
+
+def summary_markdown(report: dict, context: dict | None = None, out_dir=".") -> str:
+    """summary.md: the sections of summary.html, its pictures as links beside it."""
+    context = context or {"versions": versions(), "config": None, "data": None, "curves": {}}
+    parts = [f"# mgpipe results\n\n{_header(report, context)}\n"]
+    if context.get("data"):
+        parts += ["## Data (clips per class and split)\n", _md(context["data"]), ""]
+    parts += ["## Models and ensemble (test split)\n", _md(_table(report)), ""]
+    if context.get("curves"):
+        parts += ["## Training curves\n"]
+        for name, path in context["curves"].items():
+            parts += [f"![{name}]({Path(os.path.relpath(path, out_dir)).as_posix()})", ""]
     if "ensemble_weights" in report:
         parts += ["## Ensemble weights\n", f"Applied: {report['ensemble_weights']['note']}.\n",
                   _md(_weights_table(report)), ""]
@@ -493,27 +550,54 @@ def summary_markdown(report: dict) -> str:
     parts += ["## Per class (ensemble, test split)\n",
               "Recall is the class's accuracy; macro-F1 averages F1 over the classes with test clips "
               "or predictions (a class never predicted has F1 0; '-': undefined).\n",
-              _md(_class_rows(report)), "", "![confusion matrix](confusion.png)", ""]
+              _md(_class_rows(report)), "", "## Confusion matrix of the ensemble\n",
+              "![confusion matrix](confusion.png)", ""]
+    if context.get("config") is not None:
+        parts += ["## Config\n", "```yaml", _config_text(context["config"]), "```", ""]
     return "\n".join(parts)
 
 
-def summary_html(report: dict) -> str:
+def _data_uri(path) -> str:
+    """A PNG as a data: URI, so that summary.html keeps its pictures when moved or mailed."""
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def summary_html(report: dict, context: dict | None = None) -> str:
+    """summary.html: one self-contained page (pictures embedded, no file or network reference)."""
+    context = context or {"versions": versions(), "config": None, "data": None, "curves": {}}
+
     def table(rows):
         head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c.strip('*'))}</td>" for c in r) + "</tr>"
                        for r in rows[1:])
         return f"<table><tr>{head}</tr>{body}</table>"
 
+    def image(path, alt):
+        return f"<img alt='{html.escape(alt, quote=True)}' src='{_data_uri(path)}'>"
+
+    data = (f"<h2>Data (clips per class and split)</h2>{table(context['data'])}"
+            if context.get("data") else "")
     weights = (f"<h2>Ensemble weights</h2><p>Applied: {html.escape(report['ensemble_weights']['note'])}.</p>"
                f"{table(_weights_table(report))}") if "ensemble_weights" in report else ""
     effects = "".join(f"<li>{html.escape(line)}</li>" for line in ablation_effects(report))
     abl = (f"<h2>Ablation of the fused network (test top-1)</h2>{table(_ablation(report))}"
            f"<ul>{effects}</ul>") if report["ablation"] else ""
+    confusion_png = context.get("confusion")
+    matrix = (f"<h2>Confusion matrix of the ensemble</h2><div class='matrix'>"
+              f"{image(confusion_png, 'confusion matrix')}</div>" if confusion_png else "")
+    curves = "".join(f"<figure>{image(path, name + ' training curve')}<figcaption>{html.escape(name)}"
+                     "</figcaption></figure>" for name, path in (context.get("curves") or {}).items())
+    curves = f"<h2>Training curves</h2><div class='curves'>{curves}</div>" if curves else ""
+    config = (f"<h2>Config</h2><details><summary>the run's settings (YAML)</summary>"
+              f"<pre>{html.escape(_config_text(context['config']))}</pre></details>"
+              if context.get("config") is not None else "")
     return ("<!doctype html><html><head><meta charset='utf-8'><title>mgpipe results</title>"
             "<style>body{font-family:sans-serif;margin:2em}td,th{padding:3px 10px;"
-            "border-bottom:1px solid #ddd;text-align:left}</style></head><body>"
-            f"<h1>mgpipe results</h1><p>Test clips: {report['num_test_clips']}. Model selection: "
-            f"{html.escape(report.get('validation', 'best epoch by validation top-1'))}.</p>"
-            f"<h2>Models and ensemble (test split)</h2>{table(_table(report))}{weights}{abl}"
-            f"<h2>Per class (ensemble, test split)</h2>{table(_class_rows(report))}"
-            "<h2>Confusion matrix of the ensemble</h2><img src='confusion.png'></body></html>\n")
+            "border-bottom:1px solid #ddd;text-align:left}img{max-width:100%}.matrix img{max-width:520px}"
+            ".curves{display:flex;flex-wrap:wrap}.curves figure{width:32%;margin:0 1% 1em 0}"
+            "figcaption{font-size:12px;color:#555}"
+            "pre{background:#f6f6f6;padding:1em;font-size:12px}</style></head><body>"
+            f"<h1>mgpipe results</h1><p>{html.escape(_header(report, context))}</p>{data}"
+            f"<h2>Models and ensemble (test split)</h2>{table(_table(report))}{curves}{weights}{abl}"
+            f"<h2>Per class (ensemble, test split)</h2>{table(_class_rows(report))}{matrix}{config}"
+            "</body></html>\n")

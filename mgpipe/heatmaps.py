@@ -30,17 +30,16 @@ import logging
 import math
 import multiprocessing as mp
 import os
-import sys
 import time
 from collections import deque
 from functools import partial
 
 import numpy as np
-from tqdm import tqdm
 
 from .formats import heatmaps as heatmap_store
 from .formats import keypoints as keypoint_store
 from .formats.keypoints import EPS, compact_box, valid
+from .runtime import progress as progress_bar
 # Upper bound on candidate pixels handled at once by the vectorised renderers (each candidate
 # costs a few dozen bytes of temporaries), and on float32 output elements per rendered block
 # in the store builder.
@@ -476,8 +475,7 @@ def build_heatmap_store(keypoints_h5, out_h5, *, size: int, sigma: float, paddin
     with heatmap_store.writer(out_h5, layout=layout, size=(h, w), sigma=sigma, padding=padding,
                               limbs=edges is not None) as out:
         results = _ordered_map(fn, clips, int(threads))
-        bar = tqdm(total=len(clip_ids), desc="heatmaps", unit="clip", file=sys.stderr,
-                   disable=not progress)
+        bar = progress_bar(total=len(clip_ids), desc="heatmaps", unit="clip", enabled=progress)
         try:
             for cid, box, joint, limb, frames, empty in results:
                 out.add(cid, box, joint, limb)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from . import checkpoints, specs
 from .io import InputError
+from .runtime import progress as progress_bar
 
 
 def load_model(path):
@@ -47,7 +47,7 @@ def predict(model, spec, loader, device, *, amp=False, channels_last=False, prog
     finite = torch.ones((), dtype=torch.bool, device=device)
     if logit_offset is not None:
         logit_offset = logit_offset.to(device)
-    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+    for batch in progress_bar(loader, desc=desc, unit="batch", enabled=progress, leave=False):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits, _ = spec.forward(model, batch, device, channels_last)
         idx = batch["index"].to(device, non_blocking=True)

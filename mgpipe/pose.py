@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from .io import InputError
 from .layouts import BODY25_HANDS_FACE, convert, get_layout
 from .pose_backends import IMAGE_BACKENDS, reads_frames
 from .formats import keypoints as keypoint_store
 from .skeleton_io import openpose_frame_path, openpose_person, read_openpose_json
+from .runtime import progress as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +158,8 @@ def _openpose_source(manifest, skeletons_dir, layout, low_score, threads, progre
     pool = get_context("fork").Pool(threads) if threads > 1 and len(jobs) > 1 else None
     try:
         results = pool.imap(extract_video, jobs) if pool else map(extract_video, jobs)
-        for clips, counts in tqdm(results, total=len(jobs), desc="pose", unit="video",
-                                  disable=not progress):
+        for clips, counts in progress_bar(results, total=len(jobs), desc="pose", unit="video",
+                                          enabled=progress):
             yield clips, counts, {}
     finally:
         if pool:
@@ -189,8 +189,8 @@ def _pickle_source(manifest, path, layout, low_score, pickle_layout, progress):
     src = get_layout(pickle_layout)
     annotations = load_pickle_annotations(path, src)
     dst = get_layout(layout)
-    for row in tqdm(list(manifest.itertuples()), desc="pose", unit="clip",
-                    disable=not progress):
+    for row in progress_bar(list(manifest.itertuples()), desc="pose", unit="clip",
+                            enabled=progress):
         kp, size = clip_from_annotations(annotations, row, path)
         # (before choosing people: a NaN score would hide a whole person of a frame)
         kp, lost = drop_non_finite(kp)

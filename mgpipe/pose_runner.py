@@ -19,9 +19,9 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from tqdm import tqdm
 
 from .io import InputError
+from .runtime import progress as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def run_image_backend(clip_ids: list[str], frames_h5, backend: str, *, options=N
 
 def _watch(procs, lines, logs, backend, python, total, progress) -> None:
     open_streams = len(procs)
-    bar = tqdm(total=total, desc=f"pose ({backend})", unit="clip", disable=not progress)
+    bar = progress_bar(total=total, desc=f"pose ({backend})", unit="clip", enabled=progress)
     with bar:
         while open_streams:
             tag, line = lines.get()

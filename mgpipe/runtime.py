@@ -6,6 +6,7 @@ import logging
 import os
 import random
 import sys
+import time
 
 import numpy as np
 
@@ -106,3 +107,90 @@ def gres_gpu_count(sinfo_gres: str) -> int:
 
     counts = [int(n) for n in re.findall(r"\bgpu(?::[^:,()\s]+)?:(\d+)", sinfo_gres)]
     return max(counts, default=0)
+
+
+# ---- progress --------------------------------------------------------------------------------
+# A terminal gets tqdm's bar; anything else (a rule's log file, a pipe) gets plain lines through
+# logging, one per tenth of the work, so `logs/*.log` stay readable line by line.
+
+PROGRESS_STEPS = 10  # lines per loop when stderr is not a terminal (one per 10 %)
+
+
+def stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stream
+        return False
+
+
+def progress(iterable=None, *, total=None, desc: str, unit: str = "it", enabled: bool = True,
+             lines: bool = True, leave: bool = True):
+    """A progress view of a loop for every long stage (decode, pose, heatmaps, test scoring,
+    training epochs): tqdm's bar when stderr is a terminal; otherwise a log line per ~10 % of
+    `total` (or of len(iterable)) and one at the end. lines=False: nothing off a terminal (the
+    training loop, whose epoch line is its progress). Supports iteration, update(), set_postfix()
+    and close(), and is a context manager, like tqdm."""
+    if enabled and stderr_is_terminal():
+        from tqdm import tqdm
+
+        return tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave, file=sys.stderr)
+    return ProgressLines(iterable, total=total, desc=desc, unit=unit, enabled=enabled and lines)
+
+
+class ProgressLines:
+    """Progress as log lines: `desc: 30% (12/40 video) in 5.1 s, 2.35 video/s`."""
+
+    def __init__(self, iterable=None, *, total=None, desc: str, unit: str = "it", enabled: bool = True):
+        if total is None and iterable is not None:
+            try:
+                total = len(iterable)
+            except TypeError:
+                total = None
+        self.iterable, self.total, self.desc, self.unit = iterable, total, desc, unit
+        self.enabled, self.n, self.postfix = enabled, 0, ""
+        self._t0 = time.monotonic()
+        self._next = 1  # the next tenth to report
+        self._closed = False
+        self._log = logging.getLogger("mgpipe.progress")
+
+    def __iter__(self):
+        try:
+            for item in self.iterable:
+                yield item
+                self.update(1)
+        finally:
+            self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def set_postfix(self, refresh=False, **values) -> None:
+        self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if not self.enabled or not self.total:
+            return
+        tenth = self.n * PROGRESS_STEPS // self.total
+        if tenth >= self._next and self.n < self.total:
+            self._next = tenth + 1
+            self._write()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.enabled and self.n:
+            self._write()
+
+    def _write(self) -> None:
+        seconds = time.monotonic() - self._t0
+        share = f"{100 * self.n // self.total}% ({self.n}/{self.total} {self.unit})" if self.total \
+            else f"{self.n} {self.unit}"
+        rate = f", {self.n / seconds:.3g} {self.unit}/s" if seconds > 0 else ""
+        extra = f", {self.postfix}" if self.postfix else ""
+        self._log.info("%s: %s in %.1f s%s%s", self.desc, share, seconds, rate, extra)

@@ -16,9 +16,8 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
-
 from . import checkpoints, imbalance, specs
+from . import config as mgconfig
 from .formats import frames as frame_store
 from .formats import keypoints as keypoint_store
 from .inference import predict, top1
@@ -28,11 +27,12 @@ from .fingerprint import training_fingerprint
 from .clips import read_manifest
 from .io import InputError, atomic_path
 from .models.sync_bn import synchronise_batchnorm
-from .runtime import pick_device, seed_everything, set_threads, step_precision
+from .runtime import pick_device, progress as progress_bar, seed_everything, set_threads, step_precision
 
 log = logging.getLogger(__name__)
 
 LOG_INTERVAL = 50  # steps between progress-bar updates (each one reads a value from the device)
+LONG_EPOCH = 200  # steps from which a log file gets a progress line per 10 % of an epoch too
 
 
 def lr_at(epoch: float, optim: dict) -> float:
@@ -76,7 +76,24 @@ def run(name: str, config: dict, *, state_dir, **job) -> dict:
     if int(os.environ.get("RANK", "0")) != 0:
         return _train(name, config, state_dir=state_dir, **job)
     with _state_lock(state_dir):
-        return _train(name, config, state_dir=state_dir, **job)
+        result = _train(name, config, state_dir=state_dir, **job)
+        # model.pt, log.csv and curve.png are written: the state can only restart this training
+        # from scratch now (a finished state is never resumed), so it goes unless kept
+        if not config["train"]["keep_state"]:
+            remove_state(state_dir)
+        return result
+
+
+def remove_state(state_dir: Path) -> None:
+    """Remove a finished training's state folder (and its parent when that is left empty)."""
+    import shutil
+
+    size = sum(f.stat().st_size for f in state_dir.rglob("*") if f.is_file())
+    shutil.rmtree(state_dir)
+    with contextlib.suppress(OSError):  # the parent holds other models' state
+        state_dir.parent.rmdir()
+    log.info("removed the finished training's state %s (%.1f MB; train.keep_state: true keeps it)",
+             state_dir, size / 1e6)
 
 
 def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, keypoints_h5,
@@ -98,6 +115,8 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     amp, channels_last = step_precision(tcfg, device, log)
+    if tcfg["tensorboard"] and main:
+        require_tensorboard()
 
     manifest = read_manifest(manifest_csv)
     classes = checkpoints.class_table(classes_csv)
@@ -167,7 +186,9 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
     # State written by any other job (other settings, code, manifest rows, store contents or
     # initial weights) must never be resumed: it would hand back the old model.
     # (threads and loader workers change the speed, not the samples or the result)
-    result_settings = {k: v for k, v in tcfg.items() if k not in ("threads", "workers")}
+    # (nor do the output options: TensorBoard events, keeping the state; config.OUTPUT_OPTIONS)
+    result_settings = {k: v for k, v in mgconfig.without_output_options({"train": tcfg})["train"].items()
+                       if k not in ("threads", "workers")}
     fingerprint = training_fingerprint(
         {"arch": arch, "optim": optim, "train": result_settings, "seed": seed, "name": name,
          "augment": augment, "heatmaps": config["heatmaps"], "inputs": trained_on["inputs"],
@@ -203,6 +224,8 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
     # ---- the loop ----------------------------------------------------------------------
     steps = max(1, len(train_set) // (optim["batch_size"] * world))
     stream_names = spec.streams
+    # TensorBoard events (train.tensorboard) go beside the model's outputs, flushed every epoch
+    board = open_tensorboard(out_dir / "tensorboard", start) if tcfg["tensorboard"] and main else None
     for epoch in range(start, optim["epochs"]):
         t0 = time.time()
         model.train()
@@ -215,8 +238,9 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
         sums = torch.zeros(0, device=device)
         correct = torch.zeros(len(stream_names), device=device)
         part_names, seen = None, 0
-        bar = tqdm(loader, desc=f"{name} epoch {epoch + 1}/{optim['epochs']}", disable=not (progress and main),
-                   leave=False)
+        # a bar on a terminal; in a log file the epoch line below, and lines per 10 % of a long epoch
+        bar = progress_bar(loader, desc=f"{name} epoch {epoch + 1}/{optim['epochs']}", unit="batch",
+                           enabled=progress and main, lines=steps >= LONG_EPOCH, leave=False)
         for it, batch in enumerate(bar):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(epoch + it / steps, optim)
@@ -266,6 +290,8 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
         history.append(row)
         if main:
             log.info("%s", "  ".join(f"{k}={v}" for k, v in row.items()))
+        if board is not None:
+            write_tensorboard(board, row)
         if score > best:
             best = score
             if main:
@@ -282,6 +308,8 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
             torch.distributed.barrier()
 
     # ---- outputs -----------------------------------------------------------------------
+    if board is not None:
+        board.close()
     if world > 1:
         torch.distributed.destroy_process_group()
     if not main:
@@ -359,21 +387,73 @@ def write_history(history: list[dict], path) -> None:
         writer.writerows(history)
 
 
+def require_tensorboard() -> None:
+    """train.tensorboard needs the `tensorboard` package (the extra mgpipe[tensorboard]): one line
+    before any epoch runs, not a traceback after the first."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError:
+        raise InputError("train.tensorboard is true but the tensorboard package is not installed: "
+                         "pip install 'mgpipe[tensorboard]' (or tensorboard>=2.14), or set "
+                         "train.tensorboard: false") from None
+
+
+def open_tensorboard(folder: Path, start: int):
+    """A SummaryWriter on `folder`. A training from epoch 1 starts the folder afresh; a resumed
+    one purges the events of the epochs it runs again (the state was saved before them)."""
+    import shutil
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    if start == 0 and folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return SummaryWriter(str(folder), purge_step=start + 1 if start else None)
+
+
+def tensorboard_tag(key: str) -> str:
+    """log.csv column -> TensorBoard tag: train_loss -> train/loss, val_top1_joint ->
+    val/top1_joint, lr -> lr, seconds -> time/epoch_seconds."""
+    if key == "seconds":
+        return "time/epoch_seconds"
+    for split in ("train", "val"):
+        if key.startswith(split + "_"):
+            return f"{split}/{key[len(split) + 1:]}"
+    return key
+
+
+def write_tensorboard(board, row: dict) -> None:
+    """One epoch's row of log.csv as scalars at step = epoch (losses, learning rate, metrics)."""
+    for key, value in row.items():
+        if key != "epoch":
+            board.add_scalar(tensorboard_tag(key), value, row["epoch"])
+    board.flush()
+
+
 def plot_history(history: list[dict], path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     epochs = [r["epoch"] for r in history]
+    # markers on every point: a line needs two, and a one-epoch training has one point per curve
+    marker = "o" if len(epochs) <= 30 else None
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     for key in [k for k in history[0] if k.startswith("train_") and not k.startswith("train_top1")]:
-        ax1.plot(epochs, [r.get(key, math.nan) for r in history], label=key[6:])
+        ax1.plot(epochs, [r.get(key, math.nan) for r in history], label=key[6:], marker=marker)
     ax1.set_xlabel("epoch"), ax1.set_ylabel("loss"), ax1.legend(fontsize=8)
     for key in [k for k in history[0] if "top1" in k]:
-        ax2.plot(epochs, [r.get(key, math.nan) for r in history], label=key,
+        ax2.plot(epochs, [r.get(key, math.nan) for r in history], label=key, marker=marker,
                  linewidth=2 if key == "val_top1" else 1)
     ax2.set_xlabel("epoch"), ax2.set_ylabel("top-1"), ax2.set_ylim(0, 1.02), ax2.legend(fontsize=7)
+    for ax in (ax1, ax2):  # whole epochs on the axis
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    if len(epochs) == 1:  # a single point: an axis around it, not matplotlib's +-0.05 epoch
+        for ax in (ax1, ax2):
+            ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+            ax.set_xticks([epochs[0]])
     fig.suptitle(title)
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -58,7 +58,7 @@ def test_two_nodes_train_the_model_of_one_process(demo_stores, tmp_path):
         return ["-m", "mgpipe", "train", "joint", "--config-json", json.dumps(run_cfg),
                 "--manifest", str(demo_stores / "clips.csv"), "--classes", str(demo_stores / "classes.csv"),
                 "--keypoints", str(demo_stores / "keypoints.h5"), "--out-dir", str(out),
-                "--state-dir", str(out / "state"), "--threads", "1"]
+                "--state-dir", str(out / "state"), "--threads", "1", "--set", "train.keep_state=true"]
 
     env = dict(os.environ, OMP_NUM_THREADS="1")
     one = subprocess.run([sys.executable, *command(tmp_path / "one", 8)], capture_output=True, text=True,

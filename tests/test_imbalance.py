@@ -175,7 +175,7 @@ def run(cfg, stores, out):
 
 def test_balanced_training_is_deterministic_records_its_prior_and_retrains_on_a_change(demo_stores, tmp_path, caplog):
     caplog.set_level("INFO")
-    cfg = tiny(sampling="inverse", loss="class_balanced", cb_beta=0.99)
+    cfg = tiny(sampling="inverse", loss="class_balanced", cb_beta=0.99, keep_state=True)
     run(cfg, demo_stores, tmp_path / "a")
     run(cfg, demo_stores, tmp_path / "b")
     a, b = (torch.load(tmp_path / x / "model.pt", weights_only=True) for x in "ab")

@@ -16,6 +16,9 @@ def tiny_config(**optim):
     cfg = yaml.safe_load(open("tests/data/tiny.yaml"))
     for section in ("rgb", "pose_model", "fused"):
         cfg[section]["optim"].update(optim)
+    # these tests check what a finished job's state may and may not do when it is kept; its
+    # removal (the default) is tested in tests/test_logs_and_state.py
+    cfg.setdefault("train", {})["keep_state"] = True
     return mgconfig.validate(cfg)
 
 

@@ -148,6 +148,23 @@ def test_tiny_run_writes_every_output(tiny_run):
         assert (r / "logs" / f"{rule}.log").stat().st_size > 0
 
 
+def test_tiny_run_leaves_lines_in_its_logs_a_whole_summary_and_no_state(tiny_run):
+    """Logs hold lines (no tqdm carriage returns), summary.html has its pictures inside, and the
+    finished trainings' state is gone (train.keep_state false) while their outputs stand."""
+    import re
+
+    r = tiny_run / "results" / "tiny"
+    for log_file in (r / "logs").glob("*.log"):
+        assert "\r" not in log_file.read_text(), log_file
+    assert "INFO mgpipe.progress: decode: 100%" in (r / "logs" / "decode.log").read_text()
+    page = (r / "ensemble" / "summary.html").read_text()
+    refs = re.findall(r"""(?:src|href)\s*=\s*['"]?([^'" >]*)""", page)
+    assert len(refs) == 1 + 7 and all(x.startswith("data:image/png;base64,") for x in refs)
+    assert "<h2>Data (clips per class and split)" in page and "<h2>Config" in page
+    assert not (r / "state").exists()
+    assert all((r / "models" / m / "model.pt").exists() for m in ("joint", "swin", "fused_full"))
+
+
 def test_second_run_has_nothing_to_do(tiny_run):
     proc = smk(tiny_run, "--cores", "2", "--configfile", "tiny.yaml")
     assert "Nothing to be done" in proc.stdout + proc.stderr

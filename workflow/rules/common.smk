@@ -160,7 +160,7 @@ def stage_config(*keys):
 def model_config(model, *extra):
     """A model's config sections (its spec's, plus `extra` ones) as sorted JSON: a setting the
     model does not read never reruns it."""
-    return mgconfig.canonical(SPECS[model].settings(config, *extra))
+    return mgconfig.canonical(mgconfig.without_output_options(SPECS[model].settings(config, *extra)))
 
 
 def code(stage):

@@ -34,6 +34,9 @@ rule ensemble:
     input:
         scores=expand(f"{R}/scores/{{model}}.csv", model=MODELS),
         classes=f"{R}/classes.csv",
+        # for summary.html: every model's training curve (embedded) and the data it counts
+        curves=expand(f"{R}/models/{{model}}/curve.png", model=MODELS),
+        manifest=f"{R}/clips.csv",
     output:
         metrics=report(f"{R}/ensemble/metrics.json", caption="../report/metrics.rst", category="Results"),
         confusion=report(f"{R}/ensemble/confusion.png", caption="../report/confusion.rst", category="Results"),
@@ -44,6 +47,10 @@ rule ensemble:
         cfg=mgconfig.canonical({"ensemble": ENSEMBLE, "fused": config["fused"]}),
         # several arguments: each quoted here, the whole not again
         named=lambda wildcards, input: " ".join(shlex.quote(f"{m}={f}") for m, f in zip(MODELS, input.scores)),
+        curves=lambda wildcards, input: " ".join(shlex.quote(f"{m}={f}") for m, f in zip(MODELS, input.curves)),
+        # the config the summary names (less the output options, which change no result; a
+        # function: the config's own braces are no wildcards)
+        run_config=lambda wildcards: mgconfig.canonical(mgconfig.without_output_options(config)),
         out_dir=lambda wildcards, output: os.path.dirname(output.metrics),
         code=code("ensemble"),
     log:
@@ -52,4 +59,5 @@ rule ensemble:
         "../envs/mgpipe.yaml"
     shell:
         "mgpipe ensemble --scores {params.named} --classes {input.classes:q} "
+        "--curves {params.curves} --manifest {input.manifest:q} --run-config-json {params.run_config:q} "
         "--out-dir {params.out_dir:q} --config-json {params.cfg:q} 2> {log:q}"

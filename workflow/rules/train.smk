@@ -1,7 +1,9 @@
 # Stages 5-7: training (every model of the registry, one rule), and the merge that gives a fused
 # network its pretrained weights.
 # Resumable training state lives in {results}/state/<model>, outside the declared outputs, so a
-# killed job resumes from its last epoch when rerun.
+# killed job resumes from its last epoch when rerun; a finished training removes it unless
+# train.keep_state. The output options (train.tensorboard, train.keep_state) are not in the params
+# (changing one reruns nothing) and reach the command as --set.
 
 
 rule train:
@@ -36,7 +38,9 @@ rule train:
         "{params.launcher} mgpipe train {wildcards.model:q} --config-json {params.cfg:q} "
         "--manifest {input.manifest:q} --classes {input.classes:q} {params.frames} "
         "--keypoints {input.keypoints:q} {params.init} --out-dir {params.out_dir:q} "
-        "--state-dir {params.state:q} --threads {threads} 2> {log:q}"
+        "--state-dir {params.state:q} --threads {threads} "
+        "--set train.tensorboard={config[train][tensorboard]} --set train.keep_state={config[train][keep_state]} "
+        "2> {log:q}"
 
 
 rule merge:
