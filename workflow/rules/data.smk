@@ -18,7 +18,7 @@ if DEMO:
             f"{R}/logs/demo_data.log",
         benchmark:
             f"{R}/benchmarks/demo_data.tsv"
-        threads: workflow.cores
+        threads: ALL_THREADS
         conda:
             "../envs/mgpipe.yaml"
         shell:
@@ -60,7 +60,7 @@ rule decode:
         code=code("decode"),
     log:
         f"{R}/logs/decode.log",
-    threads: workflow.cores
+    threads: ALL_THREADS
     resources:
         mem_mb=4000,
         runtime=240,

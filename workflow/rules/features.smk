@@ -13,7 +13,7 @@ rule pose:
         code=code("pose"),
     log:
         f"{R}/logs/pose.log",
-    threads: workflow.cores
+    threads: ALL_THREADS
     resources:
         mem_mb=4000 if IMAGE_POSE else 2000,
         runtime=1440 if IMAGE_POSE else 120,
@@ -35,7 +35,7 @@ rule heatmaps:
         code=code("heatmaps"),
     log:
         f"{R}/logs/heatmaps.log",
-    threads: workflow.cores
+    threads: ALL_THREADS
     resources:
         mem_mb=4000,
         runtime=240,

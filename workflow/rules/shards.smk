@@ -51,7 +51,7 @@ if SHARDS > 1:
             code=code("decode"),
         log:
             f"{R}/logs/decode/{{shard}}.log",
-        threads: workflow.cores
+        threads: ALL_THREADS
         resources:
             mem_mb=4000,
             runtime=shard_runtime(240),
@@ -74,7 +74,7 @@ if SHARDS > 1:
             code=code("pose"),
         log:
             f"{R}/logs/pose/{{shard}}.log",
-        threads: workflow.cores
+        threads: ALL_THREADS
         resources:
             mem_mb=4000 if IMAGE_POSE else 2000,
             runtime=shard_runtime(1440 if IMAGE_POSE else 120),

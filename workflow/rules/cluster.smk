@@ -1,0 +1,27 @@
+# SLURM: no job that cannot start. A job asking for more CPUs or memory than any node of its
+# partition has pends forever (reason PartitionConfig) while Snakemake waits without a word. Here,
+# before anything is submitted, each rule's threads are fitted to the largest node of its
+# partition (sinfo), and a rule whose memory no node has stops the run with one line.
+# (Included last: every rule, with the profile's set-threads and set-resources, exists by now.)
+
+
+def _plain(value):
+    """A rule's resource as a plain value: None where it is a function of the job."""
+    value = getattr(value, "value", value)
+    return None if callable(value) else value
+
+
+if SLURM_NODES:
+    for _rule in workflow.rules:
+        _partition = _plain(_rule.resources.get("slurm_partition")) or ""
+        if _partition not in SLURM_NODES:
+            continue  # a partition sinfo does not list: sbatch names it
+        _cpus, _mem = SLURM_NODES[_partition]
+        _threads = _plain(_rule.resources.get("_cores"))
+        if isinstance(_threads, int) and _threads > _cpus:
+            _rule.resources["_cores"] = _cpus
+        _mem_mb = _plain(_rule.resources.get("mem_mb"))
+        if isinstance(_mem_mb, int) and _mem > 0 and _mem_mb > _mem:
+            sys.exit(f"mgpipe: rule {_rule.name} asks for mem_mb={_mem_mb}, but the largest node of "
+                     f"partition {_partition or '(default)'} has {_mem} MB (sinfo): lower it in the "
+                     "profile's set-resources")
