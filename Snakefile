@@ -23,4 +23,6 @@ include: "workflow/rules/features.smk"
 include: "workflow/rules/shards.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
-include: "workflow/rules/cluster.smk"
+
+
+fit_rules_to_cluster()

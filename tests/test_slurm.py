@@ -270,8 +270,8 @@ def test_jobs_are_fitted_to_the_largest_node_at_plan_time(slurm_conf, tmp_path):
     big = plan("--set-resources", f"train:mem_mb={mem + 1}")
     assert big.returncode != 0
     assert [l for l in big.stderr.splitlines() if l.startswith("mgpipe:")] == [
-        f"mgpipe: rule train asks for mem_mb={mem + 1}, but the largest node of partition debug has {mem} MB "
-        "(sinfo): lower it in the profile's set-resources"], big.stderr[-2000:]
+        f"mgpipe: the train rule asks for mem_mb={mem + 1}, but the largest node of partition debug has {mem} MB "
+        "(sinfo); lower it in the profile's set-resources"], big.stderr[-2000:]
 
 
 @pytest.mark.parametrize("sinfo, gpus", [("(null)\n", 0), ("gpu:a100:4(S:0-1)\n(null)\ngpu:2\n", 4),

@@ -178,6 +178,44 @@ ALL_THREADS = workflow.global_resources.get("_cores") or 1
 SLURM_NODES = slurm_partitions() if ON_SLURM and "SLURM_JOB_ID" not in os.environ else {}
 
 
+def plain_resource(rule_, value):
+    """A rule's resource as a plain value, None where it depends on the job (its input, wildcards).
+    Profile values are expressions Snakemake evaluates per job: evaluated here without a job."""
+    value = getattr(value, "value", value)
+    if callable(value):
+        import inspect
+
+        known = dict(wildcards={}, input=[], attempt=1, threads=1, rulename=rule_.name, async_run=None)
+        try:
+            value = value(**{k: known[k] for k in inspect.signature(value).parameters})
+        except Exception:
+            return None
+    return value
+
+
+def fit_rules_to_cluster():
+    """SLURM: no job that cannot start. A job asking for more CPUs or memory than any node of its
+    partition has pends forever (reason PartitionConfig) while Snakemake waits without a word.
+    Before anything is submitted, each rule's threads are fitted to the largest node of its
+    partition (sinfo), and a rule whose memory no node has stops the run with one line. Called at
+    the end of the Snakefile: every rule, with the profile's set-threads and set-resources, exists."""
+    if not SLURM_NODES:
+        return
+    for rule_ in workflow.rules:
+        partition = plain_resource(rule_, rule_.resources.get("slurm_partition")) or ""
+        if partition not in SLURM_NODES:
+            continue  # a partition sinfo does not list: sbatch names it
+        cpus, mem = SLURM_NODES[partition]
+        threads = getattr(rule_.resources.get("_cores"), "value", rule_.resources.get("_cores"))
+        if isinstance(threads, int) and threads > cpus:
+            rule_.resources["_cores"] = cpus
+        mem_mb = plain_resource(rule_, rule_.resources.get("mem_mb"))
+        if isinstance(mem_mb, int) and mem > 0 and mem_mb > mem:
+            sys.exit(f"mgpipe: the {rule_.name} rule asks for mem_mb={mem_mb}, but the largest node of "
+                     f"partition {partition or '(default)'} has {mem} MB (sinfo); lower it in the "
+                     "profile's set-resources")
+
+
 def gpu_count():
     """GPUs a training or test job asks for, per node."""
     device = config["train"]["device"]

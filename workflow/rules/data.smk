@@ -19,8 +19,6 @@ if DEMO:
         benchmark:
             f"{R}/benchmarks/demo_data.tsv"
         threads: ALL_THREADS
-        conda:
-            "../envs/mgpipe.yaml"
         shell:
             "mgpipe demo-data {params.out:q} --config-json {params.cfg:q} 2> {log:q}"
 
@@ -43,8 +41,6 @@ rule clips:
         code=code("clips"),
     log:
         f"{R}/logs/clips.log",
-    conda:
-        "../envs/mgpipe.yaml"
     shell:
         "mgpipe clips {params.sources} --config-json {params.cfg:q} --out {output.manifest:q} "
         "--classes-out {output.classes:q} 2> {log:q}"
@@ -65,8 +61,6 @@ rule decode:
         mem_mb=4000,
         runtime=240,
     cache: "omit-software"
-    conda:
-        "../envs/mgpipe.yaml"
     shell:
         "mgpipe decode --manifest {input.manifest:q} --config-json {params.cfg:q} "
         "--out {output.frames:q} --threads {threads} 2> {log:q}"

@@ -29,8 +29,6 @@ if SHARDS > 1:
             code=code("shards"),
         log:
             f"{R}/logs/shard_clips.log",
-        conda:
-            "../envs/mgpipe.yaml"
         shell:
             "mgpipe shard --manifest {input.manifest:q} --shards {params.shards} "
             "--out-dir {output.slices:q} 2> {log:q}"
@@ -55,8 +53,6 @@ if SHARDS > 1:
         resources:
             mem_mb=4000,
             runtime=shard_runtime(240),
-        conda:
-            "../envs/mgpipe.yaml"
         shell:
             "mgpipe decode --manifest {input.manifest:q} --config-json {params.cfg:q} "
             "--out {output.frames:q} --threads {threads} 2> {log:q}"
@@ -78,8 +74,6 @@ if SHARDS > 1:
         resources:
             mem_mb=4000 if IMAGE_POSE else 2000,
             runtime=shard_runtime(1440 if IMAGE_POSE else 120),
-        conda:
-            "../envs/mgpipe.yaml"
         shell:
             "mgpipe pose --manifest {input.manifest:q} {params.skeletons} {params.frames} "
             "--config-json {params.cfg:q} --out {output.keypoints:q} --threads {threads} 2> {log:q}"
@@ -96,8 +90,6 @@ if SHARDS > 1:
         resources:
             mem_mb=2000,
             runtime=60,
-        conda:
-            "../envs/mgpipe.yaml"
         shell:
             "mgpipe gather frames {input:q} --out {output.frames:q} 2> {log:q}"
 
@@ -113,7 +105,5 @@ if SHARDS > 1:
         resources:
             mem_mb=2000,
             runtime=30,
-        conda:
-            "../envs/mgpipe.yaml"
         shell:
             "mgpipe gather keypoints {input:q} --out {output.keypoints:q} 2> {log:q}"
