@@ -274,6 +274,38 @@ def test_jobs_are_fitted_to_the_largest_node_at_plan_time(slurm_conf, tmp_path):
         "(sinfo); lower it in the profile's set-resources"], big.stderr[-2000:]
 
 
+def test_cancelled_pending_job_ends_its_rule_with_a_message(slurm_conf, tmp_path):
+    """A job that has not started (held back by --begin, pending with reason BeginTime) and is
+    cancelled ends its rule at once with the job id and state, not a wait without end."""
+    workdir = make_workdir(tmp_path / "w")
+    profile = write_test_profile(workdir)
+    cfg = yaml.safe_load((workdir / profile / "config.yaml").read_text())
+    cfg["set-resources"]["demo_data"] = {"mem_mb": 1000, "slurm_extra": "'--begin=now+3600'"}
+    (workdir / profile / "config.yaml").write_text(yaml.safe_dump(cfg))
+    env = slurm_env(slurm_conf, workdir)
+    proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--profile", profile, "results/tiny/demo_data/labels.csv",
+                             "--configfile", "tiny.yaml"], cwd=workdir, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        job, deadline = None, time.time() + 300
+        while job is None and time.time() < deadline and proc.poll() is None:
+            queued = subprocess.run(["squeue", "-h", "-t", "PD", "-o", "%i %k %r"], env=env, capture_output=True,
+                                    text=True, check=True).stdout.splitlines()
+            job = next((line.split() for line in queued if "rule_demo_data" in line), None)
+            time.sleep(0.5)
+        assert job, "the held job never showed as pending"
+        assert job[2] == "BeginTime", job
+        subprocess.run(["scancel", job[0]], env=env, check=True)
+        t0 = time.time()
+        out = proc.communicate(timeout=180)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    print(f"rule ended {time.time() - t0:.0f} s after scancel")
+    assert proc.returncode != 0
+    assert re.search(rf"Error in rule demo_data:.*SLURM-job '{job[0]}' failed, SLURM status is: 'CANCELLED", out, re.S), out[-3000:]
+
+
 @pytest.mark.parametrize("sinfo, gpus", [("(null)\n", 0), ("gpu:a100:4(S:0-1)\n(null)\ngpu:2\n", 4),
                                          ("gpu:tesla:1,mps:100\n", 1), ("mps:100\n", 0), ("", 0)])
 def test_gpus_are_read_from_sinfo_gres(sinfo, gpus):
