@@ -172,7 +172,7 @@ else:
 
 # The data rules take every core of the run (--cores). Commands that run nothing (--dag,
 # --rulegraph, --report, --summary, --lint) need no --cores: 1 there. On SLURM each rule's threads
-# are fitted to its partition's largest node (workflow/rules/cluster.smk).
+# are fitted to its partition's largest node (fit_rules_to_cluster).
 ALL_THREADS = workflow.global_resources.get("_cores") or 1
 # {partition: (CPUs, MB) of its largest node} from sinfo, for the main Snakemake that submits
 SLURM_NODES = slurm_partitions() if ON_SLURM and "SLURM_JOB_ID" not in os.environ else {}
