@@ -27,3 +27,4 @@ include: "workflow/rules/evaluate.smk"
 
 # (every rule is defined now: init files are checked against all of their outputs)
 check_init_outputs()
+fit_rules_to_cluster()

@@ -17,8 +17,11 @@
 # slurmdbd on ports 6817/6818/6819 (MGPIPE_SLURM_PORT_BASE). SLURM 22.05 has no listen address:
 # those three accept connections on every interface, but every request must carry a munge
 # credential made with this folder's key (root-only), so only this machine's root can use them.
-# One node, "localhost", with this machine's CPUs and memory (slurmd -C) and no GPUs: partition
-# "debug", account "root". Accounting (slurmdbd + MariaDB) makes sacct work: the tests read it,
+# One node, "localhost", with this machine's CPUs and memory (slurmd -C) and two GPUs that are
+# not there (MGPIPE_SLURM_GPUS, default 2; 0 for none): SLURM accepts GPUs without devices where
+# gres.conf names their files (AutoDetect=off) and the files exist (plain files in $DIR/dev), so
+# jobs ask for, get and are accounted GPUs (sacct AllocTRES gres/gpu=N) as on a GPU cluster, and
+# torch inside them finds no CUDA. Partition "debug", account "root". Accounting (slurmdbd + MariaDB) makes sacct work: the tests read it,
 # and Snakemake's SLURM executor falls back to it where MinJobAge is short.
 # Packages (Debian): slurm-wlm, slurmdbd, munge, mariadb-server.
 set -euo pipefail
@@ -26,6 +29,7 @@ set -euo pipefail
 DIR=${MGPIPE_SLURM_DIR:-/var/tmp/mgpipe-slurm}
 DB_PORT=${MGPIPE_SLURM_DB_PORT:-3307}
 PORT=${MGPIPE_SLURM_PORT_BASE:-6817}
+GPUS=${MGPIPE_SLURM_GPUS:-2}
 CLUSTER=mgpipe
 PACKAGES=(slurm-wlm slurmdbd munge mariadb-server)
 
@@ -60,7 +64,7 @@ wait_for() {  # wait_for WHAT SECONDS COMMAND...
 }
 
 write_configs() {
-    mkdir -p "$DIR"/{run,log,spool/ctld,spool/d,db}
+    mkdir -p "$DIR"/{run,log,spool/ctld,spool/d,db,dev}
     chmod 755 "$DIR"  # munge clients need to reach the socket
     local cpus mem
     cpus=$(nproc)
@@ -69,6 +73,16 @@ write_configs() {
     mem=$((mem * 95 / 100))
     [[ -s $DIR/munge.key ]] || { dd if=/dev/urandom bs=1 count=1024 of="$DIR/munge.key" 2>/dev/null; chmod 400 "$DIR/munge.key"; }
     [[ -s $DIR/db.password ]] || { head -c 18 /dev/urandom | base64 | tr -d '/+=' > "$DIR/db.password"; chmod 600 "$DIR/db.password"; }
+    local gres="" node_gres="" i
+    if ((GPUS > 0)); then
+        # the stand-ins for /dev/nvidia0..: slurmd counts a GPU only where its file exists
+        for ((i = 0; i < GPUS; i++)); do : > "$DIR/dev/gpu$i"; done
+        gres=$'GresTypes=gpu\nAccountingStorageTRES=gres/gpu'
+        node_gres=" Gres=gpu:$GPUS"
+        printf 'AutoDetect=off\nNodeName=localhost Name=gpu File=%s\n' "$DIR/dev/gpu[0-$((GPUS - 1))]" > "$DIR/gres.conf"
+    else
+        rm -f "$DIR/gres.conf"
+    fi
     cat > "$DIR/slurm.conf" <<EOF
 # written by scripts/slurm_local.sh: one local node, loopback only
 ClusterName=$CLUSTER
@@ -106,7 +120,8 @@ AccountingStoreFlags=job_comment
 MinJobAge=300
 KillWait=5
 InactiveLimit=0
-NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
+$gres
+NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem$node_gres State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 EOF
     cat > "$DIR/slurmdbd.conf" <<EOF

@@ -1,6 +1,8 @@
 """The SLURM profile on a real SLURM: scripts/slurm_local.sh starts munge, MariaDB, slurmdbd,
-slurmctld and slurmd for one local node (2 CPUs, no GPUs), and the tiny workflow runs with
-`--profile profiles/slurm`, every rule a SLURM job, to the metrics.json of a local run.
+slurmctld and slurmd for one local node (2 CPUs and two GPUs that are plain files: SLURM hands
+them out and accounts them, torch in the job finds no CUDA), and the tiny workflow runs with
+`--profile profiles/slurm` and train.device auto, every rule a SLURM job, to the metrics.json of a
+local run; its training and test jobs are allocated one GPU each, the data jobs none.
 Needs root (the daemons) and the Debian packages (installed by the script); skipped otherwise,
 failed instead where MGPIPE_REQUIRE_SLURM=1 (CI)."""
 
@@ -81,11 +83,11 @@ def run_slurm(workdir: Path, conf: str, *args, check=True, timeout=1200):
 
 def sacct(conf: str, workdir: Path, *args) -> list[dict]:
     """The jobs sacct knows (allocations only), as dicts; also printed."""
-    fields = ["JobID", "JobName", "Comment", "State", "ExitCode", "Elapsed", "ReqTRES"]
+    fields = ["JobID", "JobName", "Comment", "State", "ExitCode", "Elapsed", "ReqTRES", "AllocTRES"]
     out = subprocess.run(["sacct", "-X", "-a", "-P", "-n", "-S", "now-1days", *args, "-o", ",".join(fields)],
                          env=slurm_env(conf, workdir), capture_output=True, text=True, check=True).stdout
     subprocess.run(["sacct", "-X", "-a", "-S", "now-1days", *args, "-o",
-                    "JobID,Comment%40,State,ExitCode,Elapsed,ReqTRES%45"], env=slurm_env(conf, workdir))
+                    "JobID,Comment%40,State,ExitCode,Elapsed,AllocTRES%60"], env=slurm_env(conf, workdir))
     return [dict(zip(fields, line.split("|"))) for line in out.splitlines() if line]
 
 
@@ -124,9 +126,16 @@ def test_every_rule_is_one_slurm_job_and_metrics_equal_the_local_run(runs, slurm
     expected = {rule: n for rule, n in runs["plan"].items() if rule != "all"}  # `all` runs no command
     assert {rule: len(w) for rule, w in per_rule.items()} == expected
     assert all(len(set(w)) == len(w) for w in per_rule.values())  # one job per rule run
-    # no GPU asked on a cluster without GPUs
-    assert not any("gpu" in j["ReqTRES"] for j in jobs), [j["ReqTRES"] for j in jobs]
-    assert "--gpus" not in runs["proc"].stdout + runs["proc"].stderr
+    # the node lists two GPUs (sinfo gpu:2): with train.device auto every training and test job is
+    # allocated train.gpus (1) of them, no data job one
+    for j in sorted(jobs, key=lambda j: j["Comment"]):
+        print(f"{j['JobName']:38} {j['Comment']:40} {j['State']:10} {j['AllocTRES']}")
+    for job in jobs:
+        rule = rule_of(job["Comment"])[0]
+        if rule in ("train", "test"):
+            assert "gres/gpu=1" in job["AllocTRES"].split(","), job
+        else:
+            assert "gpu" not in job["AllocTRES"], job
     name = "results/tiny/ensemble/metrics.json"
     assert (runs["cluster"] / name).read_bytes() == (runs["local"] / name).read_bytes()
 
@@ -224,6 +233,77 @@ def test_training_across_nodes_asks_for_the_nodes_and_starts_agents_under_srun(r
                      r"--nnodes 1 --nproc_per_node 2 --rdzv_backend c10d --rdzv_endpoint localhost:\d+", text)
     assert "joint: data-parallel over world size 2 (1 node(s) x 2 process(es))" in text
     assert (workdir / "multinode" / "model.pt").exists()
+
+
+def test_jobs_are_fitted_to_the_largest_node_at_plan_time(slurm_conf, tmp_path):
+    """More threads than the node has (cores: 64, set-threads 16) are fitted to its CPUs; memory
+    no node has stops the plan with one line naming the rule; device cuda plans gpu=1, cpu gpu=0."""
+    workdir = make_workdir(tmp_path / "w")
+    profile = yaml.safe_load((workdir / "profiles" / "slurm" / "config.yaml").read_text())
+    profile["default-resources"].update(slurm_account="root", slurm_partition="debug")
+    for resources in profile["set-resources"].values():
+        resources.pop("slurm_partition", None)
+    profile["cores"] = 64
+    profile["default-resources"]["mem_mb"] = 1000
+    (workdir / "profiles" / "big").mkdir()
+    (workdir / "profiles" / "big" / "config.yaml").write_text(yaml.safe_dump(profile))
+    env = slurm_env(slurm_conf, workdir)
+    cpus = int(subprocess.run(["sinfo", "-h", "-N", "-o", "%c"], env=env, capture_output=True, text=True,
+                              check=True).stdout.split()[0])
+    mem = int(subprocess.run(["sinfo", "-h", "-N", "-o", "%m"], env=env, capture_output=True, text=True,
+                             check=True).stdout.split()[0])
+
+    def plan(*extra):
+        return subprocess.run([sys.executable, "-m", "snakemake", "-n", "--profile", "profiles/big",
+                               "--configfile", "tiny.yaml", *extra], cwd=workdir, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    (workdir / "cuda.yaml").write_text("train: {device: cuda}\n")
+    proc = plan("cuda.yaml", "--set-resources", "train:mem_mb=1000", "test:mem_mb=1000")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", proc.stdout, re.M)
+    threads = dict(re.findall(r"^rule (\w+):\n(?:    .*\n)*?    threads: (\d+)$", proc.stdout, re.M))
+    assert int(threads["decode"]) == cpus and int(threads["pose"]) <= cpus, threads
+    for rule, resources in jobs:
+        if rule in ("train", "test"):
+            assert "gpu=1" in resources.split(", "), (rule, resources)
+    big = plan("--set-resources", f"train:mem_mb={mem + 1}")
+    assert big.returncode != 0
+    assert [l for l in big.stderr.splitlines() if l.startswith("mgpipe:")] == [
+        f"mgpipe: the train rule asks for mem_mb={mem + 1}, but the largest node of partition debug has {mem} MB "
+        "(sinfo); lower it in the profile's set-resources"], big.stderr[-2000:]
+
+
+def test_cancelled_pending_job_ends_its_rule_with_a_message(slurm_conf, tmp_path):
+    """A job that has not started (held back by --begin, pending with reason BeginTime) and is
+    cancelled ends its rule at once with the job id and state, not a wait without end."""
+    workdir = make_workdir(tmp_path / "w")
+    profile = write_test_profile(workdir)
+    cfg = yaml.safe_load((workdir / profile / "config.yaml").read_text())
+    cfg["set-resources"]["demo_data"] = {"mem_mb": 1000, "slurm_extra": "'--begin=now+3600'"}
+    (workdir / profile / "config.yaml").write_text(yaml.safe_dump(cfg))
+    env = slurm_env(slurm_conf, workdir)
+    proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--profile", profile, "results/tiny/demo_data/labels.csv",
+                             "--configfile", "tiny.yaml"], cwd=workdir, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        job, deadline = None, time.time() + 300
+        while job is None and time.time() < deadline and proc.poll() is None:
+            queued = subprocess.run(["squeue", "-h", "-t", "PD", "-o", "%i %k %r"], env=env, capture_output=True,
+                                    text=True, check=True).stdout.splitlines()
+            job = next((line.split() for line in queued if "rule_demo_data" in line), None)
+            time.sleep(0.5)
+        assert job, "the held job never showed as pending"
+        assert job[2] == "BeginTime", job
+        subprocess.run(["scancel", job[0]], env=env, check=True)
+        t0 = time.time()
+        out = proc.communicate(timeout=180)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    print(f"rule ended {time.time() - t0:.0f} s after scancel")
+    assert proc.returncode != 0
+    assert re.search(rf"Error in rule demo_data:.*SLURM-job '{job[0]}' failed, SLURM status is: 'CANCELLED", out, re.S), out[-3000:]
 
 
 @pytest.mark.parametrize("sinfo, gpus", [("(null)\n", 0), ("gpu:a100:4(S:0-1)\n(null)\ngpu:2\n", 4),

@@ -3,6 +3,7 @@ with the rerun behaviour users rely on (nothing to do twice, -R, params and code
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,8 +31,8 @@ def make_workdir(path: Path) -> Path:
     return path
 
 
-def smk(workdir: Path, *args, check=True, timeout=900):
-    env = dict(os.environ, PYTHONPATH=str(workdir))  # the copy of mgpipe wins over the install
+def smk(workdir: Path, *args, check=True, timeout=900, env=None):
+    env = dict(os.environ, PYTHONPATH=str(workdir), **(env or {}))  # the copy of mgpipe wins over the install
     proc = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env,
                           capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
@@ -84,14 +85,73 @@ def test_dry_run_plans_every_stage(workdir):
 
 
 def test_lint_is_clean(workdir):
+    """Snakemake's lint finds nothing but its advice to give every rule a conda environment or
+    container: mgpipe has none (it is installed with pip, README "Install"; a conda file that no
+    test can build here, conda being out of reach, would only drift from pyproject.toml)."""
     proc = smk(workdir, "--lint", check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lints = {line.strip() for line in (proc.stdout + proc.stderr).splitlines() if line.lstrip().startswith("* ")}
+    assert lints <= {"* Specify a conda environment or container for each rule.:"}, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "Error" not in proc.stdout + proc.stderr, proc.stderr
 
 
-def test_slurm_profile_asks_a_gpu_for_training(workdir):
+def gpus_planned(proc) -> dict:
+    """{rule: sorted set of its jobs' gpu= values ('-' where none)} from a dry run's plan."""
+    out = {}
+    for block in proc.stdout.split("\nrule ")[1:]:
+        rule = block.split(":", 1)[0]
+        resources = re.search(r"^    resources: (.*)$", block, re.M)
+        gpu = re.search(r"\bgpu=(\d+)", resources.group(1)) if resources else None
+        out.setdefault(rule, set()).add(gpu.group(1) if gpu else "-")
+    return {rule: sorted(v) for rule, v in out.items()}
+
+
+@pytest.mark.parametrize("device, gpu", [("cuda", "1"), ("cpu", "0")])
+def test_slurm_profile_asks_train_gpus_for_training_and_test(workdir, device, gpu):
+    """On SLURM the train and test jobs ask for train.gpus GPUs whatever the submitting machine
+    has (profiles/default's local cap, here 0 GPUs, does not apply); device cpu asks for none.
+    (device auto asks where sinfo lists GPUs: tests/test_slurm.py.)"""
     pytest.importorskip("snakemake_executor_plugin_slurm")
-    proc = smk(workdir, "-n", "--profile", "profiles/slurm")
-    assert "rule train:" in proc.stdout
+    (workdir / f"{device}.yaml").write_text(f"train: {{device: {device}}}\n")
+    env = {"CUDA_VISIBLE_DEVICES": ""}
+    proc = smk(workdir, "-n", "--profile", "profiles/slurm", "--configfile", "tiny.yaml", f"{device}.yaml", env=env)
+    plan = gpus_planned(proc)
+    print(plan)
+    assert plan["train"] == [gpu] and plan["test"] == [gpu], plan
+    assert all(v == ["-"] for rule, v in plan.items() if rule not in ("train", "test")), plan
+
+
+def test_local_plan_caps_gpus_at_the_visible_ones(workdir):
+    (workdir / "two.yaml").write_text("train: {device: cuda, gpus: 2}\n")
+    plan = gpus_planned(smk(workdir, "-n", "--cores", "2", "--configfile", "tiny.yaml", "two.yaml",
+                            env={"CUDA_VISIBLE_DEVICES": "0,1"}))
+    assert plan["train"] == ["2"] and plan["test"] == ["2"], plan
+    plan = gpus_planned(smk(workdir, "-n", "--cores", "2", "--configfile", "tiny.yaml", env={"CUDA_VISIBLE_DEVICES": ""}))
+    assert plan["train"] == ["0"], plan   # device auto, no GPU: one process on the CPU
+
+
+@pytest.mark.parametrize("text, visible, line", [
+    ("train: {gpus: 64}\n", "", "mgpipe: config key train.gpus: 64 GPUs per training job, but this machine has 0 visible; at most train.gpus: 1 here"),
+    ("train: {gpus: 3, device: cuda}\n", "0,1", "mgpipe: config key train.gpus: 3 GPUs per training job, but this machine has 2 visible; at most train.gpus: 2 here"),
+    ("train: {device: cuda}\n", "", "mgpipe: config key train.device: cuda, but this machine has no visible GPU (CUDA_VISIBLE_DEVICES, /proc/driver/nvidia/gpus); use auto or cpu"),
+    ("train: {nodes: 2}\n", "", "mgpipe: config key train.nodes: 2 nodes need SLURM (--profile profiles/slurm); a local run trains on one machine: train.nodes: 1"),
+])
+def test_local_gpu_settings_that_cannot_work_stop_at_plan_time(workdir, text, visible, line):
+    (workdir / "gpu.yaml").write_text(text)
+    proc = smk(workdir, "-n", "--cores", "2", "--configfile", "tiny.yaml", "gpu.yaml", check=False,
+               env={"CUDA_VISIBLE_DEVICES": visible})
+    assert proc.returncode != 0
+    assert [l for l in proc.stderr.splitlines() if l.startswith("mgpipe:")] == [line], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args", [["--rulegraph"], ["--dag"], ["--summary"], ["--lint"]])
+def test_commands_that_run_nothing_need_no_cores(workdir, args):
+    proc = smk(workdir, *args, "--configfile", "tiny.yaml", check=False)
+    assert "requires a total number of cores" not in proc.stdout + proc.stderr, proc.stderr[-2000:]
+    if args[0] != "--lint":   # (lint: test_lint_is_clean)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    if args[0] in ("--rulegraph", "--dag"):
+        assert proc.stdout.lstrip().startswith("digraph") and "train" in proc.stdout
 
 
 @pytest.mark.parametrize("text, key", [
@@ -112,6 +172,12 @@ def test_bad_config_stops_with_one_line(workdir, text, key):
 def tiny_run(workdir):
     smk(workdir, "--cores", "2", "--configfile", "tiny.yaml")
     return workdir
+
+
+def test_report_needs_no_cores(tiny_run):
+    proc = smk(tiny_run, "--report", "report.html", "--configfile", "tiny.yaml", check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tiny_run / "report.html").stat().st_size > 0
 
 
 def test_tiny_run_writes_every_output(tiny_run):

@@ -14,7 +14,6 @@ the report style of mgpipe.transfer.init (loaded / fresh / ignored; kept in the 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import re
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from ..compat import import_torchvision
 from ..io import InputError
 
 VARIANTS = {"t": ("swin3d_t", "Swin3D_T_Weights"), "s": ("swin3d_s", "Swin3D_S_Weights"),
@@ -33,38 +33,6 @@ VARIANTS = {"t": ("swin3d_t", "Swin3D_T_Weights"), "s": ("swin3d_s", "Swin3D_S_W
 WEIGHT_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 # torch.hub's convention: the published file name carries the first digits of its sha256
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,})\.")
-
-_FAKE_OPS = None  # the library object must live as long as the process: it owns the definitions
-
-
-def import_torchvision():
-    """torchvision, importable on our CPU torch.
-
-    Why: PyPI's torchvision wheel is a CUDA build; its compiled extension (_C.so) needs
-    libtorch_cuda.so, which the CPU torch wheel lacks, so it does not load, and
-    torchvision/_meta_registrations.py then registers fake kernels for torchvision::nms and
-    torchvision::qnms unguarded: `import torchvision` fails with "operator torchvision::nms does
-    not exist". We load the extension ourselves where it loads (find_spec does not run
-    torchvision/__init__); only where it cannot do we define the two schemas (nothing here
-    calls them; swin3d is pure PyTorch). Defining them where _C loads would clash with it."""
-    global _FAKE_OPS
-    import sys
-
-    if "torchvision" in sys.modules or _FAKE_OPS is not None:
-        import torchvision
-        return torchvision
-    spec = importlib.util.find_spec("torchvision")
-    if spec is None or spec.origin is None:
-        raise InputError("the Video Swin member needs torchvision (pip install torchvision==0.28.0)")
-    try:
-        torch.ops.load_library(os.path.join(os.path.dirname(spec.origin), "_C.so"))
-    except OSError:
-        _FAKE_OPS = torch.library.Library("torchvision", "DEF")
-        _FAKE_OPS.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        _FAKE_OPS.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    import torchvision
-    return torchvision
-
 
 class VideoSwin(nn.Module):
     """torchvision's SwinTransformer3d as `net`; forward(x [N, 3, T, H, W]) ->

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mgpipe import config as mgconfig
 from mgpipe import plan as mgplan
-from mgpipe.runtime import slurm_gpu_count
+from mgpipe.runtime import slurm_gpu_count, slurm_partitions, visible_gpu_count
 from mgpipe import specs
 from mgpipe import skeleton_sources as mgsources
 from mgpipe.io import InputError
@@ -171,10 +171,80 @@ def code(stage):
 # cluster whose nodes list no `gpu` generic resource (sinfo) gets CPU jobs; device cuda always
 # asks, device cpu never does.
 # (the Snakemake inside each job must ask for the same: there SLURM_JOB_ID tells it it is on SLURM)
-ON_SLURM = (workflow.executor_plugin is not None and workflow.executor_plugin.name.startswith("slurm")) \
-    or "SLURM_JOB_ID" in os.environ
+# The Snakefile is read before Snakemake picks its executor (workflow.executor_plugin is still None
+# here, and a dry run swaps it for `dryrun`): a run for SLURM shows in its SLURM default resources
+# (slurm_account / slurm_partition, set by profiles/slurm) or in --executor slurm.
+_default_resources = workflow.resource_settings.default_resources
+ON_SLURM = "SLURM_JOB_ID" in os.environ \
+    or any(prev in ("--executor", "-e") and arg.startswith("slurm") for prev, arg in zip(sys.argv, sys.argv[1:])) \
+    or (_default_resources is not None and any(name.startswith("slurm_") for name in _default_resources.parsed))
 CLUSTER_GPUS = slurm_gpu_count() if ON_SLURM and config["train"]["device"] == "auto" else None
 NODES = config["train"]["nodes"]
+if ON_SLURM:
+    # profiles/default, loaded with every run and winning over --profile, caps the global `gpu`
+    # resource at the GPUs of the machine Snakemake runs on (a login node: 0), and Snakemake
+    # lowers every job's `gpu` to that cap. On SLURM the cluster hands out the GPUs: no cap.
+    workflow.global_resources.pop("gpu", None)
+else:
+    # Checked at plan time, not in the training job after the data stages.
+    if NODES > 1:
+        sys.exit(f"mgpipe: config key train.nodes: {NODES} nodes need SLURM (--profile profiles/slurm); "
+                 "a local run trains on one machine: train.nodes: 1")
+    _visible = visible_gpu_count()
+    _gpus = config["train"]["gpus"]
+    if config["train"]["device"] == "cuda" and _visible == 0:
+        sys.exit("mgpipe: config key train.device: cuda, but this machine has no visible GPU "
+                 "(CUDA_VISIBLE_DEVICES, /proc/driver/nvidia/gpus); use auto or cpu")
+    # device auto without GPUs trains one process on the CPU (the default train.gpus: 1)
+    if config["train"]["device"] != "cpu" and _gpus > max(_visible, 1):
+        sys.exit(f"mgpipe: config key train.gpus: {_gpus} GPUs per training job, but this machine has "
+                 f"{_visible} visible; at most train.gpus: {max(_visible, 1)} here")
+
+
+# The data rules take every core of the run (--cores). Commands that run nothing (--dag,
+# --rulegraph, --report, --summary, --lint) need no --cores: 1 there. On SLURM each rule's threads
+# are fitted to its partition's largest node (fit_rules_to_cluster).
+ALL_THREADS = workflow.global_resources.get("_cores") or 1
+# {partition: (CPUs, MB) of its largest node} from sinfo, for the main Snakemake that submits
+SLURM_NODES = slurm_partitions() if ON_SLURM and "SLURM_JOB_ID" not in os.environ else {}
+
+
+def plain_resource(rule_, value):
+    """A rule's resource as a plain value, None where it depends on the job (its input, wildcards).
+    Profile values are expressions Snakemake evaluates per job: evaluated here without a job."""
+    value = getattr(value, "value", value)
+    if callable(value):
+        import inspect
+
+        known = dict(wildcards={}, input=[], attempt=1, threads=1, rulename=rule_.name, async_run=None)
+        try:
+            value = value(**{k: known[k] for k in inspect.signature(value).parameters})
+        except Exception:
+            return None
+    return value
+
+
+def fit_rules_to_cluster():
+    """SLURM: no job that cannot start. A job asking for more CPUs or memory than any node of its
+    partition has pends forever (reason PartitionConfig) while Snakemake waits without a word.
+    Before anything is submitted, each rule's threads are fitted to the largest node of its
+    partition (sinfo), and a rule whose memory no node has stops the run with one line. Called at
+    the end of the Snakefile: every rule, with the profile's set-threads and set-resources, exists."""
+    if not SLURM_NODES:
+        return
+    for rule_ in workflow.rules:
+        partition = plain_resource(rule_, rule_.resources.get("slurm_partition")) or ""
+        if partition not in SLURM_NODES:
+            continue  # a partition sinfo does not list: sbatch names it
+        cpus, mem = SLURM_NODES[partition]
+        threads = getattr(rule_.resources.get("_cores"), "value", rule_.resources.get("_cores"))
+        if isinstance(threads, int) and threads > cpus:
+            rule_.resources["_cores"] = cpus
+        mem_mb = plain_resource(rule_, rule_.resources.get("mem_mb"))
+        if isinstance(mem_mb, int) and mem > 0 and mem_mb > mem:
+            sys.exit(f"mgpipe: the {rule_.name} rule asks for mem_mb={mem_mb}, but the largest node of "
+                     f"partition {partition or '(default)'} has {mem} MB (sinfo); lower it in the "
+                     "profile's set-resources")
 
 
 def gpu_count():

@@ -18,9 +18,7 @@ if DEMO:
             f"{R}/logs/demo_data.log",
         benchmark:
             f"{R}/benchmarks/demo_data.tsv"
-        threads: workflow.cores
-        conda:
-            "../envs/mgpipe.yaml"
+        threads: ALL_THREADS
         shell:
             "mgpipe demo-data {params.out:q} --config-json {params.cfg:q} 2> {log:q}"
 
@@ -37,8 +35,6 @@ if SKELETON_SOURCES:
             code=code("skeleton_sources"),
         log:
             f"{R}/logs/combine_skeletons.log",
-        conda:
-            "../envs/mgpipe.yaml"
         shell:
             "mgpipe combine-skeletons --sources-json {params.cfg:q} --out {output.pickle:q} 2> {log:q}"
 
@@ -61,8 +57,6 @@ rule clips:
         code=code("clips"),
     log:
         f"{R}/logs/clips.log",
-    conda:
-        "../envs/mgpipe.yaml"
     shell:
         "mgpipe clips {params.sources} --config-json {params.cfg:q} --out {output.manifest:q} "
         "--classes-out {output.classes:q} 2> {log:q}"
@@ -78,13 +72,11 @@ rule decode:
         code=code("decode"),
     log:
         f"{R}/logs/decode.log",
-    threads: workflow.cores
+    threads: ALL_THREADS
     resources:
         mem_mb=4000,
         runtime=240,
     cache: "omit-software"
-    conda:
-        "../envs/mgpipe.yaml"
     shell:
         "mgpipe decode --manifest {input.manifest:q} --config-json {params.cfg:q} "
         "--out {output.frames:q} --threads {threads} 2> {log:q}"

@@ -22,8 +22,6 @@ rule test:
         gpu=gpu_count(),
         mem_mb=8000,
         runtime=240,
-    conda:
-        "../envs/mgpipe.yaml"
     shell:
         "mgpipe test {input.model:q} --config-json {params.cfg:q} --manifest {input.manifest:q} "
         "--classes {input.classes:q} {params.frames} --keypoints {input.keypoints:q} --out {output.scores:q} "
@@ -55,8 +53,6 @@ rule ensemble:
         code=code("ensemble"),
     log:
         f"{R}/logs/ensemble.log",
-    conda:
-        "../envs/mgpipe.yaml"
     shell:
         "mgpipe ensemble --scores {params.named} --classes {input.classes:q} "
         "--curves {params.curves} --manifest {input.manifest:q} --run-config-json {params.run_config:q} "

@@ -13,13 +13,11 @@ rule pose:
         code=code("pose"),
     log:
         f"{R}/logs/pose.log",
-    threads: workflow.cores
+    threads: ALL_THREADS
     resources:
         mem_mb=4000 if IMAGE_POSE else 2000,
         runtime=1440 if IMAGE_POSE else 120,
     cache: "omit-software"
-    conda:
-        "../envs/mgpipe.yaml"
     shell:
         "mgpipe pose --manifest {input.manifest:q} {params.skeletons} {params.frames} "
         "--config-json {params.cfg:q} --out {output.keypoints:q} --threads {threads} 2> {log:q}"
@@ -35,13 +33,11 @@ rule heatmaps:
         code=code("heatmaps"),
     log:
         f"{R}/logs/heatmaps.log",
-    threads: workflow.cores
+    threads: ALL_THREADS
     resources:
         mem_mb=4000,
         runtime=240,
     cache: "omit-software"
-    conda:
-        "../envs/mgpipe.yaml"
     shell:
         "mgpipe heatmaps --keypoints {input.keypoints:q} --config-json {params.cfg:q} "
         "--out {output.heatmaps:q} --threads {threads} 2> {log:q}"
@@ -57,8 +53,6 @@ rule export_pickle:
         pickle=f"{R}/keypoints.pkl",
     log:
         f"{R}/logs/export_pickle.log",
-    conda:
-        "../envs/mgpipe.yaml"
     shell:
         "mgpipe export-pickle --keypoints {input.keypoints:q} --manifest {input.manifest:q} "
         "--out {output.pickle:q} 2> {log:q}"

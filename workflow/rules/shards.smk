@@ -29,8 +29,6 @@ if SHARDS > 1:
             code=code("shards"),
         log:
             f"{R}/logs/shard_clips.log",
-        conda:
-            "../envs/mgpipe.yaml"
         shell:
             "mgpipe shard --manifest {input.manifest:q} --shards {params.shards} "
             "--out-dir {output.slices:q} 2> {log:q}"
@@ -53,12 +51,10 @@ if SHARDS > 1:
             code=code("decode"),
         log:
             f"{R}/logs/decode/{{shard}}.log",
-        threads: workflow.cores
+        threads: ALL_THREADS
         resources:
             mem_mb=4000,
             runtime=shard_runtime(240),
-        conda:
-            "../envs/mgpipe.yaml"
         shell:
             "mgpipe decode --manifest {input.manifest:q} --config-json {params.cfg:q} "
             "--out {output.frames:q} --threads {threads} 2> {log:q}"
@@ -78,12 +74,10 @@ if SHARDS > 1:
             code=code("pose"),
         log:
             f"{R}/logs/pose/{{shard}}.log",
-        threads: workflow.cores
+        threads: ALL_THREADS
         resources:
             mem_mb=4000 if IMAGE_POSE else 2000,
             runtime=shard_runtime(1440 if IMAGE_POSE else 120),
-        conda:
-            "../envs/mgpipe.yaml"
         shell:
             "mgpipe pose --manifest {input.manifest:q} {params.skeletons} {params.frames} "
             "--config-json {params.cfg:q} --out {output.keypoints:q} --threads {threads} 2> {log:q}"
@@ -103,8 +97,6 @@ if SHARDS > 1:
         resources:
             mem_mb=2000,
             runtime=60,
-        conda:
-            "../envs/mgpipe.yaml"
         shell:
             "mgpipe gather frames {input.stores:q} --out {output.frames:q} 2> {log:q}"
 
@@ -123,7 +115,5 @@ if SHARDS > 1:
         resources:
             mem_mb=2000,
             runtime=30,
-        conda:
-            "../envs/mgpipe.yaml"
         shell:
             "mgpipe gather keypoints {input.stores:q} --out {output.keypoints:q} 2> {log:q}"

@@ -32,8 +32,6 @@ rule train:
         **train_resources(),
         mem_mb=16000,
         runtime=1440,
-    conda:
-        "../envs/mgpipe.yaml"
     shell:
         "{params.launcher} mgpipe train {wildcards.model:q} --config-json {params.cfg:q} "
         "--manifest {input.manifest:q} --classes {input.classes:q} {params.frames} "
@@ -56,8 +54,6 @@ rule merge:
         model="|".join(MERGED) or "(?!)",
     log:
         f"{R}/logs/merge_{{model}}.log",
-    conda:
-        "../envs/mgpipe.yaml"
     shell:
         "mgpipe merge --rgb {input.rgb:q} --pose {input.pose:q} --model {wildcards.model:q} "
         "--out {output.merged:q} --config-json {params.cfg:q} 2> {log:q}"
