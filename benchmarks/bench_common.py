@@ -15,11 +15,12 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from mgpipe.clips import write_csv
-from mgpipe.evaluate import score_model
-from mgpipe.formats.scores import read as read_scores, stream_probs
-from mgpipe.skeleton_io import import_pickle
-from mgpipe.train import run as train_run
+from mgpipe.formats.scores import read as read_scores
+from mgpipe.formats.scores import stream_probs
+from mgpipe.sources.skeleton_io import import_pickle
+from mgpipe.stages.clips import write_csv
+from mgpipe.stages.score import score_model
+from mgpipe.stages.train import run as train_run
 
 
 def set_key(config: dict, dotted: str, value: str) -> None:

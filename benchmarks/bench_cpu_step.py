@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mgpipe.config import load_yaml  # noqa: E402
-from mgpipe.runtime import cpu_has_bf16  # noqa: E402
 from mgpipe.models.single import build_single  # noqa: E402
+from mgpipe.runtime import cpu_has_bf16  # noqa: E402
 
 
 def main() -> None:

@@ -36,14 +36,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mgpipe.bench import finish_ms, sample_ms  # noqa: E402
 from mgpipe.config import defaults  # noqa: E402
-from mgpipe.samples import (ClipDataset, collate, mirror_keypoints, sample_indices,  # noqa: E402
-                            scatter_volumes, view_box)
 from mgpipe.formats import keypoints as keypoint_store  # noqa: E402
 from mgpipe.formats.keypoints import EPS, compact_box  # noqa: E402
-from mgpipe.heatmaps import build_heatmap_store  # noqa: E402
-from mgpipe.skeleton_io import import_pickle  # noqa: E402
+from mgpipe.learning.samples import ClipDataset, collate, mirror_keypoints, sample_indices, scatter_volumes, view_box
+from mgpipe.pose.heatmap_render import build_heatmap_store  # noqa: E402
+from mgpipe.sources.skeleton_io import import_pickle  # noqa: E402
+from mgpipe.tools.bench import finish_ms, sample_ms  # noqa: E402
 
 # The workflow's settings where the benchmark has no flag of its own: the schema's defaults.
 DEFAULTS = defaults()

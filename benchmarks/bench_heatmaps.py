@@ -1,4 +1,4 @@
-"""Benchmark: vectorised vs per-joint-loop heatmap rendering (mgpipe.heatmaps).
+"""Benchmark: vectorised vs per-joint-loop heatmap rendering (mgpipe.pose.heatmap_render).
 
 Synthetic but realistic clips: a COCO-17 skeleton template placed at a random position and
 scale in a 640x480 frame, moving slowly with per-frame jitter, ~10% of joints missing
@@ -26,15 +26,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mgpipe.config import defaults  # noqa: E402
 from mgpipe.formats import keypoints as keypoint_store  # noqa: E402
 from mgpipe.formats.keypoints import compact_box  # noqa: E402
-from mgpipe.heatmaps import (  # noqa: E402
-    render_joints, render_joints_loop, render_limbs, render_limbs_loop,
-)
-from mgpipe.bench import sample_ms  # noqa: E402
-from mgpipe.config import defaults  # noqa: E402
-from mgpipe.samples import ClipDataset  # noqa: E402
 from mgpipe.layouts import COCO17  # noqa: E402
+from mgpipe.learning.samples import ClipDataset  # noqa: E402
+from mgpipe.pose.heatmap_render import render_joints, render_joints_loop, render_limbs, render_limbs_loop
+from mgpipe.tools.bench import sample_ms  # noqa: E402
 
 # The workflow's settings where the benchmark has no flag of its own: the schema's defaults.
 DEFAULTS = defaults()

@@ -37,10 +37,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_common import (bench_arguments, load_bench, mean_sd, prepare, test_scores,  # noqa: E402
-                                     train_and_score)
+from benchmarks.bench_common import bench_arguments, load_bench, mean_sd, prepare, test_scores, train_and_score  # noqa: E402
 from mgpipe.config import validate  # noqa: E402
-from mgpipe.ensemble import metrics  # noqa: E402
+from mgpipe.stages.ensemble import metrics  # noqa: E402
 
 CONFIG = ROOT / "benchmarks" / "longtail.yaml"
 NUM_CLASSES = 18

@@ -43,7 +43,7 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from mgpipe.shards import shard_of  # noqa: E402
+from mgpipe.stages.shards import shard_of  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 TABLE = SHARED / "imigue_labels.csv"
@@ -253,8 +253,8 @@ def part_loader(work: Path, workers: int, batches: int) -> dict:
     import resource
 
     from mgpipe import config as mgconfig
-    from mgpipe import specs
-    from mgpipe.samples import make_loader, model_samples
+    from mgpipe.learning import specs
+    from mgpipe.learning.samples import make_loader, model_samples
 
     def rss():
         return int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0]) / 1024
@@ -273,7 +273,7 @@ def part_loader(work: Path, workers: int, batches: int) -> dict:
         seen += len(batch["label"])
         if i + 1 == 20:
             at_20 = rss()
-            import psutil   # the loader's worker processes, alive while it iterates
+            import psutil  # the loader's worker processes, alive while it iterates
 
             worker_rss = [round(c.memory_info().rss / 2**20) for c in psutil.Process().children()]
         if batches and i + 1 >= batches:
@@ -291,10 +291,10 @@ def part_loader(work: Path, workers: int, batches: int) -> dict:
 
 def part_rates(work: Path) -> dict:
     """Per-frame costs on one core, and the gather of 16 shards of the keypoint store."""
-    from mgpipe.decode import decode_video
-    from mgpipe.photo_video import pan_zoom_video, sample_photo
-    from mgpipe.pose import extract_video
-    from mgpipe.shards import gather, shard_of
+    from mgpipe.stages.decode import decode_video
+    from mgpipe.stages.pose import extract_video
+    from mgpipe.stages.shards import gather, shard_of
+    from mgpipe.tools.photo_video import pan_zoom_video, sample_photo
 
     video = work / "hd_10s.mp4"
     if not video.exists():
@@ -364,7 +364,7 @@ def estimate(rates: dict, table: pd.DataFrame, shard_counts=(1, 4, 16, 64),
              decode_threads=16, pose_threads=8) -> dict:
     """Stage times on iMiGUE from the per-frame rates: core-hours, and the wall time of the
     largest shard with the SLURM profile's threads per job (all shards running at once)."""
-    from mgpipe.shards import shard_of
+    from mgpipe.stages.shards import shard_of
 
     per_video = []
     for video_id, rows in table.groupby("video_id"):

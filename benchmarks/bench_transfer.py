@@ -41,9 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_common import bench_arguments, load_bench, mean_sd, prepare, train_and_score  # noqa: E402
-from mgpipe.clips import write_csv  # noqa: E402
 from mgpipe.config import validate  # noqa: E402
-from mgpipe.skeleton_sources import combine  # noqa: E402
+from mgpipe.sources.skeleton_sources import combine  # noqa: E402
+from mgpipe.stages.clips import write_csv  # noqa: E402
 
 CONFIG = ROOT / "benchmarks" / "transfer.yaml"
 FEW_MARGIN = 0.05  # fine-tuning must beat scratch by this much with few clips per class

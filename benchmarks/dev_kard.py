@@ -28,10 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mgpipe.config import load_yaml, validate  # noqa: E402
-from mgpipe.evaluate import score_model  # noqa: E402
-from mgpipe.formats.scores import read as read_scores, stream_probs  # noqa: E402
-from mgpipe.skeleton_io import import_pickle  # noqa: E402
-from mgpipe.train import run as train_run  # noqa: E402
+from mgpipe.formats.scores import read as read_scores  # noqa: E402
+from mgpipe.formats.scores import stream_probs
+from mgpipe.sources.skeleton_io import import_pickle  # noqa: E402
+from mgpipe.stages.score import score_model  # noqa: E402
+from mgpipe.stages.train import run as train_run  # noqa: E402
 
 CONFIG = ROOT / "benchmarks" / "kard.yaml"
 # The pickle's split names -> ours when the config's dataset.split_map gives none (pyskl's

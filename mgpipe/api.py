@@ -28,15 +28,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import config as mgconfig
-from .clips import MANIFEST_COLUMNS
-from .formats import keypoints as keypoint_store
-from .inference import load_model
-from .io import InputError
-from .layouts import get_layout
-from .predict import _classes, _fit_inputs, _model_probs, video_probabilities
-from .runtime import seed_everything, set_threads
-from .samples import model_samples
+from mgpipe import config as mgconfig
+from mgpipe.formats import keypoints as keypoint_store
+from mgpipe.io import InputError
+from mgpipe.layouts import get_layout
+from mgpipe.learning.inference import load_model
+from mgpipe.learning.samples import model_samples
+from mgpipe.runtime import seed_everything, set_threads
+from mgpipe.stages.clips import MANIFEST_COLUMNS
+from mgpipe.stages.predict import _classes, _fit_inputs, _model_probs, video_probabilities
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ class Recognizer:
             data = model_samples(self.spec, self.config, manifest, "test", train=False, frames_h5=None,
                                  keypoints_h5=store, views=self.config["test"]["views"],
                                  flip=self.config["test"]["flip"])
-            from . import imbalance
+            from mgpipe.learning import imbalance
 
             offset = imbalance.logit_offset(self.ckpt, self.checkpoint, self.config["test"]["logit_adjust"])
             probs = _model_probs(self.model, self.spec, data, self.config, self.progress, offset)

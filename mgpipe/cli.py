@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from .io import InputError, OutputError, describe_os_error, replaceable_problem
+from mgpipe.io import InputError, OutputError, describe_os_error, replaceable_problem
 
 log = logging.getLogger("mgpipe")
 
@@ -23,7 +23,7 @@ log = logging.getLogger("mgpipe")
 def _config(args) -> dict:
     """The command's config: the --config files merged in order (none for predict and test unless
     given: the model's record then supplies its settings), or --config-json, then each --set."""
-    from . import config as cfg
+    from mgpipe import config as cfg
 
     data, source = _raw_config(args)
     cfg.apply_sets(data, args.set)
@@ -33,7 +33,7 @@ def _config(args) -> dict:
 
 
 def _raw_config(args) -> tuple[dict, str]:
-    from . import config as cfg
+    from mgpipe import config as cfg
 
     if args.config_json:
         try:
@@ -61,7 +61,7 @@ def _given(args) -> set:
     """The dotted keys ("a", "a.b", "a.b.c") the user's config files, JSON or --set items set
     themselves, as opposed to schema defaults: predict and test take a model's own input settings
     for the rest."""
-    from . import config as cfg
+    from mgpipe import config as cfg
 
     data, _ = _raw_config(args)
     cfg.apply_sets(data, args.set)
@@ -76,7 +76,7 @@ def _given(args) -> set:
 
 
 def cmd_photo_video(args):
-    from .photo_video import pan_zoom_video, sample_photo
+    from mgpipe.tools.photo_video import pan_zoom_video, sample_photo
 
     pan_zoom_video(sample_photo(args.photo), args.out, frames=args.frames, size=(args.width, args.height),
                    fps=args.fps, seed=args.seed)
@@ -84,7 +84,7 @@ def cmd_photo_video(args):
 
 
 def cmd_demo_data(args):
-    from .demo_data import generate
+    from mgpipe.tools.demo_data import generate
 
     config = _config(args)
     stats = generate(args.out, seed=config["seed"], **config["dataset"]["demo"], progress=not args.quiet)
@@ -92,7 +92,7 @@ def cmd_demo_data(args):
 
 
 def cmd_clips(args):
-    from .clips import build_manifest, write_csv
+    from mgpipe.stages.clips import build_manifest, write_csv
 
     config = _config(args)
     if args.labels is None and config["dataset"]["kind"] != "pyskl":
@@ -104,8 +104,8 @@ def cmd_clips(args):
 
 
 def cmd_decode(args):
-    from .clips import read_manifest
-    from .decode import build_frame_store
+    from mgpipe.stages.clips import read_manifest
+    from mgpipe.stages.decode import build_frame_store
 
     decode = _config(args)["decode"]
     build_frame_store(read_manifest(args.manifest), args.out, max_side=decode["max_side"],
@@ -113,8 +113,8 @@ def cmd_decode(args):
 
 
 def cmd_pose(args):
-    from .clips import read_manifest
-    from .pose import build_keypoint_store
+    from mgpipe.stages.clips import read_manifest
+    from mgpipe.stages.pose import build_keypoint_store
 
     pose = _config(args)["pose"]
     build_keypoint_store(read_manifest(args.manifest), args.skeletons, args.out,
@@ -126,8 +126,8 @@ def cmd_pose(args):
 
 
 def cmd_shard(args):
-    from .clips import read_manifest
-    from .shards import write_slices
+    from mgpipe.stages.clips import read_manifest
+    from mgpipe.stages.shards import write_slices
 
     manifest = read_manifest(args.manifest)
     videos = manifest.video_id.nunique() if "video_id" in manifest else None
@@ -139,7 +139,7 @@ def cmd_shard(args):
 
 
 def cmd_combine_skeletons(args):
-    from .skeleton_sources import combine
+    from mgpipe.sources.skeleton_sources import combine
 
     try:
         spec = json.loads(args.sources_json)
@@ -150,14 +150,14 @@ def cmd_combine_skeletons(args):
 
 
 def cmd_gather(args):
-    from .shards import gather
+    from mgpipe.stages.shards import gather
 
     gather(args.kind, args.stores_in, args.out)
 
 
 def cmd_export_pickle(args):
-    from .clips import read_manifest
-    from .skeleton_io import export_pickle
+    from mgpipe.sources.skeleton_io import export_pickle
+    from mgpipe.stages.clips import read_manifest
 
     data = export_pickle(args.keypoints, read_manifest(args.manifest), args.out)
     log.info("wrote %s: %d annotations, splits %s", args.out, len(data["annotations"]),
@@ -165,7 +165,7 @@ def cmd_export_pickle(args):
 
 
 def cmd_export_checkpoint(args):
-    from .transfer.mmaction import export
+    from mgpipe.learning.weights.mmaction import export
 
     summary = export(args.checkpoint, args.out)
     log.info("export-checkpoint: %s -> %s (MMAction2 format): %d tensors%s", args.checkpoint, args.out,
@@ -174,7 +174,7 @@ def cmd_export_checkpoint(args):
 
 
 def cmd_heatmaps(args):
-    from .heatmaps import build_heatmap_store
+    from mgpipe.pose.heatmap_render import build_heatmap_store
 
     heatmaps = _config(args)["heatmaps"]
     stats = build_heatmap_store(args.keypoints, args.out, size=heatmaps["size"], sigma=heatmaps["sigma"],
@@ -184,7 +184,7 @@ def cmd_heatmaps(args):
 
 
 def cmd_train(args):
-    from .train import run
+    from mgpipe.stages.train import run
 
     run(args.model, _config(args), manifest_csv=args.manifest, classes_csv=args.classes,
         frames_h5=args.frames, keypoints_h5=args.keypoints, out_dir=args.out_dir,
@@ -193,13 +193,13 @@ def cmd_train(args):
 
 
 def cmd_merge(args):
-    from .merge import merge_checkpoints
+    from mgpipe.stages.merge import merge_checkpoints
 
     merge_checkpoints(args.rgb, args.pose, _config(args), args.model, args.out)
 
 
 def cmd_test(args):
-    from .evaluate import score_model
+    from mgpipe.stages.score import score_model
 
     score_model(args.checkpoint, _config(args), manifest_csv=args.manifest, frames_h5=args.frames,
                 keypoints_h5=args.keypoints, out_csv=args.out, threads=args.threads,
@@ -207,7 +207,7 @@ def cmd_test(args):
 
 
 def cmd_predict(args):
-    from .predict import predict_video
+    from mgpipe.stages.predict import predict_video
 
     if not Path(args.model).is_file():
         raise InputError(f"{args.model}: model checkpoint not found")
@@ -225,7 +225,7 @@ def cmd_predict(args):
 
 
 def cmd_ensemble(args):
-    from .ensemble import build_report
+    from mgpipe.stages.ensemble import build_report
 
     config = _config(args)
     files = {}
@@ -252,13 +252,13 @@ def cmd_ensemble(args):
 
 
 def cmd_bench(args):
-    from .bench import MODES, network_rates
+    from mgpipe.tools.bench import MODES, network_rates
 
     base, manifest = None, None
     if args.size == "config" or args.stores:
         base = _config(args)
     if args.stores:
-        from .clips import read_manifest
+        from mgpipe.stages.clips import read_manifest
 
         root = Path(args.stores)
         manifest = read_manifest(root / "clips.csv")
@@ -273,14 +273,14 @@ def cmd_bench(args):
                 keypoints_h5=root / "keypoints.h5" if args.stores else None, workers=args.workers)
     print(table.to_string(index=False))
     if args.stores:
-        from .bench import data_path
+        from mgpipe.tools.bench import data_path
 
         path_table = data_path(manifest, frames_h5=root / "frames.h5", keypoints_h5=root / "keypoints.h5",
                                size="paper" if args.size == "paper" else "config", base_config=base)
         print()
         print(path_table.to_string(index=False))
     if args.out:
-        from .clips import write_csv
+        from mgpipe.stages.clips import write_csv
 
         write_csv(table, args.out)
         if args.stores:
@@ -566,7 +566,7 @@ def _p_shard(p):
 
 def _shard_slices(folder, args) -> list[str]:
     """The slices `shard` writes (a bounded number of them: checked before the list is made)."""
-    from .config import _schema_maximum
+    from mgpipe.config import _schema_maximum
 
     most = _schema_maximum("data.shards")
     if not 1 <= args.shards <= most:
@@ -672,7 +672,7 @@ _COMMANDS: dict = {}   # command name -> its parser (filled by parser())
 def version_text() -> str:
     from importlib import metadata
 
-    from . import __version__
+    from mgpipe import __version__
 
     def installed(name):
         try:
@@ -707,7 +707,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from .runtime import setup_logging
+    from mgpipe.runtime import setup_logging
 
     args = parser().parse_args(argv)
     if not sys.stderr.isatty():

@@ -3,16 +3,16 @@
 Snakemake does not notice edits to an imported package, so every rule carries a digest of the
 code its stage runs (config.code_digest): editing any module the stage runs reruns that stage
 and, through its new output, everything downstream, and nothing upstream. The modules are not
-listed by hand (a hand-kept list drifts: one left imbalance.py out of training). They are found
+listed by hand (a hand-kept list drifts: one left learning/imbalance.py out of training). They are found
 by static analysis (Python's `ast`, nothing imported or run, so the result is deterministic and
 cheap), transitively from the stage's entry module, within the package:
 
 - `import <package>.a.b`, `from <package>.a import b`, `from . import b`, `from ..a import b` at
   module level and inside functions (the stages import lazily); importing a module also runs
   the `__init__.py` of every package above it;
-- a string naming a module of the package (`"mgpipe.pose_backends.worker"`, run as
+- a string naming a module of the package (`"mgpipe.pose.backends.worker"`, run as
   `python -m ...` in a subprocess), and an f-string that starts with a package's dotted name
-  (`f"mgpipe.pose_backends.{backend}_backend"`, imported by importlib): every module of that
+  (`f"mgpipe.pose.backends.{backend}_backend"`, imported by importlib): every module of that
   package.
 
 Modules are found by name under the package's folder, so the analysis holds whatever the
@@ -32,9 +32,10 @@ ROOT = Path(__file__).resolve().parent
 # command line, and is shared by every stage: an edit there would rerun all of them).
 # (Written relative to the package: as full dotted names these strings would count as
 # references of this module, which config.code_digest, and so training, imports.)
-STAGE_ENTRY = {"demo_data": "demo_data", "clips": "clips", "decode": "decode", "pose": "pose",
-               "heatmaps": "heatmaps", "shards": "shards", "train": "train", "merge": "merge",
-               "test": "evaluate", "ensemble": "ensemble", "skeleton_sources": "skeleton_sources"}
+STAGE_ENTRY = {"demo_data": "tools.demo_data", "clips": "stages.clips", "decode": "stages.decode",
+               "pose": "stages.pose", "heatmaps": "pose.heatmap_render", "shards": "stages.shards",
+               "train": "stages.train", "merge": "stages.merge", "test": "stages.score",
+               "ensemble": "stages.ensemble", "skeleton_sources": "sources.skeleton_sources"}
 
 
 def read_source(path: Path) -> bytes:

@@ -19,7 +19,7 @@ import importlib.util
 import os
 import sys
 
-from .io import InputError
+from mgpipe.io import InputError
 
 _FAKE_OPS = None  # the library object must live as long as the process: it owns the definitions
 

@@ -12,8 +12,7 @@ from pathlib import Path
 import yaml
 from jsonschema import Draft202012Validator, validators
 
-from .io import InputError
-from .pose_backends import reads_frames
+from mgpipe.io import InputError
 
 
 class ConfigError(InputError):
@@ -297,7 +296,7 @@ def _estimates(config: dict, layout_known: bool = True) -> list[tuple[str, list[
     all valid (the schema reports the others). layout_known False: the config has no pose
     section (a stage's own sections), so a layout counts as one channel, a lower bound."""
     try:
-        from .layouts import get_layout
+        from mgpipe.layouts import get_layout
 
         layout = get_layout((config.get("pose") or {}).get("layout", "coco17"))
         coco = get_layout("coco17")
@@ -507,6 +506,16 @@ def code_digest(stage: str) -> str:
     """Digest of the code stage `stage` runs: every mgpipe module its entry module imports,
     found by static analysis (mgpipe/code_deps.py). The rules pass it as a param: editing any
     module a stage runs reruns that stage and, through its new output, everything downstream."""
-    from .code_deps import stage_digest
+    from mgpipe.code_deps import stage_digest
 
     return stage_digest(stage)
+
+
+# Moved from mgpipe/pose_backends/__init__.py by the regroup (issue 27)
+IMAGE_BACKENDS = ("mediapipe", "mmpose")
+
+
+def reads_frames(backend: str) -> bool:
+    """Whether a pose backend runs a model on the frames (a built-in one, or a user's module
+    given by its dotted name) rather than reading provided keypoints."""
+    return backend in IMAGE_BACKENDS or "." in backend

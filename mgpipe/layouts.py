@@ -19,7 +19,7 @@ from functools import cached_property
 
 import numpy as np
 
-from .io import InputError
+from mgpipe.io import InputError
 
 
 class LayoutError(InputError, ValueError):

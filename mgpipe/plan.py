@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from .io import InputError
+from mgpipe.io import InputError
 
 
 def spellings(path: str, results: str) -> list[str]:

@@ -55,7 +55,6 @@ def step_precision(tcfg: dict, device, log=None) -> tuple[bool, bool]:
     and, on CPUs with native bf16 (AVX512-BF16 / AMX), about 2x faster again under bf16 autocast.
     A CPU without native bf16 would emulate it at a fraction of fp32's speed, so it stays in fp32
     and says so."""
-    import torch
 
     amp = tcfg["amp"] == "bf16"
     if amp and device.type == "cpu" and not cpu_has_bf16():

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side environment for the offline real-weights pose backend
-# (mgpipe/pose_backends/mediapipe_backend.py, mediapipe 0.10.21's legacy `solutions` API).
+# (mgpipe/pose/backends/mediapipe_backend.py, mediapipe 0.10.21's legacy `solutions` API).
 #
 #   scripts/install_mediapipe.sh [VENV]
 #
@@ -21,7 +21,7 @@
 #   25-30 s and 0.43 GB with the list below. `import mediapipe` itself needs cv2 and matplotlib
 #   (its drawing_utils imports both).
 # - opencv-python-headless < 4.12: 4.12 requires numpy >= 2.
-# - h5py and Pillow: the pose worker (mgpipe/pose_backends/worker.py) reads the frame store.
+# - h5py and Pillow: the pose worker (mgpipe/pose/backends/worker.py) reads the frame store.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -49,7 +49,7 @@ import mediapipe
 import numpy as np
 if mediapipe.__version__ != sys.argv[1]:
     sys.exit(f"mediapipe {mediapipe.__version__} installed, {sys.argv[1]} expected")
-from mgpipe.pose_backends.mediapipe_backend import make_estimator
+from mgpipe.pose.backends.mediapipe_backend import make_estimator
 est = make_estimator({})
 out = est(np.full((96, 128, 3), 128, np.uint8))
 est.close()

@@ -19,7 +19,7 @@
 #   mmaction2 also asks for decord (video reading; its data pipeline imports it lazily, the models
 #   never), which is left out.
 # - PyPI's mmaction2 1.2.0 wheel lacks mmaction/models/localizers/drn, which mmaction.models
-#   imports; mgpipe/transfer/side.py puts an empty stand-in module in its place before importing.
+#   imports; mgpipe/learning/weights/mmaction_side.py puts an empty stand-in module in its place before importing.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -56,7 +56,7 @@ install() {
 # Smoke test through mgpipe's side module (with its stand-in for the module PyPI's wheel lacks):
 # MMAction2 builds PoseConv3D's SlowOnly and RGBPoseConv3D.
 smoke_test() {
-    PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m mgpipe.transfer.side smoke > /dev/null
+    PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m mgpipe.learning.weights.mmaction_side smoke > /dev/null
 }
 
 if installed && out=$(smoke_test 2>&1); then

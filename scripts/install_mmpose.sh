@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Side environment for the mmpose pose backend (mgpipe/pose_backends/mmpose_backend.py).
+# Side environment for the mmpose pose backend (mgpipe/pose/backends/mmpose_backend.py).
 #
 #   scripts/install_mmpose.sh [VENV] [--full]
 #
@@ -109,7 +109,7 @@ import io
 import sys
 
 import numpy as np
-from mgpipe.pose_backends.mmpose_backend import describe_install, make_estimator
+from mgpipe.pose.backends.mmpose_backend import describe_install, make_estimator
 
 # One frame through a bundled RTMPose-t (its CSPNeXt backbone comes from mmdet) with random
 # weights, whose loud warning is kept out of the installer's output.

@@ -42,7 +42,7 @@ class Finished:
         return getattr(self.data, name)
 
     def __getitem__(self, index):
-        from mgpipe.samples import collate
+        from mgpipe.learning.samples import collate
 
         batch = self.data.to_device(collate([self.data[index]]), "cpu")
         return {k: v[0] for k, v in batch.items()}
@@ -52,7 +52,7 @@ def build_manifest(label_table, split_file, videos_dir, *, skeletons_dir=None, k
                    seed=None, mode=None, pose_backend=None, pickle_layout=None, **dataset):
     """The clips stage with the schema's settings, except those given (dataset.<key> by name;
     kind imigue unless given, as most tests read iMiGUE-layout tables)."""
-    from mgpipe.clips import build_manifest as build
+    from mgpipe.stages.clips import build_manifest as build
 
     config = defaults()
     config["dataset"].update(kind=kind, **dataset)
@@ -118,11 +118,11 @@ def small_dataset(tmp_path):
 @pytest.fixture(scope="session")
 def demo_stores(tmp_path_factory):
     """Tiny demo data run through stages 1-4 with the library functions (no Snakemake)."""
-    from mgpipe.clips import write_csv
-    from mgpipe.decode import build_frame_store
-    from mgpipe.demo_data import generate
-    from mgpipe.heatmaps import build_heatmap_store
-    from mgpipe.pose import build_keypoint_store
+    from mgpipe.pose.heatmap_render import build_heatmap_store
+    from mgpipe.stages.clips import write_csv
+    from mgpipe.stages.decode import build_frame_store
+    from mgpipe.stages.pose import build_keypoint_store
+    from mgpipe.tools.demo_data import generate
 
     root = tmp_path_factory.mktemp("stores")
     demo = root / "demo"

@@ -4,12 +4,12 @@ same probabilities as the test stage gives the same clip; bad arrays are one-lin
 import numpy as np
 import pandas as pd
 import pytest
+from test_model_records import tiny_config, train
 
 from mgpipe.api import Recognizer
-from mgpipe.evaluate import score_model
 from mgpipe.formats.keypoints import Reader
 from mgpipe.io import InputError
-from test_model_records import tiny_config, train
+from mgpipe.stages.score import score_model
 
 
 @pytest.fixture(scope="module")

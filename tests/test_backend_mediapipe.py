@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from mgpipe.layouts import MEDIAPIPE33_HANDS
-from mgpipe.photo_video import map_points, pan_zoom_video, sample_photo
+from mgpipe.tools.photo_video import map_points, pan_zoom_video, sample_photo
 
 REPO = Path(__file__).resolve().parents[1]
 J = {name: i for i, name in enumerate(MEDIAPIPE33_HANDS.joints)}
@@ -90,7 +90,7 @@ STILLS = r"""
 import json, sys
 import numpy as np
 from mediapipe.python.solutions import hands, pose
-from mgpipe.pose_backends import mediapipe_backend as mb
+from mgpipe.pose.backends import mediapipe_backend as mb
 
 work = sys.argv[1]
 images = dict(np.load(f"{work}/images.npz"))
@@ -316,7 +316,7 @@ def test_pan_zoom_video_tracks_the_photo_keypoints(stills, side_python, tmp_path
     job = {"backend": "mediapipe", "options": options, "frames": str(tmp_path / "frames.h5"),
            "clips": ["c0"], "out": str(tmp_path / "pose.h5")}
     (tmp_path / "job.json").write_text(json.dumps(job))
-    run_side(side_python, ["-m", "mgpipe.pose_backends.worker", str(tmp_path / "job.json")])
+    run_side(side_python, ["-m", "mgpipe.pose.backends.worker", str(tmp_path / "job.json")])
     with h5py.File(tmp_path / "pose.h5", "r") as h5:
         assert h5.attrs["layout"] == MEDIAPIPE33_HANDS.name
         people, counts = h5["clips/c0/people"][()], h5["clips/c0/counts"][()]

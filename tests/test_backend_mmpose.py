@@ -64,7 +64,7 @@ PROBE = r'''
 import json, sys
 import numpy as np
 from PIL import Image
-from mgpipe.pose_backends import mmpose_backend as mb
+from mgpipe.pose.backends import mmpose_backend as mb
 
 photo = np.asarray(Image.open(sys.argv[2]).convert("RGB"))
 small = np.full((48, 64, 3), 90, np.uint8)
@@ -258,10 +258,10 @@ def test_lite_install_has_no_detector_and_says_how_to_get_one(report):
 def test_worker_runs_the_backend_over_a_clip(side_python, small_dataset, tmp_path):
     """End to end through mgpipe's pose stage: frame store -> side worker -> keypoint store."""
     import h5py
-
     from conftest import build_manifest, decode_settings, pose_settings
-    from mgpipe.decode import build_frame_store
-    from mgpipe.pose import build_keypoint_store
+
+    from mgpipe.stages.decode import build_frame_store
+    from mgpipe.stages.pose import build_keypoint_store
 
     manifest, _ = build_manifest(small_dataset / "labels.csv", small_dataset / "split.csv",
                                  small_dataset / "videos")
@@ -278,7 +278,7 @@ def test_worker_runs_the_backend_over_a_clip(side_python, small_dataset, tmp_pat
 
 
 def _full_python(side_python: str) -> str:
-    script = ("from mgpipe.pose_backends.mmpose_backend import describe_install, import_mmpose_apis\n"
+    script = ("from mgpipe.pose.backends.mmpose_backend import describe_install, import_mmpose_apis\n"
               "import_mmpose_apis(); print(describe_install()['compiled mmcv ops'])")
     for candidate in (os.environ.get("MGPIPE_MMPOSE_FULL_PYTHON"), side_python):
         if (candidate and Path(candidate).is_file()

@@ -1,8 +1,8 @@
 import pandas as pd
 import yaml
 
-from mgpipe import bench
 from mgpipe import config as mgconfig
+from mgpipe.tools import bench
 
 
 def test_bench_table_has_every_model_and_mode(demo_stores):

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
-
 from conftest import build_manifest
+
 from mgpipe.io import InputError
 
 

@@ -53,7 +53,6 @@ def test_the_tested_constraints_lie_in_pyprojects_ranges():
     """constraints.txt (what CI installs) pins a version of every dependency pyproject.toml names,
     each inside its range, and torch/torchvision as the pair torchvision's release requires."""
     import tomllib
-
     from packaging.requirements import Requirement
     from packaging.version import Version
 

@@ -1,6 +1,6 @@
 import pytest
-
 from conftest import run_cli
+
 from mgpipe import config
 from mgpipe.config import ConfigError
 
@@ -142,9 +142,9 @@ def test_stage_settings_are_no_longer_flags(stage, tmp_path, capsys):
 def test_decode_and_heatmaps_read_their_settings_from_config_json(small_dataset, tmp_path, capsys):
     import h5py
     import numpy as np
-
     from conftest import build_manifest
-    from mgpipe.clips import write_csv
+
+    from mgpipe.stages.clips import write_csv
 
     manifest, _ = build_manifest(small_dataset / "labels.csv", small_dataset / "split.csv",
                                  small_dataset / "videos")

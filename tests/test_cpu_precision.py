@@ -6,12 +6,12 @@ import logging
 
 import pytest
 import torch
-
-from mgpipe import runtime, specs
-from mgpipe.evaluate import score_model
-
 from test_cuda import SMALL, _batch
 from test_train import deterministic_log, tiny_config, train, weights
+
+from mgpipe import runtime
+from mgpipe.learning import specs
+from mgpipe.stages.score import score_model
 
 CPU = torch.device("cpu")
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mgpipe import specs
+from mgpipe.learning import specs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,7 +73,7 @@ def test_compiled_training_step_runs_and_learns():
 def test_training_job_on_the_gpu(demo_stores, tmp_path):
     """One real training job (the demo stores, bf16 + channels_last_3d) writes its model."""
     from mgpipe.config import load
-    from mgpipe.train import run
+    from mgpipe.stages.train import run
 
     config = load([REPO / "config.yaml"])
     config["train"].update(device="cuda", amp="bf16", channels_last=True, threads=1)
@@ -92,7 +92,7 @@ def test_batch_step_on_the_gpu_matches_the_cpu(demo_stores):
     import pandas as pd
 
     from mgpipe.config import load
-    from mgpipe.samples import collate, model_samples
+    from mgpipe.learning.samples import collate, model_samples
 
     config = load([REPO / "config.yaml"])
     manifest = pd.read_csv(demo_stores / "clips.csv", dtype={"clip_id": str, "video_id": str})

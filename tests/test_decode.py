@@ -1,10 +1,10 @@
 import av
 import h5py
 import numpy as np
-
 from conftest import build_manifest, decode_settings
-from mgpipe.decode import build_frame_store
+
 from mgpipe.formats import frames as frame_store
+from mgpipe.stages.decode import build_frame_store
 
 
 def test_frame_store_is_frame_exact(small_dataset):
@@ -43,8 +43,8 @@ def test_damaged_video_is_refused_sound_short_one_kept(tmp_path):
     sound video that merely ends before the clip does is decoded (the caller warns)."""
     import pytest
 
-    from mgpipe.decode import decode_video
     from mgpipe.io import InputError
+    from mgpipe.stages.decode import decode_video
 
     rng = np.random.default_rng(0)
     whole = tmp_path / "whole.mp4"

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mgpipe import demo_data as dd
 from mgpipe.layouts import BODY25
+from mgpipe.tools import demo_data as dd
 
 SMALL = dict(num_subjects=3, segments_per_class=1, width=320, height=240, fps=25, progress=False)
 TINY = dict(num_subjects=2, segments_per_class=1, width=160, height=120, fps=25, progress=False)

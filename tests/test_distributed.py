@@ -47,7 +47,7 @@ def test_two_nodes_train_the_model_of_one_process(demo_stores, tmp_path):
     dropout off, as its masks depend on the process layout)."""
     import json
 
-    from mgpipe.multinode import torchrun_args
+    from mgpipe.tools.multinode import torchrun_args
 
     cfg = yaml.safe_load(open("tests/data/tiny.yaml"))
     cfg["pose_model"]["network"]["dropout"] = 0.0

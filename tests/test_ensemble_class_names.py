@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mgpipe.ensemble import build_report
 from mgpipe.io import InputError
+from mgpipe.stages.ensemble import build_report
 
 
 def _scores(path, labels, rng, model="joint"):
@@ -45,7 +45,7 @@ def test_duplicate_class_names_are_refused(tmp_path):
 
 
 def test_summary_says_what_fusion_and_prototype_loss_add():
-    from mgpipe.ensemble import ablation_effects, summary_markdown
+    from mgpipe.stages.ensemble import ablation_effects, summary_markdown
 
     def variant(name, fusion, proto, top1):
         return {"variant": name, "fusion": fusion, "prototype": proto, "rgb": 0.5, "pose": 0.8,

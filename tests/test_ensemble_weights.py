@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from mgpipe import config
-from mgpipe.ensemble import build_report, grid_steps, search_weights, simplex_grid
 from mgpipe.formats import scores
+from mgpipe.stages.ensemble import build_report, grid_steps, search_weights, simplex_grid
 
 CLASSES = [{"label_id": 10 + k, "name": f"g{k}"} for k in range(3)]
 
@@ -92,7 +92,7 @@ def test_member_and_stream_weights_are_the_known_ones(tmp_path, caplog):
     1/2), and the nearest right set on the 1/20 grid is p 0.15, r 0.30, j 0.55: fused 0.45 at
     rgb:pose 2:1, joint 0.55."""
     files = known_run(tmp_path, {"rgb": weak_right, "pose": sure_wrong, "joint": weak_right})
-    with caplog.at_level(logging.INFO, logger="mgpipe.ensemble"):
+    with caplog.at_level(logging.INFO, logger="mgpipe.stages.ensemble"):
         report = build_report(files, _classes_csv(tmp_path), tmp_path / "out",
                               members={"fused": 1.0, "joint": 1.0}, weights="search", variants_order=["full"])
     sets = report["ensemble_weights"]["sets"]
@@ -139,7 +139,7 @@ def test_without_a_validation_split_the_config_weights_are_kept(tmp_path, caplog
     ids = [f"t{i}" for i in range(9)]
     files = {"joint": write_scores(tmp_path / "joint.csv", ids, "test", labels, {"joint": weak_right(labels)}),
              "limb": write_scores(tmp_path / "limb.csv", ids, "test", labels, {"limb": sure_wrong(labels)})}
-    with caplog.at_level(logging.WARNING, logger="mgpipe.ensemble"):
+    with caplog.at_level(logging.WARNING, logger="mgpipe.stages.ensemble"):
         report = build_report(files, _classes_csv(tmp_path), tmp_path / "out",
                               members={"joint": 6.0, "limb": 1.0}, weights="search")
     assert "no validation split" in caplog.text and "config weights are kept" in caplog.text

@@ -13,13 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from mgpipe import specs
 from mgpipe.config import defaults
 from mgpipe.formats import frames as frame_store
 from mgpipe.formats.frames import encode_jpeg
 from mgpipe.io import InputError
-from mgpipe.samples import ClipDataset, collate, window_indices
-from mgpipe.transfer import init as transfer_init
+from mgpipe.learning import specs
+from mgpipe.learning.samples import ClipDataset, collate, window_indices
+from mgpipe.learning.weights import initialise as transfer_init
 
 STD = [60.0, 50.0, 40.0]
 
@@ -125,7 +125,7 @@ def test_a_torchvision_state_dict_file_loads_with_the_head_replaced_and_logged(s
     assert torch.equal(model.net.head.weight, head) and model.net.head.out_features == 3
     assert set(report["fresh"]) == {"net.head.weight", "net.head.bias"} and report["ignored"] == ["head.bias", "head.weight"]
     with caplog.at_level(logging.INFO):
-        transfer_init.log_report(report, "swin", logging.getLogger("mgpipe.train"))
+        transfer_init.log_report(report, "swin", logging.getLogger("mgpipe.stages.train"))
     assert "swin: init fresh (head replaced: 400 classes in the source, 3 here): net.head.weight, net.head.bias" \
         in caplog.text
     assert f"{len(source) - 2} tensors loaded" in caplog.text

@@ -1,25 +1,31 @@
-"""Tests for mgpipe.heatmaps: rendering semantics, box, flip, quantisation and the HDF5 store."""
+"""Tests for mgpipe.pose.heatmap_render: rendering semantics, box, flip, quantisation and the HDF5 store."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-
 from conftest import heatmap_settings
+
 from mgpipe.formats import heatmaps as heatmap_store
 from mgpipe.formats import keypoints as keypoint_store
 from mgpipe.formats.keypoints import compact_box
-from mgpipe.heatmaps import (
-    build_heatmap_store, dequantise, flip_volume, quantise, render_joints, render_joints_loop,
-    render_limbs, render_limbs_loop,
-)
 from mgpipe.io import InputError
 from mgpipe.layouts import COCO17, get_layout
+from mgpipe.pose.heatmap_render import (
+    build_heatmap_store,
+    dequantise,
+    flip_volume,
+    quantise,
+    render_joints,
+    render_joints_loop,
+    render_limbs,
+    render_limbs_loop,
+)
 
 SIZE = 32
 BOX = np.array([0, 0, SIZE, SIZE], np.float32)  # identity mapping onto a 32x32 grid
@@ -197,7 +203,7 @@ def test_vectorised_matches_loop(sigma, size):
 def test_channels_first_is_the_transpose(monkeypatch):
     """channels_first writes [C, T, H, W] directly, equal to the transposed [T, C, H, W]
     (also when frames are split into blocks)."""
-    import mgpipe.heatmaps as hm
+    import mgpipe.pose.heatmap_render as hm
     rng = np.random.default_rng(5)
     kp = random_clip(rng, 2, 7)
     box = compact_box(kp, 640, 480, 0.25)
@@ -215,7 +221,7 @@ def test_channels_first_is_the_transpose(monkeypatch):
 
 
 def test_vectorised_frame_blocks(monkeypatch):
-    import mgpipe.heatmaps as hm
+    import mgpipe.pose.heatmap_render as hm
     rng = np.random.default_rng(1)
     kp = random_clip(rng, 2, 9)
     box = compact_box(kp, 640, 480, 0.25)
@@ -451,7 +457,7 @@ def test_short_limb_differs_from_the_peer_as_documented():
 def test_quantised_rendering_equals_quantising_the_float_volume(persons):
     """The store's uint8 volumes are rendered directly; they must be exactly quantise() of the
     float rendering (max commutes with rounding)."""
-    from mgpipe.heatmaps import quantise
+    from mgpipe.pose.heatmap_render import quantise
 
     rng = np.random.default_rng(persons)
     kp = random_clip(rng, persons, 10)

@@ -1,4 +1,4 @@
-"""Class imbalance (mgpipe/imbalance.py): class-aware sampling, the class-balanced loss and
+"""Class imbalance (mgpipe/learning/imbalance.py): class-aware sampling, the class-balanced loss and
 test-time logit adjustment, each checked by hand; the settings in every model's fingerprint."""
 
 import math
@@ -11,13 +11,13 @@ import torch.nn.functional as F
 import yaml
 
 from mgpipe import config as mgconfig
-from mgpipe import imbalance, specs
-from mgpipe import train as train_mod
-from mgpipe.evaluate import score_model
-from mgpipe.inference import predict
 from mgpipe.io import InputError
-from mgpipe.models import build_single
-from mgpipe.samples import make_loader
+from mgpipe.learning import imbalance, specs
+from mgpipe.learning.inference import predict
+from mgpipe.learning.samples import make_loader
+from mgpipe.models.single import build_single
+from mgpipe.stages import train as train_mod
+from mgpipe.stages.score import score_model
 
 # a hand-made imbalanced training split: 64, 16 and 4 clips of classes 0, 1 and 2
 COUNTS = (64, 16, 4)
@@ -101,7 +101,7 @@ def test_the_loss_takes_the_class_weights():
 
 
 def test_the_fused_network_weights_every_cross_entropy_term():
-    from mgpipe.models import build_fused
+    from mgpipe.models.rgbpose import build_fused
 
     tiny = yaml.safe_load(open("tests/data/tiny.yaml"))
     arch = specs.get("fused_full").network(mgconfig.validate(tiny), (17, 19))

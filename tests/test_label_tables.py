@@ -1,5 +1,5 @@
 """Label importers on small files written in each dataset's real on-disk layout (see the format notes
-at the top of mgpipe/label_tables.py for where each layout was found)."""
+at the top of mgpipe/sources/label_tables.py for where each layout was found)."""
 
 import logging
 from pathlib import Path
@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mgpipe.label_tables import (
+from mgpipe.io import InputError
+from mgpipe.sources.label_tables import (
     COLUMNS,
     SOURCE_COLUMNS,
     SYNTHETIC_SUBJECT_BASE,
@@ -17,7 +18,6 @@ from mgpipe.label_tables import (
     read_labels,
     read_split_file,
 )
-from mgpipe.io import InputError
 
 IMIGUE_HEADER = ("video_id,label_id,start_time,start_frame,end_time,end_frame,class,subject_id,"
                  "subject_gender,subject_nationality,win_or_lose\n")

@@ -2,10 +2,18 @@ import numpy as np
 import pytest
 
 from mgpipe.layouts import (
-    ALIASES, BODY25, BODY25_HANDS_FACE, COCO17, LAYOUTS, MEDIAPIPE33_HANDS, MICROGESTURE36,
-    canonical_name, convert, get_layout,
+    ALIASES,
+    BODY25,
+    BODY25_HANDS_FACE,
+    COCO17,
+    LAYOUTS,
+    MEDIAPIPE33_HANDS,
+    MICROGESTURE36,
+    canonical_name,
+    convert,
+    get_layout,
 )
-from mgpipe.skeleton_io import openpose_person
+from mgpipe.sources.skeleton_io import openpose_person
 
 ALL = sorted(LAYOUTS.values(), key=lambda layout: layout.name)
 ids = [layout.name for layout in ALL]

@@ -2,7 +2,6 @@
 TensorBoard events (train.tensorboard), a curve for any length, and no state once final
 (train.keep_state)."""
 
-import logging
 import sys
 
 import pandas as pd
@@ -11,8 +10,8 @@ import yaml
 
 from mgpipe import config as mgconfig
 from mgpipe import runtime
-from mgpipe import train as train_mod
 from mgpipe.io import InputError
+from mgpipe.stages import train as train_mod
 
 
 def tiny_config(epochs=1, **train):
@@ -85,7 +84,7 @@ def test_a_training_log_file_holds_lines(demo_stores, tmp_path):
                        stderr=err, check=True, timeout=600)
     text = log_file.read_text()
     assert "\r" not in text and max(map(len, text.splitlines())) < 400
-    epochs = [line for line in text.splitlines() if " INFO mgpipe.train: epoch=" in line]
+    epochs = [line for line in text.splitlines() if " INFO mgpipe.stages.train: epoch=" in line]
     assert [line.split("epoch=")[1].split()[0] for line in epochs] == ["1", "2"]
     assert "removed the finished training's state" in text
 
@@ -119,7 +118,7 @@ def test_tensorboard_without_the_package_is_one_line(demo_stores, tmp_path, monk
 
 def test_output_options_stay_out_of_the_fingerprint_and_the_params():
     """Turning TensorBoard on or keeping the state reruns nothing: the rules' params drop them."""
-    from mgpipe import specs
+    from mgpipe.learning import specs
 
     plain, other = tiny_config(), tiny_config(tensorboard=True, keep_state=True)
     for name in ("joint", "rgb"):

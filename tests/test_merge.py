@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from mgpipe.merge import merge_into
-from mgpipe.models import build_fused, build_single
+from mgpipe.models.rgbpose import build_fused
+from mgpipe.models.single import build_single
+from mgpipe.stages.merge import merge_into
 
 SMALL_POSE = dict(base_channels=8, stage_blocks=[1, 1, 1], inflate=[0, 1, 1],
                   spatial_strides=[2, 2, 2], temporal_strides=[1, 1, 1], dropout=0.5)

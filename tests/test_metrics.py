@@ -1,4 +1,4 @@
-"""The challenges' metrics (mgpipe/ensemble.py metrics()): top-1, top-5, mean class accuracy,
+"""The challenges' metrics (mgpipe/stages/ensemble.py metrics()): top-1, top-5, mean class accuracy,
 macro-F1 and the per-class table, on hand-made predictions; per_class.csv and the summary."""
 
 import json
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mgpipe.ensemble import build_report, metrics
+from mgpipe.stages.ensemble import build_report, metrics
 
 # 7 test clips, 5 classes; predictions by hand:
 #   class 0: 3 clips, predicted 4 times, 2 right -> recall 2/3, precision 1/2, F1 4/7

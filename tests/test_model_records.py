@@ -9,17 +9,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import h5py
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 import yaml
 
-from mgpipe import checkpoints, specs
 from mgpipe import config as mgconfig
-from mgpipe import train as train_mod
+from mgpipe.formats import checkpoints
 from mgpipe.io import InputError
+from mgpipe.learning import specs
+from mgpipe.stages import train as train_mod
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "data" / "tiny.yaml"
@@ -83,7 +84,7 @@ def one_line_error(proc) -> str:
 
 def test_train_and_merge_record_what_the_model_was_trained_on(demo_stores, trained, tmp_path):
     from mgpipe.formats.keypoints import Reader
-    from mgpipe.merge import merge_checkpoints
+    from mgpipe.stages.merge import merge_checkpoints
 
     cfg = trained["config"]
     ckpt = checkpoints.load(trained["joint"])
@@ -119,7 +120,7 @@ def test_test_of_a_model_on_a_manifest_of_more_classes_is_refused(demo_stores, t
     assert "clips.csv" in line and not out.exists()
     # and with the run's class table given: refused by that too
     with pytest.raises(InputError, match=rf"class table differs from .*classes\.csv \({k - 2} vs {k} classes\)"):
-        from mgpipe.evaluate import score_model
+        from mgpipe.stages.score import score_model
         few = trained["root"] / "few_data"
         score_model(trained["few"], trained["config"], manifest_csv=few / "clips.csv", frames_h5=None,
                     keypoints_h5=few / "keypoints.h5", out_csv=out, progress=False,
@@ -135,7 +136,7 @@ def test_test_refuses_a_disagreeing_config_and_fills_what_it_leaves_out(demo_sto
     assert f"{trained['joint']}: the model was trained with heatmaps.sigma = 0.6, the config sets 1.5" in line
     # A config that says nothing of the inputs (the schema's defaults for them, `given` holds
     # none): the model's settings are used, and the scores are those of the run's config.
-    from mgpipe.evaluate import score_model
+    from mgpipe.stages.score import score_model
 
     bare_cfg = mgconfig.validate({"test": {"views": 2, "batch_size": 8}})
     assert bare_cfg["heatmaps"]["sigma"] != 0.6 or bare_cfg["pose_model"]["input"]["test_size"] != 8
@@ -150,9 +151,10 @@ def test_test_refuses_a_disagreeing_config_and_fills_what_it_leaves_out(demo_sto
 
 
 def test_a_keypoint_layout_mismatch_is_one_line(demo_stores, trained, tmp_path):
-    from mgpipe.clips import read_manifest
-    from mgpipe.pose import build_keypoint_store
     from conftest import pose_settings
+
+    from mgpipe.stages.clips import read_manifest
+    from mgpipe.stages.pose import build_keypoint_store
 
     manifest = read_manifest(demo_stores / "clips.csv")
     manifest = manifest[manifest.split != "train"]
@@ -191,7 +193,7 @@ def test_predict_refuses_a_disagreeing_config_and_uses_the_models_settings(demo_
     table = pd.read_csv(demo_stores / "classes.csv", dtype={"name": str}, keep_default_na=False)
     assert {r["class"] for r in full["top_k"]} <= set(table.name)   # the model's own class table
     # a --classes table that is not the model's is refused (before any decoding)
-    from mgpipe.predict import predict_video
+    from mgpipe.stages.predict import predict_video
 
     with pytest.raises(InputError, match=r"class table differs from .*few_data/classes\.csv \(\d+ vs \d+ classes\)"):
         predict_video(video, trained["joint"], trained["config"], classes_csv=trained["root"] / "few_data" / "classes.csv")
@@ -216,7 +218,7 @@ def test_bad_predict_numbers_are_one_line(tmp_path, args, problem):
 
 
 def test_a_checkpoint_without_its_record_is_refused(demo_stores, trained, tmp_path):
-    from mgpipe.evaluate import score_model
+    from mgpipe.stages.score import score_model
 
     old = {k: v for k, v in torch.load(trained["joint"], weights_only=True).items()
            if k not in ("classes", "layout", "inputs", "settings")}
@@ -240,7 +242,7 @@ def _score_file(path, classes, rng, n=8):
 
 
 def test_the_ensemble_refuses_score_files_of_different_class_tables(tmp_path):
-    from mgpipe.ensemble import build_report
+    from mgpipe.stages.ensemble import build_report
 
     rng = np.random.default_rng(0)
     table = [{"label_id": i, "name": n} for i, n in [(1, "nod"), (2, "shrug"), (3, "wave")]]
@@ -290,8 +292,8 @@ def test_class_names_with_mathtext_render_literally(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mgpipe.ensemble import plot_confusion
-    from mgpipe.predict import Windows, plot_timeline, spot_segments
+    from mgpipe.stages.ensemble import plot_confusion
+    from mgpipe.stages.predict import Windows, plot_timeline, spot_segments
 
     # the names really are hostile: as mathtext, "$\frac{$" fails when the figure is drawn
     fig, ax = plt.subplots()

@@ -3,14 +3,11 @@ import copy
 import pytest
 import torch
 
-from mgpipe.models import (
-    CrossModalFusion,
-    ResNet3dSlowOnly,
-    build_fused,
-    build_single,
-)
+from mgpipe.models.fusion import CrossModalFusion
 from mgpipe.models.heads import ClsHead
-from mgpipe.models.resnet3d import Bottleneck3d
+from mgpipe.models.resnet3d import Bottleneck3d, ResNet3dSlowOnly
+from mgpipe.models.rgbpose import build_fused
+from mgpipe.models.single import build_single
 
 POSE = dict(base_channels=32, stage_blocks=[4, 6, 3], inflate=[0, 1, 1],
             spatial_strides=[2, 2, 2], temporal_strides=[1, 1, 1], dropout=0.5)

@@ -12,11 +12,11 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import pose_settings
+
 from mgpipe.formats.keypoints import compact_box
-from mgpipe.heatmaps import render_joints
-from mgpipe.pose import build_keypoint_store, drop_outliers
+from mgpipe.pose.heatmap_render import render_joints
+from mgpipe.stages.pose import build_keypoint_store, drop_outliers
 
 KARD = Path(__file__).resolve().parents[2] / "shared" / "data" / "kard2d.pkl"
 

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_workflow import make_workdir
 
 pytestmark = pytest.mark.slow
@@ -84,7 +83,7 @@ def test_every_shell_path_is_one_quoted_argument(tmp_path):
 def test_tiny_run_in_hostile_results_and_data_folders(tmp_path):
     """The tiny workflow end to end on user data (not the demo rule) kept in a folder with a
     hostile name, writing into a results folder with a hostile name."""
-    from mgpipe.demo_data import generate
+    from mgpipe.tools.demo_data import generate
 
     workdir = make_workdir(tmp_path / "wf")
     data = workdir / f"data {HOSTILE}"

@@ -4,11 +4,11 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import pose_settings
+
 from mgpipe.io import InputError
 from mgpipe.layouts import COCO17
-from mgpipe.pose import build_keypoint_store, pick_main_person, read_openpose_frame
+from mgpipe.stages.pose import build_keypoint_store, pick_main_person, read_openpose_frame
 
 
 def person(x, y, score=0.9):

@@ -8,13 +8,13 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import build_manifest, decode_settings, pose_settings
-from mgpipe.decode import build_frame_store
+
 from mgpipe.io import InputError
 from mgpipe.layouts import COCO17
-from mgpipe.pose import build_keypoint_store, clip_from_annotations
-from mgpipe.skeleton_io import export_pickle
+from mgpipe.sources.skeleton_io import export_pickle
+from mgpipe.stages.decode import build_frame_store
+from mgpipe.stages.pose import build_keypoint_store, clip_from_annotations
 
 # Finds conftest.write_video's bright square; reports a COCO-17 person whose nose is the square's
 # centre, a second, fainter person in frames with an even index from 4 on, nobody when the option
@@ -169,8 +169,9 @@ def test_video_without_frames_of_a_person_is_counted(frames, square_backend, tmp
     """A clip with nobody in it is empty frames in the counts, not an error (other clips have people)."""
     manifest, frames_h5 = frames
     with h5py.File(frames_h5, "a") as h5:  # make one clip's frames dark
-        from mgpipe.formats.frames import encode_jpeg
         from PIL import Image
+
+        from mgpipe.formats.frames import encode_jpeg
 
         cid = manifest.clip_id.iloc[0]
         dark = encode_jpeg(Image.new("RGB", (32, 24), (40, 40, 40)), 90)
@@ -185,7 +186,7 @@ def test_video_without_frames_of_a_person_is_counted(frames, square_backend, tmp
 
 
 def test_spot_metrics_on_hand_made_segments():
-    from mgpipe.predict import spot_metrics
+    from mgpipe.stages.predict import spot_metrics
 
     truth = pd.DataFrame({"start_frame": [0, 100, 200], "end_frame": [49, 149, 249], "label_id": [1, 2, 1]})
     spotted = pd.DataFrame({"start_frame": [10, 100, 120, 300], "end_frame": [59, 149, 160, 330],
@@ -199,7 +200,7 @@ def test_spot_metrics_on_hand_made_segments():
 
 
 def test_spot_windows_cover_the_video_and_own_disjoint_spans():
-    from mgpipe.predict import owned_spans, windows
+    from mgpipe.stages.predict import owned_spans, windows
 
     win = windows(num_frames=103, fps=25, length_s=2.0, stride_s=0.5)
     assert win.starts[0] == 0 and win.ends[-1] == 102 and (win.ends - win.starts == 49).all()

@@ -10,9 +10,9 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from test_workflow import make_workdir, smk
 
 from mgpipe.layouts import BODY25, COCO17, OPENNI15, convert
-from test_workflow import make_workdir, smk
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mgpipe.models import PrototypeLoss
+from mgpipe.models.prototype import PrototypeLoss
 
 ALPHA, TAU, MOM = 0.125, 0.125, 0.9
 

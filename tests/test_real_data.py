@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import build_manifest, pose_settings
-from mgpipe.label_tables import IMIGUE_CLASS_IDS, IMIGUE_CLASS_NAMES, read_labels, read_pyskl
+
 from mgpipe.io import InputError
 from mgpipe.layouts import BODY25_HANDS_FACE, OPENNI15, convert, get_layout
-from mgpipe.pose import build_keypoint_store, read_openpose_frame
+from mgpipe.sources.label_tables import IMIGUE_CLASS_IDS, IMIGUE_CLASS_NAMES, read_labels, read_pyskl
+from mgpipe.stages.pose import build_keypoint_store, read_openpose_frame
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 EXCERPT = DATA / "imigue_labels_excerpt.csv"

@@ -35,11 +35,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import write_video
+
 from mgpipe import io as mgio
 from mgpipe.cli import main
-from mgpipe.pose import read_openpose_frame
+from mgpipe.stages.pose import read_openpose_frame
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -458,7 +458,7 @@ def test_killed_decode_leaves_no_store_and_no_leak(videos, tmp_path):
     manifest, paths = videos
     out = tmp_path / "frames.h5"
     # Stopped before its second video: the first video's frames are in the temporary store.
-    proc, _ = start_paused(tmp_path, "mgpipe.decode", "decode_video", 2,
+    proc, _ = start_paused(tmp_path, "mgpipe.stages.decode", "decode_video", 2,
                            "decode", "--manifest", manifest, *DEFAULTS, "--out", out)
     assert len(temporaries(out)) == 1 and temporaries(out)[0].stat().st_size > 0
     kill(proc)
@@ -499,7 +499,7 @@ def test_a_live_writer_is_not_disturbed(videos, tmp_path):
     another output in the same folder, and even the same output, is written beside it."""
     manifest, _ = videos
     out, other = tmp_path / "frames.h5", tmp_path / "other.h5"
-    proc, _ = start_paused(tmp_path, "mgpipe.decode", "decode_video", 2,
+    proc, _ = start_paused(tmp_path, "mgpipe.stages.decode", "decode_video", 2,
                            "decode", "--manifest", manifest, *DEFAULTS, "--out", out)
     try:
         live = temporaries(out)

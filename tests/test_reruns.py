@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from test_workflow import make_workdir, planned, smk
 
 pytestmark = pytest.mark.slow

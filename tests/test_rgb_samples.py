@@ -13,7 +13,7 @@ from mgpipe.config import defaults
 from mgpipe.formats import frames as frame_store
 from mgpipe.formats.frames import decode_jpeg, encode_jpeg
 from mgpipe.io import InputError
-from mgpipe.samples import ClipDataset, collate, make_loader
+from mgpipe.learning.samples import ClipDataset, collate, make_loader
 
 _SCHEMA = defaults()
 MEAN = np.array(_SCHEMA["rgb"]["mean"], np.float32)

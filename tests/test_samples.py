@@ -1,4 +1,4 @@
-"""Per-sample pose rendering and the training/test sampler (mgpipe.samples).
+"""Per-sample pose rendering and the training/test sampler (mgpipe.learning.samples).
 
 The pose heatmaps of a sample are rendered from the keypoint store after augmenting the
 keypoints; these tests check them against the per-joint loop renderer (the exact oracle), the
@@ -12,17 +12,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import Finished
 
-from mgpipe.samples import (ClipDataset, keypoint_channels, mirror_keypoints,
-                         sample_indices, view_box)
+from mgpipe.config import defaults
 from mgpipe.formats import keypoints as keypoint_store
 from mgpipe.formats.keypoints import compact_box
-from mgpipe.heatmaps import flip_volume, render_joints_loop, render_limbs_loop
-from mgpipe.config import defaults
 from mgpipe.io import InputError
 from mgpipe.layouts import COCO17, LAYOUTS, get_layout
-
-from conftest import Finished
+from mgpipe.learning.samples import ClipDataset, keypoint_channels, mirror_keypoints, sample_indices, view_box
+from mgpipe.pose.heatmap_render import flip_volume, render_joints_loop, render_limbs_loop
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 J = COCO17.joints.index
@@ -208,7 +206,7 @@ def test_augmentation_settings_per_model():
 
     config = validate({"pose_model": {"augment": {"scale": [0.8, 1.25], "shift": 0.1}},
                        "train": {"crop_area": [0.6, 1.0]}})
-    from mgpipe.specs import get
+    from mgpipe.learning.specs import get
 
     def augmentation(config, name):
         return get(name).augment(config)
@@ -227,7 +225,7 @@ def test_real_kard_clip_matches_oracle(tmp_path):
     if not pkl.is_file():
         pytest.skip(f"real data absent: {pkl}")
     from mgpipe import layouts
-    from mgpipe.skeleton_io import import_pickle
+    from mgpipe.sources.skeleton_io import import_pickle
 
     name = "openni15"
     if name not in layouts.LAYOUTS:
@@ -261,8 +259,8 @@ def test_samples_carry_drawn_pixels_that_scatter_into_the_dense_volume(tmp_path)
     """A sample ships only its drawn pixels; the batch scatter (maximum over persons) rebuilds
     exactly the dense render, with several persons on the same pixels and samples of
     different pixel counts in one batch, in the main process or in loader workers."""
-    from mgpipe.heatmaps import render_joints, render_limbs
-    from mgpipe.samples import collate, make_loader
+    from mgpipe.learning.samples import collate, make_loader
+    from mgpipe.pose.heatmap_render import render_joints, render_limbs
 
     two = np.concatenate([_person(6, seed=1), _person(6, seed=1)])
     two[1, :, :, :2] += 1.0   # a second person overlapping the first, 1 px away

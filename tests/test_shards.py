@@ -1,4 +1,4 @@
-"""Sharded data stages (data.shards, mgpipe/shards.py, workflow/rules/shards.smk): shards of
+"""Sharded data stages (data.shards, mgpipe/stages/shards.py, workflow/rules/shards.smk): shards of
 whole videos, stable under edits of other videos; gathered stores equal to an unsharded run's
 clip by clip (every dataset, its storage and every attribute), on the demo data and on the real
 KARD pickle; the whole real iMiGUE table planned as 16 shards; a tiny real sharded run."""
@@ -9,13 +9,13 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import decode_settings, pose_settings
 
-from conftest import build_manifest, decode_settings, pose_settings
-from mgpipe.clips import read_manifest, write_csv
-from mgpipe.decode import build_frame_store
 from mgpipe.io import InputError
-from mgpipe.pose import build_keypoint_store
-from mgpipe.shards import gather, shard_of, slice_path, slices, write_slices
+from mgpipe.stages.clips import read_manifest, write_csv
+from mgpipe.stages.decode import build_frame_store
+from mgpipe.stages.pose import build_keypoint_store
+from mgpipe.stages.shards import gather, shard_of, slice_path, slices, write_slices
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 KARD = SHARED / "kard2d.pkl"
@@ -148,9 +148,8 @@ def test_sharded_demo_stores_equal_unsharded_clip_by_clip(demo_stores, tmp_path,
 
 
 def test_sharded_import_of_the_real_kard_pickle_equals_unsharded(tmp_path):
-    from mgpipe.clips import build_manifest as build
-
     from mgpipe.config import defaults
+    from mgpipe.stages.clips import build_manifest as build
 
     config = defaults()
     config.update(mode="pose")

@@ -8,7 +8,7 @@ import pytest
 from mgpipe.formats import keypoints as keypoint_store
 from mgpipe.io import InputError
 from mgpipe.layouts import get_layout
-from mgpipe.skeleton_io import export_pickle, import_pickle, openpose_person
+from mgpipe.sources.skeleton_io import export_pickle, import_pickle, openpose_person
 
 
 def _store(path, clips, layout="coco17", V=17):

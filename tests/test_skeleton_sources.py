@@ -1,9 +1,8 @@
-"""Several skeleton pickles as one dataset (dataset.skeletons as a list; mgpipe/skeleton_sources.py):
+"""Several skeleton pickles as one dataset (dataset.skeletons as a list; mgpipe/sources/skeleton_sources.py):
 the three real skeleton sets of ../shared/data, three joint layouts, combined through the real
 workflow into Kinect v1's 20 joints; bad sources are one line before any job."""
 
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import yaml
 
 from mgpipe.io import InputError
 from mgpipe.layouts import convert, get_layout
-from mgpipe.skeleton_sources import combine
+from mgpipe.sources.skeleton_sources import combine
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from test_workflow import make_workdir, planned, smk
 
 pytestmark = pytest.mark.slow
@@ -203,7 +202,7 @@ def test_cancelled_training_fails_with_a_message_and_the_rerun_resumes(runs, slu
 
 def test_training_across_nodes_asks_for_the_nodes_and_starts_agents_under_srun(runs, slurm_conf):
     """train.nodes: 2 plans a training job with two nodes, one task each, launched by
-    mgpipe.multinode; on this one-node cluster the launcher itself runs in a batch job: srun
+    mgpipe.tools.multinode; on this one-node cluster the launcher itself runs in a batch job: srun
     starts the torchrun agent, which meets its processes at the c10d rendezvous on the first
     node of the allocation (two processes of one node here)."""
     workdir = runs["cluster"]
@@ -213,11 +212,11 @@ def test_training_across_nodes_asks_for_the_nodes_and_starts_agents_under_srun(r
     plan = proc.stdout.split("rule train:", 1)[1]
     resources = re.search(r"resources: (.*)", plan).group(1).split(", ")
     assert {"nodes=2", "tasks=2", "mpi=srun"} <= set(resources), resources
-    assert "python -m mgpipe.multinode --nodes 2 --nproc-per-node 1 -m mgpipe train joint" in plan
+    assert "python -m mgpipe.tools.multinode --nodes 2 --nproc-per-node 1 -m mgpipe train joint" in plan
 
     r = workdir / "results" / "tiny"
     cfg = yaml.safe_load((workdir / "tiny.yaml").read_text())
-    train = ["python", "-m", "mgpipe.multinode", "--nodes", "1", "--nproc-per-node", "2", "-m", "mgpipe",
+    train = ["python", "-m", "mgpipe.tools.multinode", "--nodes", "1", "--nproc-per-node", "2", "-m", "mgpipe",
              "train", "joint", "--config-json", json.dumps(cfg), "--manifest", str(r / "clips.csv"),
              "--classes", str(r / "classes.csv"), "--keypoints", str(r / "keypoints.h5"),
              "--out-dir", str(workdir / "multinode"), "--state-dir", str(workdir / "multinode_state"),
@@ -316,7 +315,7 @@ def test_gpus_are_read_from_sinfo_gres(sinfo, gpus):
 
 def test_multinode_launcher_outside_slurm_stops_with_one_line():
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    proc = subprocess.run([sys.executable, "-m", "mgpipe.multinode", "--nodes", "2", "-m", "mgpipe", "train", "joint"],
+    proc = subprocess.run([sys.executable, "-m", "mgpipe.tools.multinode", "--nodes", "2", "-m", "mgpipe", "train", "joint"],
                           capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [

@@ -4,8 +4,8 @@ the config decides which models the workflow trains and in which order."""
 import pytest
 import torch
 
-from mgpipe import specs
 from mgpipe.config import validate
+from mgpipe.learning import specs
 
 TINY_NET = {"base_channels": 2, "stage_blocks": [1, 1, 1], "inflate": [0, 1, 1],
             "spatial_strides": [2, 2, 2], "temporal_strides": [1, 1, 1], "dropout": 0.0}

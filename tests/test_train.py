@@ -6,10 +6,10 @@ import torch
 import yaml
 
 from mgpipe import config as mgconfig
-from mgpipe import train as train_mod
-from mgpipe.evaluate import score_model
-from mgpipe.merge import merge_checkpoints
-from mgpipe.inference import load_model
+from mgpipe.learning.inference import load_model
+from mgpipe.stages import train as train_mod
+from mgpipe.stages.merge import merge_checkpoints
+from mgpipe.stages.score import score_model
 
 
 def tiny_config(**optim):

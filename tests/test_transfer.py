@@ -1,4 +1,4 @@
-"""Initial weights (mgpipe/transfer/): mgpipe models, pyskl / MMAction2 checkpoints, RGBPoseConv3D
+"""Initial weights (mgpipe/learning/weights/): mgpipe models, pyskl / MMAction2 checkpoints, RGBPoseConv3D
 pathways, keypoint layouts, the export, refusals. Cheap: tiny networks; the one training run uses
 18 real KARD clips for one epoch. MMAction2's own models are in test_transfer_mmaction.py."""
 
@@ -9,16 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import build_manifest, pose_settings
-from mgpipe import checkpoints, cli, specs
+from test_workflow import make_workdir, smk
+
+from mgpipe import cli
 from mgpipe import config as mgconfig
+from mgpipe.formats import checkpoints
 from mgpipe.io import InputError
 from mgpipe.layouts import get_layout
-from mgpipe.transfer import init as tinit
-from mgpipe.transfer import mmaction
-from mgpipe.transfer.layouts import PYSKL_COCO17, channel_pairs
-from test_workflow import make_workdir, smk
+from mgpipe.learning import specs
+from mgpipe.learning.weights import initialise as tinit
+from mgpipe.learning.weights import mmaction
+from mgpipe.learning.weights.layout_map import PYSKL_COCO17, channel_pairs
 
 KARD = Path(__file__).resolve().parents[2] / "shared" / "data" / "kard2d.pkl"
 TINY_RGB = {"base_channels": 4, "stage_blocks": [1, 1, 1, 1], "inflate": [0, 0, 1, 1],
@@ -245,9 +247,9 @@ def test_pyskl_joint_checkpoint_initialises_a_kard_model(tmp_path, caplog):
     name; the checkpoint keeps the report."""
     if not KARD.is_file():
         pytest.skip(f"real data {KARD} not found (../shared/data beside the checkout)")
-    from mgpipe.clips import write_csv
-    from mgpipe.pose import build_keypoint_store
-    from mgpipe import train as train_mod
+    from mgpipe.stages import train as train_mod
+    from mgpipe.stages.clips import write_csv
+    from mgpipe.stages.pose import build_keypoint_store
 
     manifest, classes = build_manifest(None, None, None, kind="pyskl", mode="pose", pose_backend="pickle",
                                        skeletons_dir=KARD, pickle_layout="openni15",

@@ -17,11 +17,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from mgpipe import checkpoints, cli, specs
+from mgpipe import cli
 from mgpipe import config as mgconfig
+from mgpipe.formats import checkpoints
 from mgpipe.layouts import get_layout
-from mgpipe.transfer import init as tinit
-from mgpipe.transfer.layouts import PYSKL_COCO17, channel_pairs
+from mgpipe.learning import specs
+from mgpipe.learning.weights import initialise as tinit
+from mgpipe.learning.weights.layout_map import PYSKL_COCO17, channel_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-4
@@ -41,7 +43,7 @@ def side_python():
 
 
 def side(python, *args):
-    proc = subprocess.run([python, "-m", "mgpipe.transfer.side", *args], cwd=ROOT, capture_output=True,
+    proc = subprocess.run([python, "-m", "mgpipe.learning.weights.mmaction_side", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=600, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])

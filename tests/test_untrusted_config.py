@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
+
 from mgpipe import config
 from mgpipe.config import ConfigError
 

@@ -14,12 +14,12 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import run_cli
+
 from mgpipe import config as mgconfig
 from mgpipe import io as mgio
-from mgpipe import specs
 from mgpipe.formats import scores
+from mgpipe.learning import specs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -250,7 +250,7 @@ def test_one_member_without_validation_rows_is_named(tmp_path, capsys):
     rc, err, out = _ensemble(capsys, tmp_path, files, classes, {"joint": 1.0, "limb": 1.0})
     assert rc == 0, err
     note = json.loads((out / "metrics.json").read_text())["ensemble_weights"]["note"]
-    assert f"the score file of limb holds no validation rows while the others do" in note, note
+    assert "the score file of limb holds no validation rows while the others do" in note, note
     assert "val_fraction 0" not in note and note in err
 
 
@@ -343,7 +343,7 @@ def test_a_motion_gap_longer_than_a_clip_is_one_line(demo_stores, tmp_path, caps
 # ---- item 8: the multi-node launcher's environment ---------------------------------------------
 
 def test_array_job_ids_and_odd_ports(tmp_path):
-    from mgpipe.multinode import LaunchError, job_key, rendezvous_port
+    from mgpipe.tools.multinode import LaunchError, job_key, rendezvous_port
 
     assert job_key("1234") == 1234
     assert job_key("123_4") not in (1234, job_key("1234"), job_key("123_5"))   # int("123_4") == 1234
@@ -354,7 +354,7 @@ def test_array_job_ids_and_odd_ports(tmp_path):
     for extra, message in ((dict(SLURM_JOB_ID="12x"), "SLURM_JOB_ID '12x' is not a SLURM job id"),
                            (dict(SLURM_JOB_ID="5", MGPIPE_RDZV_PORT="http"), "MGPIPE_RDZV_PORT 'http' is not a port"),
                            (dict(SLURM_JOB_ID="5", MGPIPE_RDZV_PORT="99999"), "MGPIPE_RDZV_PORT '99999'")):
-        proc = subprocess.run([sys.executable, "-m", "mgpipe.multinode", "--nodes", "2", "-m", "mgpipe", "train",
+        proc = subprocess.run([sys.executable, "-m", "mgpipe.tools.multinode", "--nodes", "2", "-m", "mgpipe", "train",
                                "joint"], capture_output=True, text=True, timeout=60, env={**env, **extra})
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
     os.environ.pop("MGPIPE_RDZV_PORT", None)

@@ -23,13 +23,17 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-
-from mgpipe.clips import read_classes, read_manifest
-from mgpipe.io import InputError, read_csv_table
-from mgpipe.pose import read_openpose_frame
-from mgpipe.skeleton_io import (LIST_VALUES_BUDGET, OPENPOSE_MAX_BYTES, load_pickle_annotations,
-                                read_pickle_dataset)
 from test_reliability import BASE_CONFIG, assert_refused, run_main, write_yaml
+
+from mgpipe.io import InputError, read_csv_table
+from mgpipe.sources.skeleton_io import (
+    LIST_VALUES_BUDGET,
+    OPENPOSE_MAX_BYTES,
+    load_pickle_annotations,
+    read_pickle_dataset,
+)
+from mgpipe.stages.clips import read_classes, read_manifest
+from mgpipe.stages.pose import read_openpose_frame
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 KARD, FLORENCE, UTKINECT = (SHARED / f"{n}2d.pkl" for n in ("kard", "florence", "utkinect"))
@@ -361,7 +365,7 @@ def test_deep_nesting_through_the_cli(kard, tmp_path, capsys):
 
 
 def test_label_file_linked_to_dev_zero(tmp_path):
-    from mgpipe.label_tables import read_labels
+    from mgpipe.sources.label_tables import read_labels
 
     (tmp_path / "Sample0001").mkdir()
     link = tmp_path / "Sample0001" / "Sample0001_finelabels.csv"
@@ -579,7 +583,7 @@ def _outcome(call, path: Path, failures: list) -> str:
 
 
 def test_fuzz_pickles_and_openpose_frames(tmp_path, capsys):
-    from mgpipe.label_tables import read_pyskl
+    from mgpipe.sources.label_tables import read_pyskl
 
     started = time.process_time()
     rng = np.random.default_rng(FUZZ_SEED)

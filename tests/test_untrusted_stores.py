@@ -25,7 +25,6 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from mgpipe.formats import MAX_READ_BYTES
 from mgpipe.formats import frames as frame_store
 from mgpipe.formats import heatmaps as heatmap_store
 from mgpipe.formats import keypoints as keypoint_store
@@ -43,7 +42,7 @@ PEAK_BOUND_MB = 600          # what a refused store may cost the process at most
 def kard_store(folder: Path, clips: int | None = None) -> tuple[Path, pd.DataFrame]:
     """A keypoint store of real KARD skeletons (the first `clips` annotations, all by default)
     and its manifest (clip_id, label, split train/test, num_frames, width, height)."""
-    from mgpipe.skeleton_io import import_pickle
+    from mgpipe.sources.skeleton_io import import_pickle
 
     folder.mkdir(parents=True, exist_ok=True)
     source = KARD
@@ -204,7 +203,7 @@ def test_data_of_other_files_is_refused(kard, tmp_path, hostile):
 def test_fingerprint_digests_the_store_file_alone(tmp_path):
     """With external storage, links and virtual datasets refused, a store's data is all in its
     own file: the resume fingerprint's digest of that file covers every byte training reads."""
-    from mgpipe.fingerprint import file_digest
+    from mgpipe.learning.fingerprint import file_digest
 
     path = tmp_path / "s.h5"
     path.write_bytes(os.urandom(3 * (8 << 20) + 17))  # over several read chunks
@@ -318,7 +317,7 @@ def test_frames_are_jpeg_of_their_declared_size_before_any_decoding(tmp_path, no
     """Issue case 4: EPS bytes in frames.h5 made PIL try Ghostscript; frames declaring
     12000x12000 were decoded (1 GB) and 60000x60000 ended in a DecompressionBombError."""
     from mgpipe.config import defaults
-    from mgpipe.samples import ClipDataset
+    from mgpipe.learning.samples import ClipDataset
 
     path = frame_store_with(tmp_path / "frames.h5", HOSTILE_FRAMES[name])
     reader = frame_store.Reader(path)
@@ -340,7 +339,7 @@ def test_frames_are_jpeg_of_their_declared_size_before_any_decoding(tmp_path, no
 
 @pytest.mark.parametrize("name", ["eps", "jpeg_60000"])
 def test_the_pose_worker_refuses_such_frames_in_one_line(tmp_path, monkeypatch, capsys, no_outside_decoders, name):
-    from mgpipe.pose_backends import worker
+    from mgpipe.pose.backends import worker
 
     plugin = tmp_path / "plugin"
     plugin.mkdir()
@@ -381,8 +380,8 @@ def test_declared_frame_sizes_are_bounded(tmp_path):
 def test_stores_that_disagree_with_the_manifest_are_refused(kard, tmp_path):
     """Issue case 7: a store whose clip lengths or ids disagree with the manifest tested with rc
     0. train and test check their stores against the whole manifest (samples.check_stores)."""
-    from mgpipe import specs
-    from mgpipe.samples import check_stores
+    from mgpipe.learning import specs
+    from mgpipe.learning.samples import check_stores
 
     store, manifest = kard
     joint = specs.get("joint")

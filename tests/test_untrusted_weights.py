@@ -21,16 +21,16 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
-from mgpipe import checkpoints, imbalance, specs
-from mgpipe import config as mgconfig
-from mgpipe import train as train_mod
-from mgpipe.io import InputError
-from mgpipe.layouts import get_layout
-from mgpipe.transfer import init as tinit
-from mgpipe.transfer import mmaction
 from test_reliability import error_line, run_main, write_yaml
 from test_workflow import make_workdir, smk
+
+from mgpipe import config as mgconfig
+from mgpipe.formats import checkpoints
+from mgpipe.io import InputError
+from mgpipe.learning import imbalance, specs
+from mgpipe.learning.weights import initialise as tinit
+from mgpipe.learning.weights import mmaction
+from mgpipe.stages import train as train_mod
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "data" / "tiny.yaml"
@@ -171,7 +171,7 @@ def _rezip_deflated(src: Path, dst: Path) -> None:
 
 _MEASURED = """
 import json, resource, sys
-import mgpipe.train, mgpipe.evaluate, mgpipe.cli  # (imports before the measurement)
+import mgpipe.stages.train, mgpipe.stages.score, mgpipe.cli  # (imports before the measurement)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:
     rc = mgpipe.cli.main(sys.argv[2:])
@@ -574,7 +574,7 @@ def _swin_subset():
 
 
 def test_fuzzed_weights_files_are_read_or_refused_in_one_line(real, tmp_path):
-    from mgpipe.inference import load_model
+    from mgpipe.learning.inference import load_model
     from mgpipe.models.swin import _read_file
 
     started = time.process_time()
@@ -597,7 +597,7 @@ def test_fuzzed_weights_files_are_read_or_refused_in_one_line(real, tmp_path):
         tinit.initialise(model, arch, path, channels="joint", target_layout=layout)
         if kind == "mgpipe":
             _, ckpt, spec = load_model(path)
-            config = checkpoints.fit_config(ckpt, path, cfg)
+            checkpoints.fit_config(ckpt, path, cfg)
             checkpoints.check_layout(ckpt, path, spec, layout, "the store")
             imbalance.logit_offset(ckpt, path, 1.0)
 

@@ -11,13 +11,13 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import build_manifest
-from mgpipe.clips import probe_video
-from mgpipe.decode import build_frame_store, decode_video
+
 from mgpipe.formats import frames as frame_store
 from mgpipe.formats.frames import decode_jpeg
 from mgpipe.io import InputError
+from mgpipe.stages.clips import probe_video
+from mgpipe.stages.decode import build_frame_store, decode_video
 
 W, H = 64, 48
 
@@ -262,7 +262,7 @@ def test_broken_video_is_one_line_naming_it(tmp_path, case):
 def test_pan_zoom_phone_video_is_shown_as_filmed(tmp_path):
     """photo_video films a phone video (stored sideways, display matrix -90): decoded, it shows
     the same frames as the upright film of the same camera path, so its affines still hold."""
-    from mgpipe.photo_video import pan_zoom_video
+    from mgpipe.tools.photo_video import pan_zoom_video
 
     photo = marked(5, 96, 64)
     upright = pan_zoom_video(photo, tmp_path / "flat.mp4", frames=4, size=(64, 48), seed=1)
@@ -283,7 +283,7 @@ def test_pan_zoom_phone_video_is_shown_as_filmed(tmp_path):
 def test_predict_windows_of_a_variable_rate_video_hold_their_seconds(tmp_path):
     """predict/spot windows of a variable-rate video: each window holds the frames whose times
     fall in its seconds, and reports the seconds of those frames (not frame / nominal rate)."""
-    from mgpipe.predict import windows
+    from mgpipe.stages.predict import windows
 
     path = write(tmp_path / "vfr.mp4", len(VFR_MS), times_ms=VFR_MS)
     probe = probe_video(path, timestamps=True)

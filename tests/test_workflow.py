@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mgpipe.demo_data import class_counts
+from mgpipe.tools.demo_data import class_counts
 
 pytestmark = pytest.mark.slow
 
@@ -252,8 +252,8 @@ def test_changed_training_setting_reruns_only_that_training(tiny_run):
 
 
 def test_editing_heatmap_code_reruns_what_draws_heatmaps(tiny_run):
-    # the training samples are drawn with mgpipe/heatmaps.py (and cropped by its compact box)
-    module = tiny_run / "mgpipe" / "heatmaps.py"
+    # the training samples are drawn with mgpipe/pose/heatmap_render.py (and cropped by its compact box)
+    module = tiny_run / "mgpipe" / "pose" / "heatmap_render.py"
     original = module.read_text()
     try:
         module.write_text(original + "\n# an edit\n")
@@ -376,7 +376,7 @@ register(ModelSpec(
 def test_a_new_model_needs_one_registry_entry_and_no_rule(tiny_run, tmp_path):
     toy = make_workdir(tmp_path / "toy")
     rules = {f.name: f.read_text() for f in (toy / "workflow" / "rules").glob("*.smk")}
-    specs_py = toy / "mgpipe" / "specs.py"
+    specs_py = toy / "mgpipe" / "learning" / "specs.py"
     specs_py.write_text(specs_py.read_text() + TOY_SPEC)
     demo = tiny_run / "results" / "tiny" / "demo_data"
     (toy / "toy.yaml").write_text(
@@ -395,7 +395,7 @@ def test_a_new_model_needs_one_registry_entry_and_no_rule(tiny_run, tmp_path):
     metrics = json.loads((r / "ensemble" / "metrics.json").read_text())
     assert set(metrics["models"]) == {"joint", "toy"} and set(metrics["ensemble"]["weights"]) == {"joint", "toy"}
     assert metrics["ensemble_weights"]["sets"]["config"]["weights"] == {"joint": 1.0, "toy": 1.0}
-    from mgpipe.checkpoints import load
+    from mgpipe.formats.checkpoints import load
 
     ckpt = load(r / "models" / "toy" / "model.pt")
     assert ckpt["name"] == "toy" and ckpt["arch"]["cfg"]["base_channels"] == 2
@@ -410,7 +410,7 @@ def test_image_pose_backend_reads_the_frame_store(workdir):
 
 
 def test_keypoints_export_to_a_pyskl_pickle(tiny_run):
-    from mgpipe.skeleton_io import import_pickle
+    from mgpipe.sources.skeleton_io import import_pickle
 
     smk(tiny_run, "results/tiny/keypoints.pkl", "--cores", "2", "--configfile", "tiny.yaml")
     table = import_pickle(tiny_run / "results/tiny/keypoints.pkl", tiny_run / "back.h5")

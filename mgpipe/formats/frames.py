@@ -23,8 +23,8 @@ import h5py
 import numpy as np
 from PIL import Image
 
-from ..io import InputError, atomic_h5
-from . import LazyStore, attr_number, check_dataset
+from mgpipe.formats.hdf5 import LazyStore, attr_number, check_dataset
+from mgpipe.io import InputError, atomic_h5
 
 KIND = "frames"
 VERSION = 1

@@ -17,9 +17,9 @@ import contextlib
 
 import numpy as np
 
-from ..io import InputError, atomic_h5
-from ..layouts import layout_attrs, layout_from_attrs
-from . import LazyStore, attr_number, check_dataset
+from mgpipe.formats.hdf5 import LazyStore, attr_number, check_dataset
+from mgpipe.io import InputError, atomic_h5
+from mgpipe.layouts import layout_attrs, layout_from_attrs
 
 KIND = "keypoints"
 VERSION = 1

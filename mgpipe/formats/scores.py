@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..io import InputError, atomic_path, read_csv_table
+from mgpipe.io import InputError, atomic_path, read_csv_table
 
 VERSION = 2
 KEYS = ("clip_id", "split", "label")

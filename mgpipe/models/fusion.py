@@ -19,11 +19,10 @@ Our reading of the seed's module:
 from __future__ import annotations
 
 import math
-from typing import Tuple
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 
 class _ChannelCrossAttention(nn.Module):
@@ -81,7 +80,7 @@ class CrossModalFusion(nn.Module):
             nn.init.zeros_(m.bias)
 
     def forward(self, x_rgb: torch.Tensor, x_pose: torch.Tensor
-                ) -> Tuple[torch.Tensor, torch.Tensor]:
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         if x_rgb.dim() != 5 or x_pose.dim() != 5:
             raise ValueError("CrossModalFusion expects 5-D inputs [N, C, T, H, W]")
         t_rgb, t_pose = x_rgb.shape[2], x_pose.shape[2]

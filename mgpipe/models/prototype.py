@@ -33,12 +33,10 @@ value used in the loss is this global EMA; its gradient flows only through the l
 
 from __future__ import annotations
 
-from typing import Dict, Optional
-
 import torch
-from torch import nn
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
 
 
 def _dist_active() -> bool:
@@ -79,13 +77,13 @@ class PrototypeLoss(nn.Module):
                 f"alpha={self.alpha}, tau={self.tau}, tp_only={self.tp_only}")
 
     def forward(self, features: torch.Tensor, logits: torch.Tensor,
-                labels: torch.Tensor, class_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+                labels: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
         """Scalar loss; in training mode also updates the prototype bank. class_weights [K]: the
         class-balanced loss's weights of its two cross-entropy terms (None: unweighted)."""
         return self.details(features, logits, labels, class_weights)["loss"]
 
     def details(self, features: torch.Tensor, logits: torch.Tensor,
-                labels: torch.Tensor, class_weights: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+                labels: torch.Tensor, class_weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Like forward, but returns the intermediate tensors too (for tests and diagnostics):
         loss, sim [N, K], fn_logits [N, K], fp_logits [N, K], prototypes used [K, D],
         z [N, D], tp [N] (bool), pred [N], a [N]."""

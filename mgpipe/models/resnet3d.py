@@ -8,8 +8,6 @@ block of selected stages so that the two-pathway network can concatenate lateral
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
-
 import torch
 from torch import nn
 
@@ -39,7 +37,7 @@ def check_pathway_cfg(cfg: dict) -> None:
         raise ValueError("pathway config: base_channels must be positive")
 
 
-def stage_out_channels(cfg: dict) -> List[int]:
+def stage_out_channels(cfg: dict) -> list[int]:
     """Output width of each stage of a pathway described by ``cfg`` (base * 2**i * 4)."""
     base = int(cfg["base_channels"])
     return [base * 2 ** i * EXPANSION for i in range(len(cfg["stage_blocks"]))]
@@ -57,7 +55,7 @@ class Bottleneck3d(nn.Module):
         spatial_stride: int = 1,
         temporal_stride: int = 1,
         inflate: bool = False,
-        downsample: Optional[nn.Module] = None,
+        downsample: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.inplanes = inplanes
@@ -108,7 +106,7 @@ class ResNet3dSlowOnly(nn.Module):
         kind: str,
         in_channels: int,
         cfg: dict,
-        lateral_in: Optional[Dict[int, int]] = None,
+        lateral_in: dict[int, int] | None = None,
     ) -> None:
         super().__init__()
         if kind not in ("rgb", "pose"):
@@ -147,8 +145,8 @@ class ResNet3dSlowOnly(nn.Module):
         )
 
         self.layers = nn.ModuleList()
-        self.stage_out_channels: List[int] = []
-        self.stage_in_channels: List[int] = []  # input width of each stage's first block
+        self.stage_out_channels: list[int] = []
+        self.stage_in_channels: list[int] = []  # input width of each stage's first block
         inplanes = base
         for i, n_blocks in enumerate(cfg["stage_blocks"]):
             planes = base * 2 ** i

@@ -10,16 +10,14 @@ Forward order:
 
 from __future__ import annotations
 
-from typing import Dict, Optional
-
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
-from .fusion import CrossModalFusion
-from .heads import ClsHead
-from .prototype import PrototypeLoss
-from .resnet3d import ResNet3dSlowOnly, check_pathway_cfg, stage_out_channels
+from mgpipe.models.fusion import CrossModalFusion
+from mgpipe.models.heads import ClsHead
+from mgpipe.models.prototype import PrototypeLoss
+from mgpipe.models.resnet3d import ResNet3dSlowOnly, check_pathway_cfg, stage_out_channels
 
 STREAMS = ("rgb", "pose")
 
@@ -49,8 +47,8 @@ class RGBPoseConv3D(nn.Module):
         pose_in_channels: int,
         rgb_cfg: dict,
         pose_cfg: dict,
-        fusion_cfg: Optional[dict] = None,
-        prototype_cfg: Optional[dict] = None,
+        fusion_cfg: dict | None = None,
+        prototype_cfg: dict | None = None,
         speed_ratio: int = 4,
         channel_ratio: int = 4,
     ) -> None:
@@ -102,7 +100,7 @@ class RGBPoseConv3D(nn.Module):
         # `enabled` (the variant's switch); None leaves that part out.
         if fusion_cfg is not None and fusion_cfg["enabled"]:
             hidden = int(fusion_cfg["hidden"])
-            self.fusion: Optional[nn.ModuleList] = nn.ModuleList(
+            self.fusion: nn.ModuleList | None = nn.ModuleList(
                 CrossModalFusion(rgb_w[e + 1], pose_w[e], hidden, speed_ratio=speed_ratio)
                 for e in range(2)
             )
@@ -156,7 +154,7 @@ class RGBPoseConv3D(nn.Module):
         xr, xp = rp.layers[3](xr), pp.layers[2](xp)
         return xr, xp
 
-    def forward(self, rgb: torch.Tensor, pose: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def forward(self, rgb: torch.Tensor, pose: torch.Tensor) -> dict[str, torch.Tensor]:
         xr, xp = self.forward_features(rgb, pose)
         fr, fp = self.rgb_head.pool(xr), self.pose_head.pool(xp)
         return {
@@ -166,8 +164,8 @@ class RGBPoseConv3D(nn.Module):
             "pose_features": fp,
         }
 
-    def loss(self, out: Dict[str, torch.Tensor], labels: torch.Tensor,
-             class_weights: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    def loss(self, out: dict[str, torch.Tensor], labels: torch.Tensor,
+             class_weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """CE per stream (1:1) plus weight * prototype loss for the configured streams.
         class_weights [K] (the class-balanced loss) weight every cross-entropy term, the
         prototype loss's two included.
@@ -179,9 +177,9 @@ class RGBPoseConv3D(nn.Module):
         with torch.autocast(device_type, enabled=False):
             return self._loss({k: v.float() for k, v in out.items()}, labels, class_weights)
 
-    def _loss(self, out: Dict[str, torch.Tensor], labels: torch.Tensor,
-              class_weights: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
-        losses: Dict[str, torch.Tensor] = {}
+    def _loss(self, out: dict[str, torch.Tensor], labels: torch.Tensor,
+              class_weights: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        losses: dict[str, torch.Tensor] = {}
         total = None
         for s in STREAMS:
             if s not in out:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Dict, Optional
-
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
-from .heads import ClsHead
-from .resnet3d import ResNet3dSlowOnly
+from mgpipe.models.heads import ClsHead
+from mgpipe.models.resnet3d import ResNet3dSlowOnly
 
 
 class SingleStream(nn.Module):
@@ -26,12 +24,12 @@ class SingleStream(nn.Module):
         self.backbone = ResNet3dSlowOnly(kind, in_channels, cfg)
         self.head = ClsHead(self.backbone.out_channels, num_classes, cfg["dropout"])
 
-    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = self.head.pool(self.backbone(x))
         return {"logits": self.head.classify(feats), "features": feats}
 
-    def loss(self, out: Dict[str, torch.Tensor], labels: torch.Tensor,
-             class_weights: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    def loss(self, out: dict[str, torch.Tensor], labels: torch.Tensor,
+             class_weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Cross-entropy of the stream, in float32 even inside a bf16 autocast region: {'loss': ce}.
         class_weights [K] (the class-balanced loss): the batch's weighted mean, as torch's
         cross_entropy(weight=) computes it."""

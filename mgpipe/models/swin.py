@@ -8,7 +8,7 @@ mgpipe's restricted loader (checkpoints.load_file), never with torchvision's ful
 
 The network is torchvision's own (pure PyTorch); this module only wraps it in the interface
 every mgpipe network has (forward -> {"logits", "features"}, loss) and loads its weights with
-the report style of mgpipe.transfer.init (loaded / fresh / ignored; kept in the checkpoint).
+the report style of mgpipe.learning.weights.initialise (loaded / fresh / ignored; kept in the checkpoint).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import re
 from pathlib import Path
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
-from ..compat import import_torchvision
-from ..io import InputError
+from mgpipe.compat import import_torchvision
+from mgpipe.io import InputError
 
 VARIANTS = {"t": ("swin3d_t", "Swin3D_T_Weights"), "s": ("swin3d_s", "Swin3D_S_Weights"),
             "b": ("swin3d_b", "Swin3D_B_Weights")}
@@ -128,7 +128,7 @@ def _read_file(path) -> dict:
     """A torchvision-format state dict ({name: tensor}; also {"state_dict": ...} or {"model": ...},
     an mgpipe checkpoint)
     read with the checkpoints' restricted unpickler: a hostile file runs no code."""
-    from ..checkpoints import load_file
+    from mgpipe.formats.checkpoints import load_file
 
     obj = load_file(path, "Video Swin weights file")
     for key in ("state_dict", "model"):
@@ -147,7 +147,7 @@ def load_weights(model: VideoSwin, source, dry: bool = False) -> dict:
     loaded, partly, fresh, ignored). The head is fresh when the source has another class count;
     any other missing or misshapen tensor is another variant: an error, and the model is left
     untouched. dry: check only, copy nothing (a model on the meta device)."""
-    from ..checkpoints import fit_problem
+    from mgpipe.formats.checkpoints import fit_problem
 
     if isinstance(source, str) and WEIGHT_NAME.match(source):
         weights = _named(source, model.variant)

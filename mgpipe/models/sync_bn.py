@@ -14,8 +14,8 @@ from __future__ import annotations
 import warnings
 
 import torch
-from torch import nn
 import torch.distributed as dist
+from torch import nn
 
 # The differentiable all-reduce of torch.distributed.nn is marked deprecated in favour of a private
 # module (torch.distributed._functional_collectives); it is still the public one with a backward.

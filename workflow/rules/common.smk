@@ -8,12 +8,12 @@ from pathlib import Path
 from mgpipe import config as mgconfig
 from mgpipe import plan as mgplan
 from mgpipe.runtime import slurm_gpu_count, slurm_partitions, visible_gpu_count
-from mgpipe import specs
-from mgpipe import skeleton_sources as mgsources
+from mgpipe.learning import specs
+from mgpipe.sources import skeleton_sources as mgsources
 from mgpipe.io import InputError
 from mgpipe.layouts import get_layout
-from mgpipe.pose_backends import reads_frames
-from mgpipe.transfer import init as transfer_init
+from mgpipe.config import reads_frames
+from mgpipe.learning.weights import initialise as transfer_init
 
 try:
     # Snakemake's own YAML load keeps the last of a key written twice: each config file it read
@@ -31,7 +31,7 @@ except mgconfig.ConfigError as e:
 
 R = config["results"]
 # Several skeleton pickles (dataset.skeletons as a list, kind pyskl): the combine_skeletons rule
-# writes them as one pickle in pose.layout (mgpipe/skeleton_sources.py), which every later stage
+# writes them as one pickle in pose.layout (mgpipe/sources/skeleton_sources.py), which every later stage
 # reads as it reads one pickle: so the config names that pickle from here on.
 SKELETON_SOURCES = None
 if isinstance(config["dataset"]["skeletons"], list):
@@ -105,7 +105,7 @@ for key, value in PATH_KEYS.items():
     if value and str(value).startswith("-"):
         sys.exit(f"mgpipe: config key {key}: {value}: a path starting with '-' reads as an option; write ./{value}")
 
-# The model registry (mgpipe/specs.py) decides which models this config trains and what each
+# The model registry (mgpipe/learning/specs.py) decides which models this config trains and what each
 # reads; the rules below only turn that into jobs.
 MODELS = specs.trained_models(config)
 SPECS = {m: specs.get(m) for m in MODELS}
@@ -114,6 +114,7 @@ SPECS = {m: specs.get(m) for m in MODELS}
 INIT = {}
 INIT_KEYS = {}
 # (init.<model>, or the key the model's spec names: swin.weights, a file or a torchvision weight name)
+_RUN_MODELS = {os.path.realpath(f"{R}/models/{m}/model.pt") for m in MODELS}
 for _model in MODELS:
     _path, _layout = transfer_init.entry(config, _model)
     _key = transfer_init.weights_key(_model)
@@ -124,7 +125,11 @@ for _model in MODELS:
     try:
         if _layout is not None:
             get_layout(_layout)
-        transfer_init.check_weights(config, _model)
+        # Another model of this run: its model.pt is an output (check_init_outputs makes it a
+        # dependency, or refuses a cycle); today's file is not what the job will read, so its
+        # weights are checked when the training job loads them.
+        if _path is None or os.path.realpath(_path) not in _RUN_MODELS:
+            transfer_init.check_weights(config, _model)
     except InputError as e:
         sys.exit(f"mgpipe: config key {_key}: {e}")
     if _path is not None:
@@ -269,10 +274,10 @@ def train_resources():
 
 # Several processes per training job: data-parallel processes launched by torchrun, one per GPU
 # (one per node on CPU nodes); across nodes, one torchrun agent per node under srun
-# (mgpipe/multinode.py). A command prefix of several words, so it goes into the command as it
+# (mgpipe/tools/multinode.py). A command prefix of several words, so it goes into the command as it
 # is, each word quoted here.
 if NODES > 1:
-    LAUNCHER = shlex.join(["python", "-m", "mgpipe.multinode", "--nodes", str(NODES),
+    LAUNCHER = shlex.join(["python", "-m", "mgpipe.tools.multinode", "--nodes", str(NODES),
                            "--nproc-per-node", str(max(1, gpu_count())), "-m"])
 elif gpu_count() > 1:
     LAUNCHER = shlex.join(["torchrun", "--standalone", "--nproc_per_node", str(gpu_count()), "-m"])

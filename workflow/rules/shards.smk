@@ -1,5 +1,5 @@
 # Sharded data stages (data.shards > 1): decode and pose run as one job per shard, each over a
-# slice of whole videos (mgpipe/shards.py), and two gather rules build frames.h5 and
+# slice of whole videos (mgpipe/stages/shards.py), and two gather rules build frames.h5 and
 # keypoints.h5 from the shard stores, each clip copied as stored. The later stages read the
 # gathered stores as they read an unsharded run's. With data.shards 1 none of these rules exist
 # and the DAG is the plain one (decode and pose in data.smk and features.smk).

@@ -1,0 +1,1 @@
+"""What users bring, read into mgpipe's terms: label tables, skeleton files, videos."""

@@ -1,0 +1,1 @@
+"""The pipeline's stages, one module per workflow rule (`mgpipe <stage>`)."""

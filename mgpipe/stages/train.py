@@ -1,0 +1,464 @@
+"""Training, top to bottom: data, model, optimiser, the epoch loop, checkpoints.
+
+The same loop trains the single-modality models (rgb, joint, limb) and the fused network.
+Resumable state lives in `state_dir` (not a Snakemake output, so a killed job keeps it);
+the declared outputs (best checkpoint, per-epoch CSV, curve PNG) are written at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from mgpipe import config as mgconfig
+from mgpipe.formats import checkpoints
+from mgpipe.formats import frames as frame_store
+from mgpipe.formats import keypoints as keypoint_store
+from mgpipe.io import InputError, atomic_path
+from mgpipe.learning import imbalance, specs
+from mgpipe.learning.fingerprint import training_fingerprint
+from mgpipe.learning.inference import predict, top1
+from mgpipe.learning.samples import check_frame_gap, check_stores, keypoint_channels, make_loader, model_samples
+from mgpipe.learning.weights import initialise as transfer_init
+from mgpipe.models.sync_bn import synchronise_batchnorm
+from mgpipe.runtime import pick_device, seed_everything, set_threads, step_precision
+from mgpipe.runtime import progress as progress_bar
+from mgpipe.stages.clips import read_manifest
+
+log = logging.getLogger(__name__)
+
+LOG_INTERVAL = 50  # steps between progress-bar updates (each one reads a value from the device)
+LONG_EPOCH = 200  # steps from which a log file gets a progress line per 10 % of an epoch too
+
+
+def lr_at(epoch: float, optim: dict) -> float:
+    """Linear warm-up, then step decay at optim['lr_steps'] (epochs), or with schedule 'cosine'
+    a half cosine from lr after the warm-up down to 0 at the last epoch (lr_steps unused)."""
+    if optim.get("schedule", "step") == "cosine":
+        warm, total = optim["warmup_epochs"], optim["epochs"]
+        done = min(max((epoch - warm) / max(total - warm, 1e-9), 0.0), 1.0)
+        lr = optim["lr"] * 0.5 * (1.0 + math.cos(math.pi * done))
+    else:
+        lr = optim["lr"] * optim["lr_gamma"] ** sum(epoch >= s for s in optim["lr_steps"])
+    if epoch < optim["warmup_epochs"]:
+        lr *= (epoch + 1e-3) / optim["warmup_epochs"]
+    return lr
+
+
+def check_labels(manifest, classes: list[dict], manifest_csv, classes_csv) -> None:
+    """Every clip's label is an output of the class table (an integer 0..K-1): a label outside it
+    would end training in an index error deep in the loss (or train on a class that has no
+    output, on the GPU, as a device-side assert)."""
+    import numpy as np
+    import pandas as pd
+
+    if "label" not in manifest.columns:
+        raise InputError(f"{manifest_csv}: not a clip manifest (no label column)")
+    values = pd.to_numeric(manifest.label, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~(np.isfinite(values) & (values == np.round(values)) & (values >= 0) & (values < len(classes)))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        clip = manifest.clip_id.iloc[i] if "clip_id" in manifest.columns else f"row {i + 1}"
+        raise InputError(f"{manifest_csv}: clip {clip!r} has label {str(manifest.label.iloc[i])!r}, outside the "
+                         f"{len(classes)} classes of {classes_csv} (labels 0..{len(classes) - 1}; "
+                         f"{int(bad.sum())} clip(s) in all): the manifest and class table are not of one run")
+
+
+def run(name: str, config: dict, *, state_dir, **job) -> dict:
+    """Train model `name`; see _train for the arguments. Holds the state folder's lock."""
+    state_dir = Path(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    # Only the first process of a data-parallel job owns the state folder.
+    if int(os.environ.get("RANK", "0")) != 0:
+        return _train(name, config, state_dir=state_dir, **job)
+    with _state_lock(state_dir):
+        result = _train(name, config, state_dir=state_dir, **job)
+        # model.pt, log.csv and curve.png are written: the state can only restart this training
+        # from scratch now (a finished state is never resumed), so it goes unless kept
+        if not config["train"]["keep_state"]:
+            remove_state(state_dir)
+        return result
+
+
+def remove_state(state_dir: Path) -> None:
+    """Remove a finished training's state folder (and its parent when that is left empty)."""
+    import shutil
+
+    size = sum(f.stat().st_size for f in state_dir.rglob("*") if f.is_file())
+    shutil.rmtree(state_dir)
+    with contextlib.suppress(OSError):  # the parent holds other models' state
+        state_dir.parent.rmdir()
+    log.info("removed the finished training's state %s (%.1f MB; train.keep_state: true keeps it)",
+             state_dir, size / 1e6)
+
+
+def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, keypoints_h5,
+           out_dir, state_dir: Path, init=None, threads=1, progress=True) -> dict:
+    # ---- setup -------------------------------------------------------------------------
+    out_dir = Path(out_dir)
+    spec = specs.get(name)
+    tcfg, optim, augment = config["train"], spec.optim(config), spec.augment(config)
+    set_threads(threads)
+    device = pick_device(tcfg["device"])
+    rank, world = _init_distributed(device)
+    main = rank == 0
+    if world > 1 and main:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        log.info("%s: data-parallel over world size %d (%d node(s) x %d process(es)), %s batch "
+                 "statistics", name, world, world // local, local, "synchronised" if tcfg["sync_bn"] else "per-process")
+    seed = config["seed"]
+    seed_everything(seed)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    amp, channels_last = step_precision(tcfg, device, log)
+    if tcfg["tensorboard"] and main:
+        require_tensorboard()
+
+    manifest = read_manifest(manifest_csv)
+    classes = checkpoints.class_table(classes_csv)
+    num_classes = len(classes)
+    check_stores(spec, manifest, frames_h5=frames_h5, keypoints_h5=keypoints_h5)
+    check_labels(manifest, classes, manifest_csv, classes_csv)
+    gap = config[spec.frame_input]["gap"] if spec.frame_input and "gap" in config[spec.frame_input] else 0
+    if gap:   # every split's clips, the test split's too: not only once the test stage runs
+        with contextlib.closing(frame_store.Reader(frames_h5)) as store:
+            check_frame_gap(gap, {c: store.clip_length(c) for c in manifest.clip_id.astype(str)}, frames_h5,
+                            f"{spec.frame_input}.gap")
+    arch = spec.network(config, keypoint_channels(keypoints_h5))
+    # what the model is trained on, kept in every checkpoint (predict and test hold data to it)
+    layout = keypoint_store.Reader(keypoints_h5).layout
+    trained_on = checkpoints.model_record(spec, config, classes, layout)
+    train_set = model_samples(spec, config, manifest, "train", train=True, frames_h5=frames_h5,
+                              keypoints_h5=keypoints_h5)
+    # class imbalance (mgpipe/learning/imbalance.py): the training split's class counts give the sampling
+    # weights, the loss weights and the prior the checkpoint keeps for test-time logit adjustment
+    train_counts = imbalance.class_counts(train_set.labels, num_classes)
+    draw_weights = imbalance.sample_weights(train_set.labels, num_classes, tcfg["sampling"])
+    class_weights = imbalance.loss_weights(config, train_counts)
+    if class_weights is not None:
+        class_weights = class_weights.to(device)
+    # Without a validation split the fixed schedule runs to its end and the last epoch is kept:
+    # selecting on the test split would report an optimistic score.
+    has_val = bool((manifest.split == "val").any())
+    val_set = val_loader = None
+    if has_val:
+        val_set = model_samples(spec, config, manifest, "val", train=False, frames_h5=frames_h5,
+                                keypoints_h5=keypoints_h5, views=tcfg["val_views"])
+        val_loader = make_loader(val_set, optim["batch_size"], device=device, workers=tcfg["workers"])
+    else:
+        log.info("%s: no validation split: training %d epochs and keeping the last", name, optim["epochs"])
+
+    model = specs.build(arch, num_classes)
+    # The init file (merged weights, another run's model, a pyskl / MMAction2 checkpoint): names
+    # mapped, shapes checked, what is loaded / fresh / ignored logged and kept in the checkpoint.
+    init_report, init_layout = None, transfer_init.entry(config, name)[1]
+    named = transfer_init.weight_name(config, name)  # a torchvision weight name (swin.weights)
+    if init is None and named:   # its file in torch's cache, hash checked (never downloaded), so
+        from mgpipe.models.swin import cached_file  # that the file is in the fingerprint below
+
+        init = cached_file(named, arch["variant"])
+    if init is not None:
+        init_report = transfer_init.initialise(model, arch, init,
+                                               channels=spec.inputs[-1], target_layout=layout,
+                                               source_layout=init_layout)
+        if main:
+            transfer_init.log_report(init_report, name, log)
+    if main:  # (after the init file is checked: a refused init is the run's one line)
+        log.info("%s: %s", name, imbalance.describe(config, train_counts))
+    model.to(device)
+    if world > 1 and tcfg["sync_bn"]:
+        model = synchronise_batchnorm(model, device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last_3d)
+    step_model = model
+    if world > 1:
+        step_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if tcfg["compile"] and device.type == "cuda":
+        step_model = torch.compile(step_model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=optim["lr"], momentum=optim["momentum"],
+                                weight_decay=optim["weight_decay"])
+
+    # State written by any other job (other settings, code, manifest rows, store contents or
+    # initial weights) must never be resumed: it would hand back the old model.
+    # (threads and loader workers change the speed, not the samples or the result)
+    # (nor do the output options: TensorBoard events, keeping the state; config.OUTPUT_OPTIONS)
+    result_settings = {k: v for k, v in mgconfig.without_output_options({"train": tcfg})["train"].items()
+                       if k not in ("threads", "workers")}
+    fingerprint = training_fingerprint(
+        {"arch": arch, "optim": optim, "train": result_settings, "seed": seed, "name": name,
+         "augment": augment, "heatmaps": config["heatmaps"], "inputs": trained_on["inputs"],
+         **({"init_layout": init_layout} if init_layout is not None else {}),
+         **({"init_weights": named} if named else {})},
+        rows=manifest[manifest.split.isin(["train", "val"])],
+        files={"classes": classes_csv, "frames": frames_h5, "keypoints": keypoints_h5, "init": init})
+    history, best, start = [], -1.0, 0
+    state_file, best_file = state_dir / "last.pt", state_dir / "best.pt"
+    state = None
+    if state_file.exists():
+        try:
+            state = checkpoints.load_file(state_file, "training state")
+        except InputError as e:  # unreadable or refused: never resumed, kept aside for a look
+            log.warning("%s", e)
+            state = {}
+    # A finished state is never resumed either: its job already wrote its outputs, so being run
+    # again means the outputs were removed or a rerun was forced (snakemake -R / -f).
+    finished = bool(state) and state.get("epoch", -1) + 1 >= optim["epochs"]
+    if state and state.get("fingerprint") == fingerprint and not finished:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        history, best, start = state["history"], state["best"], state["epoch"] + 1
+        log.info("%s: resuming after epoch %d from %s", name, start, state_file)
+    else:
+        if state_file.exists() or best_file.exists():
+            _set_aside(state_dir, (state_file, best_file),
+                       "a finished job" if finished and state.get("fingerprint") == fingerprint
+                       else "another training job (other settings, code or inputs)")
+        log.info("%s: training from epoch 1 (state %s)", name, fingerprint)
+
+    # ---- the loop ----------------------------------------------------------------------
+    steps = max(1, len(train_set) // (optim["batch_size"] * world))
+    stream_names = spec.streams
+    # TensorBoard events (train.tensorboard) go beside the model's outputs, flushed every epoch
+    board = open_tensorboard(out_dir / "tensorboard", start) if tcfg["tensorboard"] and main else None
+    for epoch in range(start, optim["epochs"]):
+        t0 = time.time()
+        model.train()
+        train_set.set_epoch(epoch)
+        loader = make_loader(train_set, optim["batch_size"], device=device, shuffle_seed=seed * 1000 + epoch,
+                             workers=tcfg["workers"], rank=rank, world=world, sample_weights=draw_weights,
+                             drop_last=len(train_set) > optim["batch_size"] * world)
+        # Running sums stay on the device; the host reads them once per log interval, so the
+        # GPU never waits for the CPU inside a step.
+        sums = torch.zeros(0, device=device)
+        correct = torch.zeros(len(stream_names), device=device)
+        part_names, seen = None, 0
+        # a bar on a terminal; in a log file the epoch line below, and lines per 10 % of a long epoch
+        bar = progress_bar(loader, desc=f"{name} epoch {epoch + 1}/{optim['epochs']}", unit="batch",
+                           enabled=progress and main, lines=steps >= LONG_EPOCH, leave=False)
+        for it, batch in enumerate(bar):
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(epoch + it / steps, optim)
+            labels = batch["label"].to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits, out = spec.forward(step_model, batch, device, channels_last)
+                parts = model.loss(out, labels, class_weights=class_weights)
+            optimizer.zero_grad(set_to_none=True)
+            parts["loss"].backward()
+            if optim["clip_grad"]:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), optim["clip_grad"])
+            optimizer.step()
+            n = len(labels)
+            seen += n
+            if part_names is None:
+                part_names = list(parts)
+                sums = torch.zeros(len(part_names), device=device)
+            sums += torch.stack([parts[k].detach().float() for k in part_names]) * n
+            correct += torch.stack([(logits[s].argmax(1) == labels).sum() for s in stream_names]).float()
+            if (it + 1) % LOG_INTERVAL == 0 and progress and main:
+                bar.set_postfix(loss=f"{float(sums[0]) / seen:.3f}", refresh=False)
+
+        totals = _reduce(torch.cat([sums, correct, torch.tensor([float(seen)], device=device)]), world)
+        loss_sums, correct_sums, seen = totals[:len(sums)], totals[len(sums):-1], int(totals[-1])
+        if not all(math.isfinite(v) for v in loss_sums):
+            raise TrainingDiverged(f"{name}: the training loss became {loss_sums[0] / max(seen, 1)} in "
+                                   f"epoch {epoch + 1}; lower the learning rate ({optim['lr']})")
+        # (the init file was checked finite: what became non-finite here, training made so)
+        broken = next((k for k, t in model.state_dict().items()
+                       if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+        if broken is not None:
+            raise TrainingDiverged(f"{name}: the model's {broken} became NaN or infinite in epoch "
+                                   f"{epoch + 1}; lower the learning rate ({optim['lr']})")
+        row = {"epoch": epoch + 1, "lr": round(lr_at(epoch, optim), 8),
+               **{f"train_{k}": round(v / max(seen, 1), 6) for k, v in zip(part_names or [], loss_sums)},
+               **{f"train_top1_{s}": round(c / max(seen, 1), 6) for s, c in zip(stream_names, correct_sums)}}
+        if has_val:
+            # Every process validates the whole split (no collectives inside), so all agree on "best".
+            probs = predict(model, spec, val_loader, device, amp=amp, channels_last=channels_last,
+                            source=name)
+            row.update({f"val_top1_{s}": round(top1(p, val_set.labels), 6) for s, p in probs.items()})
+            score = top1(specs.combine_streams(probs), val_set.labels)
+            row["val_top1"] = round(score, 6)
+        else:
+            score = float(epoch)  # the last epoch is the best one
+        row["seconds"] = round(time.time() - t0, 1)
+        history.append(row)
+        if main:
+            log.info("%s", "  ".join(f"{k}={v}" for k, v in row.items()))
+        if board is not None:
+            write_tensorboard(board, row)
+        if score > best:
+            best = score
+            if main:
+                checkpoints.save({"model": model.state_dict(), "arch": arch, "num_classes": num_classes,
+                                  "name": name, "epoch": epoch + 1, "val_top1": score if has_val else None,
+                                  "selected": "best validation top-1" if has_val else "last epoch (no validation split)",
+                                  "fingerprint": fingerprint, **trained_on, "init": init_report,
+                                  "train_class_counts": train_counts}, best_file)
+        if main:
+            checkpoints.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                              "torch_rng": torch.get_rng_state(), "epoch": epoch, "best": best,
+                              "history": history, "fingerprint": fingerprint}, state_file)
+        if world > 1:
+            torch.distributed.barrier()
+
+    # ---- outputs -----------------------------------------------------------------------
+    if board is not None:
+        board.close()
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    if not main:
+        return {}
+    best_ckpt = checkpoints.load(best_file)
+    if best_ckpt.get("fingerprint") != fingerprint:  # cannot happen unless someone copied files in
+        raise InputError(f"{best_file}: was written by another training job; delete {state_dir} and rerun")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoints.save(best_ckpt, out_dir / "model.pt")
+    write_history(history, out_dir / "log.csv")
+    plot_history(history, out_dir / "curve.png", name)
+    log.info("%s: kept epoch %d (%s), val top-1 %s", name, best_ckpt["epoch"], best_ckpt["selected"],
+             best_ckpt["val_top1"])
+    return {"best_val_top1": best_ckpt["val_top1"], "best_epoch": best_ckpt["epoch"]}
+
+
+class TrainingDiverged(InputError):
+    """The loss became NaN or infinite: a setting (usually the learning rate) is too high."""
+
+
+@contextlib.contextmanager
+def _state_lock(state_dir: Path):
+    """An exclusive lock on the state folder: two jobs writing one state would corrupt it. The OS
+    releases it when the process ends, even when the process is killed."""
+    import fcntl
+
+    with open(state_dir / "lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise InputError(f"{state_dir}: another training job is using this state folder") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _set_aside(state_dir: Path, files, whose: str) -> None:
+    """Move state that must not be resumed into state_dir/stale/ (kept for a look, never resumed)."""
+    stale = state_dir / "stale"
+    stale.mkdir(exist_ok=True)
+    for f in files:
+        if f.exists():
+            os.replace(f, stale / f.name)
+    log.info("set aside the state of %s in %s", whose, stale)
+
+
+def _init_distributed(device) -> tuple[int, int]:
+    """(rank, world size); joins the process group when launched by torchrun with >1 process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _reduce(totals: torch.Tensor, world: int) -> list[float]:
+    """Epoch totals summed over all processes (each saw its own share), read to the host once."""
+    totals = totals.double()
+    if world > 1:
+        torch.distributed.all_reduce(totals)
+    return totals.tolist()
+
+
+def write_history(history: list[dict], path) -> None:
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def require_tensorboard() -> None:
+    """train.tensorboard needs the `tensorboard` package (the extra mgpipe[tensorboard]): one line
+    before any epoch runs, not a traceback after the first."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError:
+        raise InputError("train.tensorboard is true but the tensorboard package is not installed: "
+                         "pip install 'mgpipe[tensorboard]' (or tensorboard>=2.14), or set "
+                         "train.tensorboard: false") from None
+
+
+def open_tensorboard(folder: Path, start: int):
+    """A SummaryWriter on `folder`. A training from epoch 1 starts the folder afresh; a resumed
+    one purges the events of the epochs it runs again (the state was saved before them)."""
+    import shutil
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    if start == 0 and folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return SummaryWriter(str(folder), purge_step=start + 1 if start else None)
+
+
+def tensorboard_tag(key: str) -> str:
+    """log.csv column -> TensorBoard tag: train_loss -> train/loss, val_top1_joint ->
+    val/top1_joint, lr -> lr, seconds -> time/epoch_seconds."""
+    if key == "seconds":
+        return "time/epoch_seconds"
+    for split in ("train", "val"):
+        if key.startswith(split + "_"):
+            return f"{split}/{key[len(split) + 1:]}"
+    return key
+
+
+def write_tensorboard(board, row: dict) -> None:
+    """One epoch's row of log.csv as scalars at step = epoch (losses, learning rate, metrics)."""
+    for key, value in row.items():
+        if key != "epoch":
+            board.add_scalar(tensorboard_tag(key), value, row["epoch"])
+    board.flush()
+
+
+def plot_history(history: list[dict], path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    epochs = [r["epoch"] for r in history]
+    # markers on every point: a line needs two, and a one-epoch training has one point per curve
+    marker = "o" if len(epochs) <= 30 else None
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key in [k for k in history[0] if k.startswith("train_") and not k.startswith("train_top1")]:
+        ax1.plot(epochs, [r.get(key, math.nan) for r in history], label=key[6:], marker=marker)
+    ax1.set_xlabel("epoch"), ax1.set_ylabel("loss"), ax1.legend(fontsize=8)
+    for key in [k for k in history[0] if "top1" in k]:
+        ax2.plot(epochs, [r.get(key, math.nan) for r in history], label=key, marker=marker,
+                 linewidth=2 if key == "val_top1" else 1)
+    ax2.set_xlabel("epoch"), ax2.set_ylabel("top-1"), ax2.set_ylim(0, 1.02), ax2.legend(fontsize=7)
+    for ax in (ax1, ax2):  # whole epochs on the axis
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    if len(epochs) == 1:  # a single point: an axis around it, not matplotlib's +-0.05 epoch
+        for ax in (ax1, ax2):
+            ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+            ax.set_xticks([epochs[0]])
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)

@@ -1,0 +1,2 @@
+"""Commands beside the pipeline: demo data, the benchmark, the multi-node launcher,
+photo videos with known motion."""
