@@ -212,7 +212,11 @@ def _imigue_config(tmp_path: Path, shards: int) -> Path:
     config = tmp_path / "imigue.yaml"
     config.write_text(f"results: {tmp_path}/results\ndataset:\n  kind: imigue\n"
                       f"  label_table: {need(IMIGUE)}\n  videos: {tmp_path}/videos\n"
-                      f"  skeletons: {tmp_path}/skeletons\n  split: null\ndata: {{shards: {shards}}}\n")
+                      f"  skeletons: {tmp_path}/skeletons\n  split: null\ndata: {{shards: {shards}}}\n"
+                      # (paper.yaml's Kinetics weights for Video Swin are not in torch's cache here)
+                      "swin: {weights: null}\n"
+                      # (and trains on CUDA, which a local plan without a GPU refuses)
+                      "train: {device: auto}\n")
     return config
 
 

@@ -129,7 +129,9 @@ def _check_container(path: Path, what: str) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
             infos = archive.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as e:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
+        # (NotImplementedError: a zip feature or version Python's zipfile does not read, e.g. a
+        # header claiming "zip file version 17.5"; torch.save writes none)
         raise InputError(f"{path}: not a readable {what} (a damaged zip archive: "
                          f"{str(e).splitlines()[0][:120] if str(e) else type(e).__name__})") from None
     if not any(i.filename.endswith("data.pkl") for i in infos):

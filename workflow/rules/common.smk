@@ -361,7 +361,7 @@ def check_init_outputs():
     """Every init file against every output of this run's rules, by real path (mgpipe/plan.py):
     an output of the run is refused (Snakemake would remove it before its job), another model's
     model.pt becomes that output as its rule spells it (a dependency), and a cycle is refused.
-    Called at the end of the Snakefile, once every rule is defined: before any job."""
+    Called at the end of the Snakefile, once all rules are defined, before any job."""
     try:
         INIT.update(mgplan.check_inits(INIT, INIT_KEYS, R, list(workflow.rules)))
     except InputError as e:

@@ -32,6 +32,8 @@ rule train:
         **train_resources(),
         mem_mb=16000,
         runtime=1440,
+    # (the output options train.tensorboard and train.keep_state come from the config in the
+    # command, not through params: params are a rerun trigger, and switching them retrains nothing)
     shell:
         "{params.launcher} mgpipe train {wildcards.model:q} --config-json {params.cfg:q} "
         "--manifest {input.manifest:q} --classes {input.classes:q} {params.frames} "
