@@ -10,7 +10,6 @@ silent cast or a NaN model with rc 0; the memory case runs in its own process an
 import json
 import os
 import pickle
-import resource
 import subprocess
 import sys
 import time
@@ -447,7 +446,6 @@ def test_a_cached_weight_name_is_a_rule_input_and_in_the_fingerprint(tmp_path):
 # beyond the bound, code run) fails the test.
 FUZZ_SEED = 25
 FUZZ_FIELDS, FUZZ_BYTES = 300, 150
-FUZZ_HEADROOM = 2**30
 
 
 class _Marker:
@@ -458,23 +456,8 @@ class _Marker:
         return (os.system, (f"touch {self.path}",))
 
 
-def _address_space() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmSize:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmSize")
-
-
-class _MemoryBound:
-    def __enter__(self):
-        self.saved = resource.getrlimit(resource.RLIMIT_AS)
-        bound = _address_space() + FUZZ_HEADROOM
-        if self.saved[1] != resource.RLIM_INFINITY:
-            bound = min(bound, self.saved[1])
-        resource.setrlimit(resource.RLIMIT_AS, (bound, self.saved[1]))
-
-    def __exit__(self, *exc):
-        resource.setrlimit(resource.RLIMIT_AS, self.saved)
+# (the address-space bound of the pickle fuzz, the same 1 GiB of headroom)
+from test_untrusted_pickles import _MemoryBound  # noqa: E402
 
 
 def _odd_tensor(rng, t: torch.Tensor):
