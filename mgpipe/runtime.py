@@ -86,56 +86,6 @@ def visible_gpu_count() -> int:
         return 0
 
 
-def slurm_gpu_count() -> int:
-    """The most GPUs one node of the SLURM cluster offers (its `gpu` generic resources, from
-    `sinfo`), 0 on a cluster without GPUs or where sinfo cannot be asked. Used by the workflow
-    to ask SLURM for GPUs only where the cluster has them."""
-    import subprocess
-
-    try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%G"], capture_output=True, text=True,
-                             timeout=60, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return 0
-    return gres_gpu_count(out)
-
-
-def gres_gpu_count(sinfo_gres: str) -> int:
-    """The largest GPU count in sinfo's %G column ("gpu:a100:4(S:0-1),gpu:2", "(null)", ...)."""
-    import re
-
-    counts = [int(n) for n in re.findall(r"\bgpu(?::[^:,()\s]+)?:(\d+)", sinfo_gres)]
-    return max(counts, default=0)
-
-
-def slurm_partitions() -> dict[str, tuple[int, int]]:
-    """{partition: (CPUs, memory in MB) of its largest node} from `sinfo`; {} where sinfo cannot
-    be asked. The default partition is also listed under "" (sinfo marks it with a *)."""
-    import subprocess
-
-    try:
-        out = subprocess.run(["sinfo", "-h", "-N", "-o", "%P|%c|%m"], capture_output=True, text=True,
-                             timeout=60, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    return parse_sinfo_nodes(out)
-
-
-def parse_sinfo_nodes(text: str) -> dict[str, tuple[int, int]]:
-    """sinfo -N -o '%P|%c|%m' lines ("gpu*|64|512000") -> {partition: (max CPUs, max MB)}."""
-    out: dict[str, tuple[int, int]] = {}
-    for line in text.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) != 3 or not parts[1].strip().isdigit():
-            continue
-        mem = int(parts[2].strip().rstrip("+")) if parts[2].strip().rstrip("+").isdigit() else 0
-        names = [parts[0].strip().rstrip("*")] + ([""] if parts[0].strip().endswith("*") else [])
-        for name in names:
-            cpus0, mem0 = out.get(name, (0, 0))
-            out[name] = (max(cpus0, int(parts[1])), max(mem0, mem))
-    return out
-
-
 # ---- progress --------------------------------------------------------------------------------
 # A terminal gets tqdm's bar; anything else (a rule's log file, a pipe) gets plain lines through
 # logging, one per tenth of the work, so `logs/*.log` stay readable line by line.

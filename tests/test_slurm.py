@@ -12,6 +12,7 @@ import re
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -236,7 +237,8 @@ def test_training_across_nodes_asks_for_the_nodes_and_starts_agents_under_srun(r
 
 def test_jobs_are_fitted_to_the_largest_node_at_plan_time(slurm_conf, tmp_path):
     """More threads than the node has (cores: 64, set-threads 16) are fitted to its CPUs; memory
-    no node has stops the plan with one line naming the rule; device cuda plans gpu=1, cpu gpu=0."""
+    or GPUs no node has, or a partition sinfo does not list, stop the plan with one line naming
+    the rule; device cuda plans gpu=1."""
     workdir = make_workdir(tmp_path / "w")
     profile = yaml.safe_load((workdir / "profiles" / "slurm" / "config.yaml").read_text())
     profile["default-resources"].update(slurm_account="root", slurm_partition="debug")
@@ -266,6 +268,19 @@ def test_jobs_are_fitted_to_the_largest_node_at_plan_time(slurm_conf, tmp_path):
     for rule, resources in jobs:
         if rule in ("train", "test"):
             assert "gpu=1" in resources.split(", "), (rule, resources)
+    gpus = int(re.search(r"gpu:(\d+)", subprocess.run(["sinfo", "-h", "-o", "%G"], env=env, capture_output=True,
+                                                       text=True, check=True).stdout).group(1))
+    (workdir / "many.yaml").write_text(f"train: {{device: cuda, gpus: {gpus + 1}}}\n")
+    many = plan("many.yaml", "--set-resources", "train:mem_mb=1000", "test:mem_mb=1000")
+    assert many.returncode != 0
+    assert [l for l in many.stderr.splitlines() if l.startswith("mgpipe:")] == [
+        f"mgpipe: the train rule asks for {gpus + 1} GPU(s) per node, but the largest node of partition debug has "
+        f"{gpus} (sinfo); set train.gpus (train.device cpu: none), or the rule's slurm_partition to one with GPUs"], \
+        many.stderr[-2000:]
+    nowhere = plan("--set-resources", "heatmaps:slurm_partition=nowhere")
+    assert [l for l in nowhere.stderr.splitlines() if l.startswith("mgpipe:")] == [
+        "mgpipe: the heatmaps rule asks for partition nowhere, which sinfo does not list (partitions: debug); "
+        "set slurm_partition in the profile"], nowhere.stderr[-2000:]
     big = plan("--set-resources", f"train:mem_mb={mem + 1}")
     assert big.returncode != 0
     assert [l for l in big.stderr.splitlines() if l.startswith("mgpipe:")] == [
@@ -273,42 +288,49 @@ def test_jobs_are_fitted_to_the_largest_node_at_plan_time(slurm_conf, tmp_path):
         "(sinfo); lower it in the profile's set-resources"], big.stderr[-2000:]
 
 
-def test_cancelled_pending_job_ends_its_rule_with_a_message(slurm_conf, tmp_path):
-    """A job that has not started (held back by --begin, pending with reason BeginTime) and is
-    cancelled ends its rule at once with the job id and state, not a wait without end."""
+def test_held_job_is_reported_and_cancelling_it_ends_its_rule_with_a_message(slurm_conf, tmp_path):
+    """A job that cannot start by itself (held: --hold, pending with reason JobHeldUser) is
+    reported while Snakemake waits (mgpipe/tools/slurm.py: PendingWatch), once; cancelled, it ends
+    its rule at once with the job id and state, not a wait without end."""
     workdir = make_workdir(tmp_path / "w")
     profile = write_test_profile(workdir)
     cfg = yaml.safe_load((workdir / profile / "config.yaml").read_text())
-    cfg["set-resources"]["demo_data"] = {"mem_mb": 1000, "slurm_extra": "'--begin=now+3600'"}
+    cfg["set-resources"]["demo_data"] = {"mem_mb": 1000, "slurm_extra": "'--hold'"}
     (workdir / profile / "config.yaml").write_text(yaml.safe_dump(cfg))
-    env = slurm_env(slurm_conf, workdir)
+    env = dict(slurm_env(slurm_conf, workdir), MGPIPE_SLURM_WATCH_SECONDS="1")
     proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--profile", profile, "results/tiny/demo_data/labels.csv",
                              "--configfile", "tiny.yaml"], cwd=workdir, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
     try:
         job, deadline = None, time.time() + 300
         while job is None and time.time() < deadline and proc.poll() is None:
-            queued = subprocess.run(["squeue", "-h", "-t", "PD", "-o", "%i %k %r"], env=env, capture_output=True,
-                                    text=True, check=True).stdout.splitlines()
-            job = next((line.split() for line in queued if "rule_demo_data" in line), None)
             time.sleep(0.5)
-        assert job, "the held job never showed as pending"
-        assert job[2] == "BeginTime", job
-        subprocess.run(["scancel", job[0]], env=env, check=True)
+            job = re.search(r"^mgpipe: SLURM job (\d+) \(rule demo_data\) cannot start: JobHeldUser: it is held "
+                            r"\(scontrol release \1, or scancel \1\)$", "".join(lines), re.M)
+        assert job, "".join(lines)[-3000:]
+        time.sleep(3)   # (a second look of the watch, which must not repeat the line)
+        subprocess.run(["scancel", job.group(1)], env=env, check=True)
         t0 = time.time()
-        out = proc.communicate(timeout=180)[0]
+        proc.wait(timeout=180)
+        reader.join(timeout=30)
+        out = "".join(lines)
     finally:
         if proc.poll() is None:
             proc.kill()
     print(f"rule ended {time.time() - t0:.0f} s after scancel")
     assert proc.returncode != 0
-    assert re.search(rf"Error in rule demo_data:.*SLURM-job '{job[0]}' failed, SLURM status is: 'CANCELLED", out, re.S), out[-3000:]
+    assert out.count("cannot start: JobHeldUser") == 1, out[-3000:]
+    assert re.search(rf"Error in rule demo_data:.*SLURM-job '{job.group(1)}' failed, SLURM status is: 'CANCELLED",
+                     out, re.S), out[-3000:]
 
 
 @pytest.mark.parametrize("sinfo, gpus", [("(null)\n", 0), ("gpu:a100:4(S:0-1)\n(null)\ngpu:2\n", 4),
                                          ("gpu:tesla:1,mps:100\n", 1), ("mps:100\n", 0), ("", 0)])
 def test_gpus_are_read_from_sinfo_gres(sinfo, gpus):
-    from mgpipe.runtime import gres_gpu_count
+    from mgpipe.tools.slurm import gres_gpu_count
 
     assert gres_gpu_count(sinfo) == gpus
 
@@ -320,3 +342,38 @@ def test_multinode_launcher_outside_slurm_stops_with_one_line():
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "mgpipe: train.nodes > 1 runs inside a SLURM job (no SLURM_JOB_ID here); use --profile profiles/slurm, or train.nodes: 1"]
+
+
+def test_sinfo_nodes_are_read_per_partition():
+    from mgpipe.tools.slurm import Partition, parse_sinfo_nodes
+
+    text = ("gpu*|64|512000|gpu:a100:4(S:0-1)|2-00:00:00\ngpu*|32|256000+|gpu:2|2-00:00:00\n"
+            "cpu|128|1000000|(null)|infinite\nshort|8|n/a|(null)|30:00\nnoise line\n")
+    assert parse_sinfo_nodes(text) == {"gpu": Partition(64, 512000, 4, 2880), "": Partition(64, 512000, 4, 2880),
+                                       "cpu": Partition(128, 1000000, 0, None), "short": Partition(8, 0, 0, 30)}
+
+
+@pytest.mark.parametrize("text, minutes", [("infinite", None), ("UNLIMITED", None), ("30:00", 30), ("30:01", 31),
+                                           ("2:00:00", 120), ("1-00:00:00", 1440), ("1-12:30", 2190), ("45", 45)])
+def test_time_limits_are_read_in_minutes(text, minutes):
+    from mgpipe.tools.slurm import time_limit_minutes
+
+    assert time_limit_minutes(text) == minutes
+
+
+def test_pending_watch_reports_jobs_of_this_workflow_that_cannot_start_once(tmp_path):
+    from mgpipe.tools.slurm import PendingWatch
+
+    other = tmp_path / "other"
+    queue = (f"11|rule_train_wildcards_joint|JobHeldUser|{tmp_path}\n"
+             f"12|rule_decode|Resources|{tmp_path}\n"                    # waits for what comes
+             f"13|rule_test_wildcards_fused|QOSMaxGRESPerJob|{tmp_path}\n"
+             f"14|rule_train|JobHeldUser|{other}\n"                      # another workflow's
+             f"15|my own job|PartitionDown|{tmp_path}\n")                 # not an executor job
+    watch = PendingWatch(print, str(tmp_path))
+    assert watch.check(queue) == [
+        "mgpipe: SLURM job 11 (rule train (joint)) cannot start: JobHeldUser: it is held "
+        "(scontrol release 11, or scancel 11)",
+        "mgpipe: SLURM job 13 (rule test (fused)) cannot start: QOSMaxGRESPerJob: it asks for more "
+        "than a per-job limit of its QOS or association allows"]
+    assert watch.check(queue) == []

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from mgpipe import config as mgconfig
 from mgpipe import plan as mgplan
-from mgpipe.runtime import slurm_gpu_count, slurm_partitions, visible_gpu_count
+from mgpipe.runtime import visible_gpu_count
+from mgpipe.tools import slurm as mgslurm
 from mgpipe.learning import specs
 from mgpipe.sources import skeleton_sources as mgsources
 from mgpipe.io import InputError
@@ -183,7 +184,7 @@ _default_resources = workflow.resource_settings.default_resources
 ON_SLURM = "SLURM_JOB_ID" in os.environ \
     or any(prev in ("--executor", "-e") and arg.startswith("slurm") for prev, arg in zip(sys.argv, sys.argv[1:])) \
     or (_default_resources is not None and any(name.startswith("slurm_") for name in _default_resources.parsed))
-CLUSTER_GPUS = slurm_gpu_count() if ON_SLURM and config["train"]["device"] == "auto" else None
+CLUSTER_GPUS = mgslurm.cluster_gpu_count() if ON_SLURM and config["train"]["device"] == "auto" else None
 NODES = config["train"]["nodes"]
 if ON_SLURM:
     # profiles/default, loaded with every run and winning over --profile, caps the global `gpu`
@@ -210,8 +211,19 @@ else:
 # --rulegraph, --report, --summary, --lint) need no --cores: 1 there. On SLURM each rule's threads
 # are fitted to its partition's largest node (fit_rules_to_cluster).
 ALL_THREADS = workflow.global_resources.get("_cores") or 1
-# {partition: (CPUs, MB) of its largest node} from sinfo, for the main Snakemake that submits
-SLURM_NODES = slurm_partitions() if ON_SLURM and "SLURM_JOB_ID" not in os.environ else {}
+# {partition: its largest node (CPUs, MB, GPUs, time limit)} from sinfo, for the main Snakemake
+# that submits (not the one inside a job)
+SLURM_NODES = mgslurm.read_partitions() if ON_SLURM and "SLURM_JOB_ID" not in os.environ else {}
+
+
+onstart:
+    # SLURM: a job pending for something that does not come by itself (a hold, a partition that is
+    # down, a per-job limit) is reported while the run lasts; the executor would wait for it
+    # without a word. (The main Snakemake only: the one inside each job runs without hooks.)
+    if SLURM_NODES:
+        from snakemake.logging import logger as _logger
+
+        mgslurm.PendingWatch(_logger.warning, os.getcwd()).start()
 
 
 def plain_resource(rule_, value):
@@ -230,26 +242,31 @@ def plain_resource(rule_, value):
 
 
 def fit_rules_to_cluster():
-    """SLURM: no job that cannot start. A job asking for more CPUs or memory than any node of its
-    partition has pends forever (reason PartitionConfig) while Snakemake waits without a word.
-    Before anything is submitted, each rule's threads are fitted to the largest node of its
-    partition (sinfo), and a rule whose memory no node has stops the run with one line. Called at
-    the end of the Snakefile: every rule, with the profile's set-threads and set-resources, exists."""
+    """SLURM: no job that cannot start. A job asking for more CPUs, memory, GPUs or time than any
+    node of its partition has pends forever (reason PartitionConfig) while Snakemake waits without
+    a word. Before anything is submitted, each rule's threads are fitted to the largest node of its
+    partition (sinfo); memory, GPUs or a runtime its partition does not have, or a partition sinfo
+    does not list, stop the run with one line naming the rule (mgpipe/tools/slurm.py). Called at the end of
+    the Snakefile: every rule, with the profile's set-threads and set-resources, exists."""
     if not SLURM_NODES:
         return
     for rule_ in workflow.rules:
         partition = plain_resource(rule_, rule_.resources.get("slurm_partition")) or ""
         if partition not in SLURM_NODES:
-            continue  # a partition sinfo does not list: sbatch names it
-        cpus, mem = SLURM_NODES[partition]
+            sys.exit("mgpipe: " + mgslurm.unknown_partition(rule_.name, partition, SLURM_NODES))
+        node = SLURM_NODES[partition]
         threads = getattr(rule_.resources.get("_cores"), "value", rule_.resources.get("_cores"))
-        if isinstance(threads, int) and threads > cpus:
-            rule_.resources["_cores"] = cpus
-        mem_mb = plain_resource(rule_, rule_.resources.get("mem_mb"))
-        if isinstance(mem_mb, int) and mem > 0 and mem_mb > mem:
-            sys.exit(f"mgpipe: the {rule_.name} rule asks for mem_mb={mem_mb}, but the largest node of "
-                     f"partition {partition or '(default)'} has {mem} MB (sinfo); lower it in the "
-                     "profile's set-resources")
+        if isinstance(threads, int) and threads > node.cpus:
+            rule_.resources["_cores"] = node.cpus
+        gpus = plain_resource(rule_, rule_.resources.get("gpu"))
+        gres = plain_resource(rule_, rule_.resources.get("gres"))   # (across nodes: GPUs per node)
+        if gpus is None and isinstance(gres, str):
+            gpus = mgslurm.gres_gpu_count(gres)
+        problem = mgslurm.fit_problem(rule_.name, partition, node,
+                                      mem_mb=plain_resource(rule_, rule_.resources.get("mem_mb")), gpus=gpus,
+                                      runtime=plain_resource(rule_, rule_.resources.get("runtime")))
+        if problem:
+            sys.exit(f"mgpipe: {problem}")
 
 
 def gpu_count():
