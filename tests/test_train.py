@@ -237,3 +237,21 @@ def test_training_without_a_validation_split_keeps_the_last_epoch(demo_stores, t
     assert ckpt["epoch"] == 3 and ckpt["val_top1"] is None and "last epoch" in ckpt["selected"]
     log = pd.read_csv(tmp_path / "m" / "log.csv")
     assert list(log.epoch) == [1, 2, 3] and not any(c.startswith("val_") for c in log.columns)
+
+
+def test_a_diverged_training_is_one_line_with_its_own_exit_status(demo_stores, tmp_path, capsys):
+    """A training whose loss became NaN or infinite had valid input: exit 3 (not 2, bad input),
+    one line naming the model, the epoch and the learning rate."""
+    from conftest import run_cli
+
+    cfg = tmp_path / "huge_lr.yaml"
+    cfg.write_text(yaml.safe_dump({"pose_model": {"optim": {"lr": 1e30}}}))
+    rc, err = run_cli(capsys, "train", "joint", "--config", "tests/data/tiny.yaml", cfg,
+                      "--manifest", demo_stores / "clips.csv", "--classes", demo_stores / "classes.csv",
+                      "--keypoints", demo_stores / "keypoints.h5", "--out-dir", tmp_path / "m")
+    # (the lines before it are the training's INFO log, which goes to stderr)
+    errors = [line for line in err.splitlines() if " INFO " not in line]
+    assert rc == 3 and len(errors) == 1, err
+    assert errors[0].startswith("mgpipe train: error: joint: the ") and "in epoch 1;" in errors[0], err
+    assert "lower the learning rate (1e+30)" in errors[0], err
+    assert not (tmp_path / "m" / "model.pt").exists()

@@ -21,7 +21,7 @@ from mgpipe import config as mgconfig
 from mgpipe.formats import checkpoints
 from mgpipe.formats import frames as frame_store
 from mgpipe.formats import keypoints as keypoint_store
-from mgpipe.io import InputError, atomic_path
+from mgpipe.io import ComputationError, InputError, atomic_path
 from mgpipe.learning import imbalance, specs
 from mgpipe.learning.fingerprint import training_fingerprint
 from mgpipe.learning.inference import predict, top1
@@ -329,7 +329,7 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
     return {"best_val_top1": best_ckpt["val_top1"], "best_epoch": best_ckpt["epoch"]}
 
 
-class TrainingDiverged(InputError):
+class TrainingDiverged(ComputationError):
     """The loss became NaN or infinite: a setting (usually the learning rate) is too high."""
 
 
