@@ -307,13 +307,6 @@ def read_regular_file(path, what: str = "file", max_bytes: int | None = None) ->
     return data
 
 
-def require_file(path, what: str = "file") -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: {what} not found")
-    return path
-
-
 def read_csv_table(path, text_columns=(), what: str = "table"):
     """A CSV that a stage wrote or a user gives (manifest, class table, score file) as a DataFrame
     whose `text_columns` (those present) are read as strings exactly as written: pandas' default
