@@ -19,7 +19,7 @@
 #   mmaction2 also asks for decord (video reading; its data pipeline imports it lazily, the models
 #   never), which is left out.
 # - PyPI's mmaction2 1.2.0 wheel lacks mmaction/models/localizers/drn, which mmaction.models
-#   imports; mgpipe/learning/weights/mmaction_side.py puts an empty stand-in module in its place before importing.
+#   imports; tests/mmaction_side.py puts an empty stand-in module in its place before importing.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -53,10 +53,10 @@ install() {
     pipi --no-deps "mmengine==$MMENGINE_VERSION" "mmcv-lite==$MMCV_VERSION" "mmaction2==$MMACTION2_VERSION"
 }
 
-# Smoke test through mgpipe's side module (with its stand-in for the module PyPI's wheel lacks):
-# MMAction2 builds PoseConv3D's SlowOnly and RGBPoseConv3D.
+# Smoke test through the transfer tests' side script (with its stand-in for the module PyPI's
+# wheel lacks): MMAction2 builds PoseConv3D's SlowOnly and RGBPoseConv3D.
 smoke_test() {
-    PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m mgpipe.learning.weights.mmaction_side smoke > /dev/null
+    "$PY" "$REPO/tests/mmaction_side.py" smoke > /dev/null
 }
 
 if installed && out=$(smoke_test 2>&1); then

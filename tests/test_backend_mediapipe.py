@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from mgpipe.layouts import MEDIAPIPE33_HANDS
-from mgpipe.tools.photo_video import map_points, pan_zoom_video, sample_photo
+from mgpipe.tools.photo_video import pan_zoom_video, sample_photo
 
 REPO = Path(__file__).resolve().parents[1]
 J = {name: i for i, name in enumerate(MEDIAPIPE33_HANDS.joints)}
@@ -47,6 +47,12 @@ def run_side(python: str, args: list[str], timeout: float = 120) -> subprocess.C
     if p.returncode != 0:
         pytest.fail(f"{python} {' '.join(args)} failed ({p.returncode}):\n{p.stderr[-3000:]}")
     return p
+
+
+def map_points(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply a [2, 3] affine (one of pan_zoom_video's) to [..., 2] points."""
+    points = np.asarray(points, dtype=np.float64)
+    return points @ affine[:, :2].T + affine[:, 2]
 
 
 def test_pan_zoom_affines_say_where_photo_points_land(tmp_path):

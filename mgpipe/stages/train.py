@@ -61,6 +61,8 @@ def check_labels(manifest, classes: list[dict], manifest_csv, classes_csv) -> No
 
     if "label" not in manifest.columns:
         raise InputError(f"{manifest_csv}: not a clip manifest (no label column)")
+    if "split" not in manifest.columns or not (manifest.split == "train").any():
+        raise InputError(f"{manifest_csv}: no clips in the train split: nothing to train on")
     values = pd.to_numeric(manifest.label, errors="coerce").to_numpy(dtype=np.float64)
     bad = ~(np.isfinite(values) & (values == np.round(values)) & (values >= 0) & (values < len(classes)))
     if bad.any():
