@@ -326,6 +326,35 @@ def init_arg(wildcards, input):
     return optional_arg("--init", input.init) if "init" in input.keys() else ""
 
 
+# The decode and pose stages, as one job (data.smk, features.smk) or one job per shard
+# (shards.smk): the same command, settings and resources, the shard jobs' runtime their share.
+DECODE_SHELL = (
+    "mgpipe decode --manifest {input.manifest:q} --config-json {params.cfg:q} "
+    "--out {output.frames:q} --threads {threads} 2> {log:q}"
+)
+POSE_SHELL = (
+    "mgpipe pose --manifest {input.manifest:q} {params.skeletons} {params.frames} "
+    "--config-json {params.cfg:q} --out {output.keypoints:q} --threads {threads} 2> {log:q}"
+)
+DECODE_MEM_MB, DECODE_MINUTES = 4000, 240
+POSE_MEM_MB, POSE_MINUTES = (4000, 1440) if IMAGE_POSE else (2000, 120)
+
+
+def decode_params():
+    return dict(cfg=stage_config("decode"), code=code("decode"))
+
+
+def pose_params():
+    return dict(
+        cfg=stage_config("pose"),
+        skeletons=optional_arg("--skeletons", DATA["skeletons"]),
+        frames=lambda wildcards, input: (
+            optional_arg("--frames", input.frames) if IMAGE_POSE else ""
+        ),
+        code=code("pose"),
+    )
+
+
 # Sharded data stages (workflow/rules/shards.smk): decode and pose as SHARDS jobs when > 1.
 SHARDS = config["data"]["shards"]
 

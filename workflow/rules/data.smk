@@ -68,15 +68,13 @@ rule decode:
     output:
         frames=f"{R}/frames.h5",
     params:
-        cfg=stage_config("decode"),
-        code=code("decode"),
+        **decode_params(),
     log:
         f"{R}/logs/decode.log",
     threads: ALL_THREADS
     resources:
-        mem_mb=4000,
-        runtime=240,
+        mem_mb=DECODE_MEM_MB,
+        runtime=DECODE_MINUTES,
     cache: "omit-software"
     shell:
-        "mgpipe decode --manifest {input.manifest:q} --config-json {params.cfg:q} "
-        "--out {output.frames:q} --threads {threads} 2> {log:q}"
+        DECODE_SHELL
