@@ -50,10 +50,14 @@ rule clips:
         # Of the pose settings only the backend and the pickle's layout matter here (which
         # keypoint files to check, how to read a pickle).
         # (a function: the video pattern's {video_id} is not a wildcard)
-        cfg=lambda wildcards: mgconfig.canonical({"seed": config["seed"], "mode": config["mode"],
-                                                  "dataset": DS, "pose": {
-                                                      "backend": POSE["backend"],
-                                                      "pickle_layout": POSE["pickle_layout"]}}),
+        cfg=lambda wildcards: mgconfig.canonical(
+            {
+                "seed": config["seed"],
+                "mode": config["mode"],
+                "dataset": DS,
+                "pose": {"backend": POSE["backend"], "pickle_layout": POSE["pickle_layout"]},
+            }
+        ),
         code=code("clips"),
     log:
         f"{R}/logs/clips.log",

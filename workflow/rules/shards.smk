@@ -60,10 +60,10 @@ if SHARDS > 1:
 
     rule pose_shard:
         input:
+            **POSE_SHARD_SOURCES,
             manifest=shard_slice,
             # the dependency on the slicing checkpoint (see shard_slice in common.smk)
             slices=ancient(SHARD_SLICES),
-            **POSE_SHARD_SOURCES,
         output:
             keypoints=f"{R}/shards/keypoints/{{shard}}.h5",
         params:
