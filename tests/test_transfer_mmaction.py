@@ -10,12 +10,12 @@ mgpipe's logits. The side interpreter is MGPIPE_MMACTION2_PYTHON, else
 """
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import side_environment
 
 from mgpipe import cli
 from mgpipe import config as mgconfig
@@ -31,15 +31,7 @@ TOLERANCE = 1e-4
 
 @pytest.fixture(scope="module")
 def side_python():
-    default = ROOT / ".venvs" / "mmaction2" / "bin" / "python"
-    python = os.environ.get("MGPIPE_MMACTION2_PYTHON") or str(default)
-    if not Path(python).is_file():
-        msg = (f"the MMAction2 side environment not found at {python} (make it with "
-               "scripts/install_mmaction2.sh, or point MGPIPE_MMACTION2_PYTHON at it)")
-        if os.environ.get("MGPIPE_REQUIRE_BACKENDS") == "1":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return python
+    return side_environment("mmaction2", "MGPIPE_MMACTION2_PYTHON")
 
 
 def side(python, *args):
