@@ -44,6 +44,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from mgpipe.stages.shards import shard_of  # noqa: E402
+from mgpipe.tools.dry_run import jobs_per_rule  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 TABLE = SHARED / "imigue_labels.csv"
@@ -155,21 +156,6 @@ def part_clips(work: Path, table: pd.DataFrame) -> dict:
             "seconds": round(wall, 1), "peak_rss_mib": round(peak)}
 
 
-def _planned(stdout: str) -> dict:
-    out, table = {}, False
-    for line in stdout.splitlines():
-        if line.startswith("job ") and "count" in line:
-            table = True
-            continue
-        if table:
-            parts = line.split()
-            if not parts or parts[0] == "total":
-                break
-            if len(parts) == 2 and parts[1].isdigit():
-                out[parts[0]] = int(parts[1])
-    return out
-
-
 def workflow_copy(work: Path) -> Path:
     """A fresh copy of the workflow to plan in: Snakemake's records (.snakemake) of other runs in
     the checkout must not decide what is up to date."""
@@ -192,7 +178,7 @@ def plan(work: Path, shards: int, when="nothing run yet") -> dict:
     runs = [measured(argv, cwd=work / "wf") for _ in range(2)]   # the better of two: the first may read cold files
     stdout, wall, peak = min(runs, key=lambda r: r[1])
     return {"part": "plan", "shards": shards, "profile": "profiles/slurm", "when": when,
-            "seconds": round(wall, 1), "peak_rss_mib": round(peak), "jobs": _planned(stdout)}
+            "seconds": round(wall, 1), "peak_rss_mib": round(peak), "jobs": jobs_per_rule(stdout)}
 
 
 def plan_after_a_changed_row(work: Path, shards: int) -> list[dict]:

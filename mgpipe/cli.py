@@ -1,6 +1,8 @@
 """The `mgpipe` command: one subcommand per pipeline stage, usable without Snakemake.
 
-Errors in user input end the command with one line naming the file and the problem (exit 2).
+Errors end the command with one line naming the file and the problem. Exit status: 0 done;
+1 an output could not be written (or the system refused a read); 2 bad user input; 3 the input
+was fine but the computation failed (a training diverged); 130 interrupted.
 Each argument that names a file says, where it is declared, whether the command reads or writes
 it (`_arg(..., reads=...)`, `writes=...`), so that no output can be an input or another output.
 """
@@ -15,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from mgpipe.io import InputError, OutputError, describe_os_error, replaceable_problem
+from mgpipe.io import ComputationError, InputError, OutputError, describe_os_error, replaceable_problem
 
 log = logging.getLogger("mgpipe")
 
@@ -720,6 +722,9 @@ def main(argv=None) -> int:
     except InputError as e:
         print(f"mgpipe {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except ComputationError as e:
+        print(f"mgpipe {args.command}: error: {e}", file=sys.stderr)
+        return 3
     except OutputError as e:
         print(f"mgpipe {args.command}: error: {e}", file=sys.stderr)
         return 1

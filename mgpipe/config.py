@@ -212,6 +212,8 @@ def validate(config: dict, source: str = "config", partial: bool = False) -> dic
                 _check_memory(config, source, sections)
             raise ConfigError(f"{source}: {_describe(errors[0])}")
     _check_finite(config, source)
+    _check_pathways(config, source)
+    _check_zoom_range(config, source)
     if {"rgb", "pose_model"} <= given and config.get("mode", "full") == "full":
         # (a stage given only one pathway's settings, or pose-only mode, has no fused network)
         _check_fused_shapes(config, source)
@@ -242,6 +244,40 @@ def _check_finite(value, source: str, key: str = "") -> None:
     elif isinstance(value, (list, tuple)):
         for i, v in enumerate(value):
             _check_finite(v, source, f"{key}.{i}")
+
+
+# The networks' sections (the schema's pathway) and the stages the fused network's pathways need.
+_PATHWAY_SECTIONS = {"rgb": "rgb.network", "motion": "motion.network", "pose_model": "pose_model.network"}
+_FUSED_STAGES = {"rgb": 4, "pose_model": 3}
+
+
+def _check_pathways(config: dict, source: str) -> None:
+    """A network's per-stage lists have one entry per stage (the schema bounds each list, not
+    their agreement), and the fused network's pathways have the stages its laterals join: caught
+    here with the key, not as a traceback when the network is built."""
+    for section, key in _PATHWAY_SECTIONS.items():
+        network = config.get(section, {}).get("network") if isinstance(config.get(section), dict) else None
+        if not isinstance(network, dict) or "stage_blocks" not in network:
+            continue
+        stages = len(network["stage_blocks"])
+        for name in ("inflate", "spatial_strides", "temporal_strides"):
+            if name in network and len(network[name]) != stages:
+                raise ConfigError(f"{source}: config key {key}.{name} has {len(network[name])} entries; "
+                                  f"{key}.stage_blocks has {stages} (one per stage)")
+        fused = config.get("fused")
+        if (section in _FUSED_STAGES and config.get("mode", "full") == "full" and isinstance(fused, dict)
+                and fused.get("variants") and stages != _FUSED_STAGES[section]):
+            raise ConfigError(f"{source}: config key {key}.stage_blocks has {stages} stages; the fused "
+                              f"network (fused.variants) needs {_FUSED_STAGES[section]} in this pathway")
+
+
+def _check_zoom_range(config: dict, source: str) -> None:
+    """The random zoom's range is [low, high] (the schema bounds each end, not their order)."""
+    scale = (config.get("pose_model") or {}).get("augment", {}).get("scale") \
+        if isinstance(config.get("pose_model"), dict) else None
+    if isinstance(scale, list) and len(scale) == 2 and scale[0] > scale[1]:
+        raise ConfigError(f"{source}: config key pose_model.augment.scale: {scale} is not a range "
+                          f"[low, high] (low > high)")
 
 
 def _check_fused_shapes(config: dict, source: str) -> None:

@@ -41,6 +41,12 @@ def id_problem(text: str) -> str | None:
     return None
 
 
+class ComputationError(RuntimeError):
+    """The input was valid but the computation went wrong (a training whose loss became NaN or
+    infinite: a setting, usually the learning rate, is too high); the CLI prints it on one line
+    and exits 3, so that it is not mistaken for bad input (2) or a failed write (1)."""
+
+
 class OutputError(RuntimeError):
     """An output could not be written (disk full, read-only folder, no permission): the message
     names the output and the cause; the CLI prints it on one line."""
@@ -299,13 +305,6 @@ def read_regular_file(path, what: str = "file", max_bytes: int | None = None) ->
     if len(data) > info.st_size:
         raise InputError(f"{path}: {what} grew while being read (is it still being written?)")
     return data
-
-
-def require_file(path, what: str = "file") -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: {what} not found")
-    return path
 
 
 def read_csv_table(path, text_columns=(), what: str = "table"):

@@ -26,19 +26,16 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
-case "${1:-}" in
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
-    -*) echo "install_mediapipe.sh: unknown option $1" >&2; exit 2 ;;
-esac
-[[ $# -le 1 ]] || { echo "install_mediapipe.sh: one VENV path only" >&2; exit 2; }
-VENV="${1:-$REPO/.venvs/mediapipe}"
+# (log, t_start and the argument; this venv shares no package with the calling interpreter: no
+# side_env_create)
+SIDE_NAME=install_mediapipe
+source "$REPO/scripts/side_env.sh"
+side_env_venv_arg mediapipe 2,11 "$@"
 
 MEDIAPIPE_VERSION=0.10.21
 REQUIREMENTS=("numpy<2" "protobuf>=4.25.3,<5" "absl-py" "attrs>=19.1.0" "flatbuffers>=2.0"
               "opencv-python-headless<4.12" "matplotlib" "h5py" "pillow")
 
-log() { echo "[install_mediapipe] $*" >&2; }
-t_start=$(date +%s)
 
 # Loads the models from the wheel and runs one frame through the backend, so a broken or
 # half-finished environment is never reported as ready.

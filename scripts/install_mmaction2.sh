@@ -19,25 +19,19 @@
 #   mmaction2 also asks for decord (video reading; its data pipeline imports it lazily, the models
 #   never), which is left out.
 # - PyPI's mmaction2 1.2.0 wheel lacks mmaction/models/localizers/drn, which mmaction.models
-#   imports; mgpipe/learning/weights/mmaction_side.py puts an empty stand-in module in its place before importing.
+#   imports; tests/mmaction_side.py puts an empty stand-in module in its place before importing.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
-case "${1:-}" in
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
-    -*) echo "install_mmaction2.sh: unknown option $1" >&2; exit 2 ;;
-esac
-VENV="${1:-$REPO/.venvs/mmaction2}"
+SIDE_NAME=install_mmaction2
+source "$REPO/scripts/side_env.sh"
+side_env_venv_arg mmaction2 2,20 "$@"
 
 MMACTION2_VERSION=1.2.0
 MMCV_VERSION=2.1.0
 MMENGINE_VERSION=0.10.7
 
-log() { echo "[install_mmaction2] $*" >&2; }
-t_start=$(date +%s)
-
-source "$REPO/scripts/side_env.sh"
 side_env_create install_mmaction2.sh "$VENV"
 
 installed() {
@@ -45,26 +39,16 @@ installed() {
 }
 
 install() {
-    # Light runtime dependencies of mmengine, mmcv and mmaction2's model code. setuptools < 82:
-    # mmengine imports pkg_resources (gone from setuptools 82).
+    # OpenMMLab's light runtime dependencies (side_env.sh), and mmaction2's model code's:
     # importlib_metadata: mmaction.utils.dependency imports the backport on every Python.
-    pipi addict packaging pyyaml yapf rich termcolor matplotlib scipy einops importlib_metadata \
-         "opencv-python-headless>=4.5,<5" "setuptools<82"
+    pipi "${OPENMMLAB_DEPS[@]}" einops importlib_metadata
     pipi --no-deps "mmengine==$MMENGINE_VERSION" "mmcv-lite==$MMCV_VERSION" "mmaction2==$MMACTION2_VERSION"
 }
 
-# Smoke test through mgpipe's side module (with its stand-in for the module PyPI's wheel lacks):
-# MMAction2 builds PoseConv3D's SlowOnly and RGBPoseConv3D.
+# Smoke test through the transfer tests' side script (with its stand-in for the module PyPI's
+# wheel lacks): MMAction2 builds PoseConv3D's SlowOnly and RGBPoseConv3D.
 smoke_test() {
-    PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m mgpipe.learning.weights.mmaction_side smoke > /dev/null
+    "$PY" "$REPO/tests/mmaction_side.py" smoke > /dev/null
 }
 
-if installed && out=$(smoke_test 2>&1); then
-    log "$VENV already had the pinned packages and passed the smoke test"
-else
-    install
-    smoke_test
-fi
-
-log "done in $(( $(date +%s) - t_start )) s"
-echo "$VENV/bin/python"
+side_env_ensure

@@ -52,9 +52,7 @@ MMENGINE_VERSION=0.10.7
 MMDET_VERSION=3.3.0
 XTCOCOTOOLS_VERSION=1.14.3
 
-log() { echo "[install_mmpose] $*" >&2; }
-t_start=$(date +%s)
-
+SIDE_NAME=install_mmpose
 source "$REPO/scripts/side_env.sh"
 side_env_create install_mmpose.sh "$VENV"
 
@@ -65,12 +63,11 @@ installed() {
 }
 
 install() {
-    # Light runtime dependencies of mmengine, mmcv and mmpose (see above for what is left out).
-    # opencv < 5: OpenMMLab 2.x code was written against the 4.x API. setuptools < 82: mmengine
-    # imports pkg_resources (gone from setuptools 82) on the way to `import mmpose.apis`;
-    # Python < 3.12 puts an old setuptools into every venv, newer Pythons put none there.
-    pipi addict packaging pyyaml yapf rich termcolor matplotlib json-tricks munkres scipy \
-         "opencv-python-headless>=4.5,<5" "setuptools<82" wheel cython
+    # OpenMMLab's light runtime dependencies (side_env.sh; see above for what is left out), and
+    # mmpose's own (json-tricks, munkres); wheel and cython build xtcocotools. setuptools < 82 is
+    # needed on the way to `import mmpose.apis`: Python < 3.12 puts an old setuptools into every
+    # venv, newer Pythons put none there.
+    pipi "${OPENMMLAB_DEPS[@]}" json-tricks munkres wheel cython
 
     if ! have xtcocotools "$XTCOCOTOOLS_VERSION"; then
         log "building xtcocotools $XTCOCOTOOLS_VERSION against numpy $("$PY" -c 'import numpy; print(numpy.__version__)')"
@@ -126,13 +123,4 @@ print("[install_mmpose] ok: " + ", ".join(f"{k} {v}" for k, v in info.items()), 
 EOF
 }
 
-if installed && out=$(smoke_test 2>&1); then
-    log "$VENV already had the pinned packages and passed the smoke test"
-    grep '^\[install_mmpose\] ok' <<< "$out" >&2 || true
-else
-    install
-    smoke_test
-fi
-
-log "done in $(( $(date +%s) - t_start )) s"
-echo "$VENV/bin/python"
+side_env_ensure

@@ -1,6 +1,11 @@
-# Sourced by the side-environment installers (install_mmpose.sh, install_mmaction2.sh): a venv
-# that reuses the calling interpreter's torch, numpy and Pillow, so that a second (possibly CUDA,
-# multi-GB) torch is never downloaded.
+# Sourced by the side-environment installers (install_mediapipe.sh, install_mmpose.sh,
+# install_mmaction2.sh), which set REPO and SIDE_NAME (their name, without .sh) first. All three
+# get log (a line on stderr tagged [SIDE_NAME]) and t_start; side_env_venv_arg reads the VENV
+# argument of the two without options; the OpenMMLab ones (mmpose, mmaction2) also get
+# side_env_create, OPENMMLAB_DEPS and side_env_ensure below.
+#
+# side_env_create: a venv that reuses the calling interpreter's torch, numpy and Pillow, so that
+# a second (possibly CUDA, multi-GB) torch is never downloaded.
 #
 # A .pth file in the venv's site-packages adds the folders the calling interpreter takes its
 # packages from (site.getsitepackages(), the user site, purelib and platlib, with their own .pth
@@ -12,6 +17,22 @@
 #   side_env_create SCRIPT_NAME VENV    (PYTHON: the calling interpreter; log: the caller's)
 # sets BASE (the calling interpreter's file) and PY (the venv's), and defines pipi (pip install
 # under the constraints) and have (whether a distribution is installed at a version).
+
+log() { echo "[$SIDE_NAME] $*" >&2; }
+t_start=$(date +%s)
+
+# side_env_venv_arg NAME HELP_LINES "$@": the one optional argument of install_NAME.sh, the venv
+# (default <repo>/.venvs/NAME) -> VENV; -h prints lines HELP_LINES (sed's M,N) of its header.
+side_env_venv_arg() {
+    local name="$1" help="$2"
+    shift 2
+    case "${1:-}" in
+        -h|--help) sed -n "${help}p" "$0"; exit 0 ;;
+        -*) echo "install_$name.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+    [[ $# -le 1 ]] || { echo "install_$name.sh: one VENV path only" >&2; exit 2; }
+    VENV="${1:-$REPO/.venvs/$name}"
+}
 
 side_env_create() {
     local name="$1" venv="$2"
@@ -66,3 +87,27 @@ _side_env_torch() { "$1" -c 'import os, torch; print(os.path.realpath(torch.__fi
 pipi() { PIP_DISABLE_PIP_VERSION_CHECK=1 "$PY" -m pip install --quiet -c "$CONSTRAINTS" "$@"; }
 
 have() { "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('$1') != '$2')" 2>/dev/null; }
+
+# The light runtime dependencies of mmengine, mmcv(-lite) and OpenMMLab's model packages (their
+# declared ones, less opencv-python: it needs libGL at import time; the headless build is the
+# same cv2). opencv < 5: OpenMMLab 2.x code was written against the 4.x API. setuptools < 82:
+# mmengine imports pkg_resources (gone from setuptools 82).
+OPENMMLAB_DEPS=(addict packaging pyyaml yapf rich termcolor matplotlib scipy "opencv-python-headless>=4.5,<5"
+                "setuptools<82")
+
+# side_env_ensure: with the caller's installed (the pinned packages are there), install and
+# smoke_test (the environment works; set -e ends the script where it does not): an environment
+# that has the pins and passes the smoke test is left alone, anything else is installed into and
+# tested again. Prints the side interpreter last (the installers' contract).
+side_env_ensure() {
+    local out
+    if installed && out=$(smoke_test 2>&1); then
+        log "$VENV already had the pinned packages and passed the smoke test"
+        grep "^\[$SIDE_NAME\] ok" <<< "$out" >&2 || true
+    else
+        install
+        smoke_test
+    fi
+    log "done in $(( $(date +%s) - t_start )) s"
+    echo "$VENV/bin/python"
+}

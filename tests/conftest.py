@@ -66,6 +66,23 @@ def build_manifest(label_table, split_file, videos_dir, *, skeletons_dir=None, k
     return build(label_table, split_file, videos_dir, config, skeletons_dir=skeletons_dir)
 
 
+def side_environment(name: str, env_var: str) -> str:
+    """The interpreter of side environment `name` (scripts/install_<name>.sh): $env_var, else
+    <repo>/.venvs/<name>/bin/python. Without it the calling test skips, or fails where
+    MGPIPE_REQUIRE_BACKENDS=1 (CI, which installs every side environment)."""
+    import os
+    from pathlib import Path
+
+    python = os.environ.get(env_var) or str(Path(__file__).resolve().parents[1] / ".venvs" / name / "bin" / "python")
+    if Path(python).is_file():
+        return python
+    msg = (f"the {name} side environment not found at {python} (make it with scripts/install_{name}.sh, "
+           f"or point {env_var} at its interpreter)")
+    if os.environ.get("MGPIPE_REQUIRE_BACKENDS") == "1":
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
 def run_cli(capsys, *argv):
     """`mgpipe -q ARGV` in this process: (exit code, stderr)."""
     import logging

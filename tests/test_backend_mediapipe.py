@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import side_environment
 
 from mgpipe.layouts import MEDIAPIPE33_HANDS
-from mgpipe.tools.photo_video import map_points, pan_zoom_video, sample_photo
+from mgpipe.tools.photo_video import pan_zoom_video, sample_photo
 
 REPO = Path(__file__).resolve().parents[1]
 J = {name: i for i, name in enumerate(MEDIAPIPE33_HANDS.joints)}
@@ -30,14 +31,7 @@ HANDS = slice(33, 75)
 
 @pytest.fixture(scope="module")
 def side_python() -> str:
-    path = os.environ.get("MGPIPE_MEDIAPIPE_PYTHON") or str(REPO / ".venvs/mediapipe/bin/python")
-    if not Path(path).exists():
-        msg = (f"mediapipe side environment not found at {path}: run scripts/install_mediapipe.sh "
-               "or set MGPIPE_MEDIAPIPE_PYTHON")
-        if os.environ.get("MGPIPE_REQUIRE_BACKENDS") == "1":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return path
+    return side_environment("mediapipe", "MGPIPE_MEDIAPIPE_PYTHON")
 
 
 def run_side(python: str, args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
@@ -47,6 +41,12 @@ def run_side(python: str, args: list[str], timeout: float = 120) -> subprocess.C
     if p.returncode != 0:
         pytest.fail(f"{python} {' '.join(args)} failed ({p.returncode}):\n{p.stderr[-3000:]}")
     return p
+
+
+def map_points(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply a [2, 3] affine (one of pan_zoom_video's) to [..., 2] points."""
+    points = np.asarray(points, dtype=np.float64)
+    return points @ affine[:, :2].T + affine[:, 2]
 
 
 def test_pan_zoom_affines_say_where_photo_points_land(tmp_path):

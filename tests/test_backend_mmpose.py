@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import side_environment
 from matplotlib import cbook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,20 +26,9 @@ HAND = "hand_2d_keypoint/topdown_heatmap/onehand10k/td-hm_mobilenetv2_8xb64-210e
 DETECTOR = "rtmdet_nano_320-8xb32_coco-person.py"  # a one-class person RTMDet shipped with mmpose
 
 
-def _require(python: str | None, what: str) -> str:
-    if python and Path(python).is_file():
-        return python
-    msg = (f"{what} not found at {python} (make it with scripts/install_mmpose.sh, or point "
-           "MGPIPE_MMPOSE_PYTHON at its interpreter)")
-    if os.environ.get("MGPIPE_REQUIRE_BACKENDS") == "1":
-        pytest.fail(msg)
-    pytest.skip(msg)
-
-
 @pytest.fixture(scope="module")
 def side_python() -> str:
-    default = ROOT / ".venvs" / "mmpose" / "bin" / "python"
-    return _require(os.environ.get("MGPIPE_MMPOSE_PYTHON") or str(default), "the mmpose side environment")
+    return side_environment("mmpose", "MGPIPE_MMPOSE_PYTHON")
 
 
 def run_side(python: str, script: str, *args: str) -> subprocess.CompletedProcess:

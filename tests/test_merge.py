@@ -3,7 +3,7 @@ import torch
 
 from mgpipe.models.rgbpose import build_fused
 from mgpipe.models.single import build_single
-from mgpipe.stages.merge import merge_into
+from mgpipe.stages.merge import IncompatibleModels, merge_into
 
 SMALL_POSE = dict(base_channels=8, stage_blocks=[1, 1, 1], inflate=[0, 1, 1],
                   spatial_strides=[2, 2, 2], temporal_strides=[1, 1, 1], dropout=0.5)
@@ -116,18 +116,18 @@ def test_merge_rejects_incompatible(pretrained):
     before = _snapshot(fused)
 
     pose25 = build_single("pose", 25, K, SMALL_POSE)
-    with pytest.raises(ValueError, match=r"pose_path\.stem\.0\.weight"):
+    with pytest.raises(IncompatibleModels, match=r"pose_path\.stem\.0\.weight"):
         merge_into(fused, rgb, pose25)
 
     rgb_k = build_single("rgb", 3, K + 1, SMALL_RGB)
-    with pytest.raises(ValueError, match=r"rgb_head\.fc\.weight"):
+    with pytest.raises(IncompatibleModels, match=r"rgb_head\.fc\.weight"):
         merge_into(fused, rgb_k, pose)
 
     pose_t = build_single("pose", 17, K, dict(SMALL_POSE, temporal_strides=[1, 1, 2]))
-    with pytest.raises(ValueError, match="temporal_strides"):
+    with pytest.raises(IncompatibleModels, match="temporal_strides"):
         merge_into(fused, rgb, pose_t)
 
-    with pytest.raises(ValueError):
+    with pytest.raises(IncompatibleModels):
         merge_into(fused, pose, rgb)  # swapped
 
     # nothing was modified by the failed merges

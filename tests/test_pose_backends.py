@@ -186,7 +186,7 @@ def test_video_without_frames_of_a_person_is_counted(frames, square_backend, tmp
 
 
 def test_spot_metrics_on_hand_made_segments():
-    from mgpipe.stages.predict import spot_metrics
+    from spotting import spot_metrics
 
     truth = pd.DataFrame({"start_frame": [0, 100, 200], "end_frame": [49, 149, 249], "label_id": [1, 2, 1]})
     spotted = pd.DataFrame({"start_frame": [10, 100, 120, 300], "end_frame": [59, 149, 160, 330],

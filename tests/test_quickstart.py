@@ -59,8 +59,7 @@ def test_first_command_trains_the_demo_to_the_promised_accuracy(tmp_path):
 
     # The trained demo model spots gestures along whole held-out videos (mgpipe predict --spot).
     import pandas as pd
-
-    from mgpipe.stages.predict import spot_metrics
+    from spotting import spot_metrics
 
     r = work / "results/demo"
     manifest = pd.read_csv(r / "clips.csv", dtype={"video_id": str})

@@ -237,3 +237,54 @@ def test_training_without_a_validation_split_keeps_the_last_epoch(demo_stores, t
     assert ckpt["epoch"] == 3 and ckpt["val_top1"] is None and "last epoch" in ckpt["selected"]
     log = pd.read_csv(tmp_path / "m" / "log.csv")
     assert list(log.epoch) == [1, 2, 3] and not any(c.startswith("val_") for c in log.columns)
+
+
+def test_a_diverged_training_is_one_line_with_its_own_exit_status(demo_stores, tmp_path, capsys):
+    """A training whose loss became NaN or infinite had valid input: exit 3 (not 2, bad input),
+    one line naming the model, the epoch and the learning rate."""
+    from conftest import run_cli
+
+    cfg = tmp_path / "huge_lr.yaml"
+    cfg.write_text(yaml.safe_dump({"pose_model": {"optim": {"lr": 1e30}}}))
+    rc, err = run_cli(capsys, "train", "joint", "--config", "tests/data/tiny.yaml", cfg,
+                      "--manifest", demo_stores / "clips.csv", "--classes", demo_stores / "classes.csv",
+                      "--keypoints", demo_stores / "keypoints.h5", "--out-dir", tmp_path / "m")
+    # (the lines before it are the training's INFO log, which goes to stderr)
+    errors = [line for line in err.splitlines() if " INFO " not in line]
+    assert rc == 3 and len(errors) == 1, err
+    assert errors[0].startswith("mgpipe train: error: joint: the ") and "in epoch 1;" in errors[0], err
+    assert "lower the learning rate (1e+30)" in errors[0], err
+    assert not (tmp_path / "m" / "model.pt").exists()
+
+
+@pytest.mark.parametrize("problem", ["no train split", "stages disagree", "fused stages", "zoom upside down"])
+def test_user_data_the_networks_cannot_take_is_one_line(demo_stores, tmp_path, capsys, problem):
+    """What used to end in a ValueError's traceback from the samples or the model code: exit 2,
+    one line naming the file or the config key."""
+    from conftest import run_cli
+
+    manifest = demo_stores / "clips.csv"
+    cfg = tmp_path / "extra.yaml"
+    cfg.write_text("{}")
+    if problem == "no train split":
+        rows = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+        manifest = tmp_path / "clips.csv"
+        rows.assign(split=rows.split.replace("train", "val")).to_csv(manifest, index=False)
+        expected = f"{manifest}: no clips in the train split"
+    elif problem == "stages disagree":
+        cfg.write_text(yaml.safe_dump({"pose_model": {"network": {"stage_blocks": [1, 1]}}}))
+        expected = "config key pose_model.network.inflate has 3 entries; pose_model.network.stage_blocks has 2"
+    elif problem == "zoom upside down":   # (each end is positive: the schema passes it)
+        cfg.write_text(yaml.safe_dump({"pose_model": {"augment": {"scale": [1.2, 0.8]}}}))
+        expected = "config key pose_model.augment.scale: [1.2, 0.8] is not a range [low, high]"
+    else:
+        cfg.write_text(yaml.safe_dump({"pose_model": {"network": {
+            "stage_blocks": [1, 1, 1, 1], "inflate": [0, 1, 1, 1], "spatial_strides": [2, 2, 2, 2],
+            "temporal_strides": [1, 1, 1, 1]}}}))
+        expected = "config key pose_model.network.stage_blocks has 4 stages; the fused network"
+    rc, err = run_cli(capsys, "train", "joint", "--config", "tests/data/tiny.yaml", cfg, "--manifest", manifest,
+                      "--classes", demo_stores / "classes.csv", "--keypoints", demo_stores / "keypoints.h5",
+                      "--out-dir", tmp_path / "m")
+    errors = [line for line in err.splitlines() if " INFO " not in line]
+    assert rc == 2 and len(errors) == 1 and "Traceback" not in err, err
+    assert expected in errors[0], err

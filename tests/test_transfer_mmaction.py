@@ -10,12 +10,12 @@ mgpipe's logits. The side interpreter is MGPIPE_MMACTION2_PYTHON, else
 """
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import side_environment
 
 from mgpipe import cli
 from mgpipe import config as mgconfig
@@ -31,20 +31,12 @@ TOLERANCE = 1e-4
 
 @pytest.fixture(scope="module")
 def side_python():
-    default = ROOT / ".venvs" / "mmaction2" / "bin" / "python"
-    python = os.environ.get("MGPIPE_MMACTION2_PYTHON") or str(default)
-    if not Path(python).is_file():
-        msg = (f"the MMAction2 side environment not found at {python} (make it with "
-               "scripts/install_mmaction2.sh, or point MGPIPE_MMACTION2_PYTHON at it)")
-        if os.environ.get("MGPIPE_REQUIRE_BACKENDS") == "1":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return python
+    return side_environment("mmaction2", "MGPIPE_MMACTION2_PYTHON")
 
 
 def side(python, *args):
-    proc = subprocess.run([python, "-m", "mgpipe.learning.weights.mmaction_side", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    proc = subprocess.run([python, str(ROOT / "tests" / "mmaction_side.py"), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

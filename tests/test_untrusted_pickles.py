@@ -25,6 +25,7 @@ import pandas as pd
 import pytest
 from test_reliability import BASE_CONFIG, assert_refused, run_main, write_yaml
 
+from mgpipe.formats import checkpoints
 from mgpipe.io import InputError, read_csv_table
 from mgpipe.sources.skeleton_io import (
     LIST_VALUES_BUDGET,
@@ -32,7 +33,7 @@ from mgpipe.sources.skeleton_io import (
     load_pickle_annotations,
     read_pickle_dataset,
 )
-from mgpipe.stages.clips import read_classes, read_manifest
+from mgpipe.stages.clips import read_manifest
 from mgpipe.stages.pose import read_openpose_frame
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -293,7 +294,7 @@ def test_label_table_ids_na_null_none_through_clips_and_pose(tmp_path, capsys):
     manifest = read_manifest(tmp_path / "clips.csv")
     assert manifest.video_id.tolist() == ["NA", "null", "None", "NA"]
     assert manifest.clip_id.tolist()[:3] == ["NA_000000_000002", "null_000000_000001", "None_000001_000002"]
-    assert read_classes(tmp_path / "classes.csv").name.tolist() == ["NA", "null"]
+    assert [c["name"] for c in checkpoints.class_table(tmp_path / "classes.csv")] == ["NA", "null"]
     assert manifest.class_name.tolist() == ["NA", "null", "NA", "null"]
     assert pd.api.types.is_numeric_dtype(manifest.start_frame) and manifest.width.isna().all()
     rc, err = run_main(capsys, "pose", "--manifest", tmp_path / "clips.csv", "--skeletons",

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from mgpipe.tools.demo_data import class_counts
+from mgpipe.tools.dry_run import jobs_per_rule
 
 pytestmark = pytest.mark.slow
 
@@ -54,18 +55,7 @@ def models_of(proc, rule: str) -> list[str]:
 
 def planned(proc) -> dict:
     """{rule: count} from the job-stats table of a dry run."""
-    out, table = {}, False
-    for line in proc.stdout.splitlines():
-        if line.startswith("job ") and "count" in line:
-            table = True
-            continue
-        if table:
-            parts = line.split()
-            if not parts or parts[0] == "total":
-                break
-            if len(parts) == 2 and parts[1].isdigit():
-                out[parts[0]] = int(parts[1])
-    return out
+    return jobs_per_rule(proc.stdout)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,8 @@ and its version check. Production code and tests read and write them only throug
 - `heatmaps`: heatmaps.h5, rendered joint and limb volumes (an export)
 - `scores`: scores/<model>.csv, per-clip class probabilities per stream (written by test,
   read by the ensemble)
+- `checkpoints`: model checkpoints and training state (torch's restricted unpickler);
+  `numpy_pickles`: the numpy constructors third-party checkpoints may use (pyskl, MMAction2, mmpose)
 
 Stores are untrusted input (they are passed around between people): every HDF5 node a reader
 touches goes through `LazyStore.node`, which refuses links other than plain hard links (soft

@@ -97,14 +97,6 @@ def child_node(parent, name: str, path, noun: str, where: str):
         raise InputError(f"{path}: {where} cannot be opened ({type(e).__name__})") from None
 
 
-def hard_node(h5, key: str, path, noun: str):
-    """The node at `key`, every link on the way checked by child_node."""
-    node, parts = h5, [p for p in key.split("/") if p]
-    for i, name in enumerate(parts):
-        node = child_node(node, name, path, noun, "/".join(parts[:i + 1]))
-    return node
-
-
 def check_dataset(ds, path, where: str, *, kinds: str, ranks, itemsizes=None, vlen_of=None) -> tuple:
     """Refuse a dataset whose bytes live elsewhere (external storage, a virtual dataset), whose
     dtype or rank the format does not have, or whose declared size or chunk would allocate

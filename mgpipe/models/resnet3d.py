@@ -198,9 +198,6 @@ class ResNet3dSlowOnly(nn.Module):
             if isinstance(m, Bottleneck3d):
                 nn.init.zeros_(m.bn3.weight)
 
-    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stem(x)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5:
             raise ValueError(f"expected input [N, C, T, H, W], got shape {tuple(x.shape)}")

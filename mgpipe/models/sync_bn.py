@@ -17,11 +17,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-# The differentiable all-reduce of torch.distributed.nn is marked deprecated in favour of a private
-# module (torch.distributed._functional_collectives); it is still the public one with a backward.
-warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_reduce is deprecated",
-                        category=FutureWarning)
-
 
 class CpuSyncBatchNorm(nn.BatchNorm3d):
     """BatchNorm3d with statistics over every process's batch (same parameters and buffers, so
@@ -38,7 +33,13 @@ class CpuSyncBatchNorm(nn.BatchNorm3d):
         xf = x.float()
         local = torch.cat([xf.sum(dims), (xf * xf).sum(dims),
                            xf.new_tensor([x.numel() // channels])])
-        total = all_reduce(local)
+        # The differentiable all-reduce of torch.distributed.nn is marked deprecated in favour of
+        # a private module (torch.distributed._functional_collectives); it is still the public one
+        # with a backward. Silenced for this call only: importing mgpipe changes no global filter.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_reduce "
+                                    r"is deprecated", category=FutureWarning)
+            total = all_reduce(local)
         count = total[-1]
         mean = total[:channels] / count
         var = (total[channels:2 * channels] / count - mean * mean).clamp(min=0)

@@ -120,8 +120,6 @@ IMIGUE_NAMES = dict(zip(IMIGUE_CLASS_IDS, IMIGUE_CLASS_NAMES))
 # The class ids a format always has outputs for when no classes are configured, and their names.
 FORMAT_CLASS_IDS = {"imigue": IMIGUE_CLASS_IDS}
 FORMAT_CLASS_NAMES = {"imigue": IMIGUE_NAMES}
-SMG_CLASS_IDS = tuple(range(1, 18))
-MA52_CLASS_IDS = tuple(range(52))
 SMG_TEST_SUBJECTS = (36, 37, 38, 39, 40)
 MA52_BODY_PARTS = ("body", "head", "upper limb", "lower limb", "body-hand", "head-hand", "leg-hand")
 _MA52_BODY_FIRST = np.array([0, 5, 11, 24, 32, 38, 48])   # first fine label of each body part

@@ -40,7 +40,6 @@ MANIFEST_COLUMNS = [
 ]
 # Read back as written: a video called NA or None is an id, not a missing value.
 MANIFEST_TEXT_COLUMNS = ("clip_id", "video_id", "video", "class_name", "split")
-CLASSES_TEXT_COLUMNS = ("name",)
 
 
 def assign_validation(split: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
@@ -388,7 +387,3 @@ def write_csv(frame: pd.DataFrame, path) -> None:
 def read_manifest(path) -> pd.DataFrame:
     return read_csv_table(path, MANIFEST_TEXT_COLUMNS, "clip manifest")
 
-
-def read_classes(path) -> pd.DataFrame:
-    """classes.csv (label, label_id, name): names stay text ("NA", "1e3" are names)."""
-    return read_csv_table(path, CLASSES_TEXT_COLUMNS, "class table")

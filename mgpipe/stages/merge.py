@@ -13,9 +13,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mgpipe.io import InputError
 from mgpipe.models.resnet3d import ARCH_KEYS, ResNet3dSlowOnly
 from mgpipe.models.rgbpose import RGBPoseConv3D
 from mgpipe.models.single import SingleStream
+
+
+class IncompatibleModels(InputError):
+    """The pretrained models do not fit the fused network (the message names the tensor or the
+    architecture key); merge_checkpoints adds the two files to it."""
 
 
 def _widened_keys(path: ResNet3dSlowOnly) -> set:
@@ -36,7 +42,7 @@ def _plan(prefix: str, dst: nn.Module, src: nn.Module, widened: set
     for name, d in dst_sd.items():
         full = f"{prefix}.{name}"
         if name not in src_sd:
-            raise ValueError(f"{full}: no matching tensor in the pretrained model")
+            raise IncompatibleModels(f"{full}: no matching tensor in the pretrained model")
         s = src_sd[name]
         if d.shape == s.shape:
             plan.append((full, d, s, False))
@@ -45,13 +51,13 @@ def _plan(prefix: str, dst: nn.Module, src: nn.Module, widened: set
                 and d.shape[2:] == s.shape[2:] and d.shape[1] > s.shape[1]):
             plan.append((full, d, s, True))
             continue
-        raise ValueError(
+        raise IncompatibleModels(
             f"{full}: fused shape {tuple(d.shape)} is incompatible with pretrained shape "
             f"{tuple(s.shape)}"
         )
     extra = sorted(set(src_sd) - set(dst_sd))
     if extra:
-        raise ValueError(f"{prefix}: pretrained tensors with no place in the fused model: "
+        raise IncompatibleModels(f"{prefix}: pretrained tensors with no place in the fused model: "
                          f"{extra[:5]}")
     return plan
 
@@ -59,7 +65,7 @@ def _plan(prefix: str, dst: nn.Module, src: nn.Module, widened: set
 def merge_into(fused: RGBPoseConv3D, rgb: SingleStream, pose: SingleStream) -> dict[str, int]:
     """Copy pretrained single-stream weights into ``fused`` in place.
 
-    Raises ValueError (naming the parameter or config key) if the models are incompatible;
+    Raises IncompatibleModels (naming the parameter or config key) if the models are incompatible;
     nothing is modified in that case. Returns {'copied', 'widened', 'fresh'} tensor counts
     (over the fused model's state_dict: parameters and buffers).
     """
@@ -71,10 +77,10 @@ def merge_into(fused: RGBPoseConv3D, rgb: SingleStream, pose: SingleStream) -> d
     ]
     for name, dst, src in (pairs[0], pairs[2]):
         if src.kind != dst.kind:
-            raise ValueError(f"{name}: pretrained pathway is {src.kind!r}, expected {dst.kind!r}")
+            raise IncompatibleModels(f"{name}: pretrained pathway is {src.kind!r}, expected {dst.kind!r}")
         for key in ARCH_KEYS:
             if dst.arch[key] != src.arch[key]:
-                raise ValueError(f"{name}: config '{key}' differs: fused {dst.arch[key]} vs "
+                raise IncompatibleModels(f"{name}: config '{key}' differs: fused {dst.arch[key]} vs "
                                  f"pretrained {src.arch[key]}")
 
     plan = []
@@ -105,7 +111,6 @@ def merge_checkpoints(rgb_ckpt, pose_ckpt, config: dict, model: str, out) -> dic
 
     from mgpipe.formats import checkpoints
     from mgpipe.formats.checkpoints import save as save_checkpoint
-    from mgpipe.io import InputError
     from mgpipe.learning import specs
     from mgpipe.learning.inference import load_model
     from mgpipe.runtime import seed_everything
@@ -132,7 +137,7 @@ def merge_checkpoints(rgb_ckpt, pose_ckpt, config: dict, model: str, out) -> dic
     fused = specs.build(arch, rgb_meta["num_classes"])
     try:
         report = merge_into(fused, rgb, pose)
-    except ValueError as e:
+    except IncompatibleModels as e:
         raise InputError(f"{rgb_ckpt} + {pose_ckpt}: cannot merge ({e})") from None
     # What the merged network was trained on: the two models' classes, the joint model's layout;
     # its input settings are the config's pathways (the fused training's) with the joint model's

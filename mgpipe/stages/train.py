@@ -21,7 +21,7 @@ from mgpipe import config as mgconfig
 from mgpipe.formats import checkpoints
 from mgpipe.formats import frames as frame_store
 from mgpipe.formats import keypoints as keypoint_store
-from mgpipe.io import InputError, atomic_path
+from mgpipe.io import ComputationError, InputError, atomic_path
 from mgpipe.learning import imbalance, specs
 from mgpipe.learning.fingerprint import training_fingerprint
 from mgpipe.learning.inference import predict, top1
@@ -61,6 +61,8 @@ def check_labels(manifest, classes: list[dict], manifest_csv, classes_csv) -> No
 
     if "label" not in manifest.columns:
         raise InputError(f"{manifest_csv}: not a clip manifest (no label column)")
+    if "split" not in manifest.columns or not (manifest.split == "train").any():
+        raise InputError(f"{manifest_csv}: no clips in the train split: nothing to train on")
     values = pd.to_numeric(manifest.label, errors="coerce").to_numpy(dtype=np.float64)
     bad = ~(np.isfinite(values) & (values == np.round(values)) & (values >= 0) & (values < len(classes)))
     if bad.any():
@@ -329,7 +331,7 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
     return {"best_val_top1": best_ckpt["val_top1"], "best_epoch": best_ckpt["epoch"]}
 
 
-class TrainingDiverged(InputError):
+class TrainingDiverged(ComputationError):
     """The loss became NaN or infinite: a setting (usually the learning rate) is too high."""
 
 

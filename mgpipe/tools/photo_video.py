@@ -136,9 +136,3 @@ def pan_zoom_video(photo: np.ndarray, out_path, *, frames: int = 48, size=(320, 
         for packet in stream.encode():
             container.mux(packet)
     return affines
-
-
-def map_points(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Apply a [2, 3] affine to [..., 2] points."""
-    points = np.asarray(points, dtype=np.float64)
-    return points @ affine[:, :2].T + affine[:, 2]

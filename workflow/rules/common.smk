@@ -24,7 +24,7 @@ try:
         try:
             mgconfig.load_yaml(_file)
         except FileNotFoundError:
-            pass   # (Snakemake said so already)
+            pass  # (Snakemake said so already)
     mgconfig.validate(config, "config")
 except mgconfig.ConfigError as e:
     # One line naming the key, not a traceback.
@@ -37,16 +37,17 @@ R = config["results"]
 SKELETON_SOURCES = None
 if isinstance(config["dataset"]["skeletons"], list):
     if config["dataset"]["kind"] != "pyskl":
-        sys.exit("mgpipe: config key dataset.skeletons: a list of pickles is a dataset of its own "
-                 "(dataset.kind pyskl, mode pose, pose.backend pickle)")
+        sys.exit(
+            "mgpipe: config key dataset.skeletons: a list of pickles is a dataset of its own "
+            "(dataset.kind pyskl, mode pose, pose.backend pickle)"
+        )
     try:
         SKELETON_SOURCES = mgsources.sources(config["dataset"]["skeletons"])
     except InputError as e:
         sys.exit(f"mgpipe: config key dataset.skeletons: {e}")
     config["dataset"]["skeletons"] = f"{R}/skeletons.pkl"
-    config["dataset"]["split_map"] = None   # the combined pickle's splits are train/val/test
-    config["dataset"]["class_names"] = (config["dataset"]["class_names"]
-                                        or mgsources.class_names(SKELETON_SOURCES))
+    config["dataset"]["split_map"] = None  # the combined pickle's splits are train/val/test
+    config["dataset"]["class_names"] = config["dataset"]["class_names"] or mgsources.class_names(SKELETON_SOURCES)
     config["pose"]["pickle_layout"] = config["pose"]["layout"]
 DS = config["dataset"]
 DEMO = DS["kind"] == "demo"
@@ -65,13 +66,17 @@ if DEMO:
         "skeletons": f"{R}/demo_data/skeletons" if NEED_SKELETONS else None,
     }
     if POSE["backend"] == "pickle":
-        sys.exit("mgpipe: config key pose.backend: the demo data provides OpenPose JSON; use "
-                 "openpose (or export a pickle with `mgpipe export-pickle`)")
+        sys.exit(
+            "mgpipe: config key pose.backend: the demo data provides OpenPose JSON; use "
+            "openpose (or export a pickle with `mgpipe export-pickle`)"
+        )
 else:
-    PYSKL = DS["kind"] == "pyskl"   # the skeleton pickle is the whole dataset: no label table, no videos
+    PYSKL = DS["kind"] == "pyskl"  # the skeleton pickle is the whole dataset: no label table, no videos
     if PYSKL and (not POSE_ONLY or POSE["backend"] != "pickle"):
-        sys.exit("mgpipe: config key dataset.kind: pyskl provides keypoints and no videos; use "
-                 "mode: pose and pose.backend: pickle")
+        sys.exit(
+            "mgpipe: config key dataset.kind: pyskl provides keypoints and no videos; use "
+            "mode: pose and pose.backend: pickle"
+        )
     DATA = {
         "labels": None if PYSKL else DS["label_table"],
         "split": None if PYSKL else DS["split"],
@@ -98,8 +103,17 @@ else:
 
 # Snakemake reads braces in a file name as a wildcard, and a command reads a leading "-" as an
 # option; any other character (spaces, quotes, $) is safe: every shell command quotes its paths.
-PATH_KEYS = {"results": R} if DEMO else {"results": R, "dataset.label_table": DATA["labels"], "dataset.split": DATA["split"],
-                                          "dataset.videos": DATA["videos"], "dataset.skeletons": DATA["skeletons"]}
+PATH_KEYS = (
+    {"results": R}
+    if DEMO
+    else {
+        "results": R,
+        "dataset.label_table": DATA["labels"],
+        "dataset.split": DATA["split"],
+        "dataset.videos": DATA["videos"],
+        "dataset.skeletons": DATA["skeletons"],
+    }
+)
 for key, value in PATH_KEYS.items():
     if value and ("{" in str(value) or "}" in str(value)):
         sys.exit(f"mgpipe: config key {key}: {value}: braces are not allowed in a path (Snakemake wildcards)")
@@ -147,8 +161,10 @@ if POSE_ONLY:
 # A member this config does not train would only fail at the ensemble, after all the training.
 _untrained = [m for m in ENSEMBLE["members"] if m not in MODELS and not (m == "fused" and not POSE_ONLY)]
 if _untrained:
-    sys.exit(f"mgpipe: config key ensemble.members: {', '.join(_untrained)} is not trained by this config "
-             f"(it trains {', '.join(MODELS)}; motion and swin train with motion.enabled / swin.enabled)")
+    sys.exit(
+        f"mgpipe: config key ensemble.members: {', '.join(_untrained)} is not trained by this config "
+        f"(it trains {', '.join(MODELS)}; motion and swin train with motion.enabled / swin.enabled)"
+    )
 
 FINAL_OUTPUTS = [
     f"{R}/ensemble/metrics.json",
@@ -181,9 +197,11 @@ def code(stage):
 # here, and a dry run swaps it for `dryrun`): a run for SLURM shows in its SLURM default resources
 # (slurm_account / slurm_partition, set by profiles/slurm) or in --executor slurm.
 _default_resources = workflow.resource_settings.default_resources
-ON_SLURM = "SLURM_JOB_ID" in os.environ \
-    or any(prev in ("--executor", "-e") and arg.startswith("slurm") for prev, arg in zip(sys.argv, sys.argv[1:])) \
+ON_SLURM = (
+    "SLURM_JOB_ID" in os.environ
+    or any(prev in ("--executor", "-e") and arg.startswith("slurm") for prev, arg in zip(sys.argv, sys.argv[1:]))
     or (_default_resources is not None and any(name.startswith("slurm_") for name in _default_resources.parsed))
+)
 CLUSTER_GPUS = mgslurm.cluster_gpu_count() if ON_SLURM and config["train"]["device"] == "auto" else None
 NODES = config["train"]["nodes"]
 if ON_SLURM:
@@ -194,17 +212,23 @@ if ON_SLURM:
 else:
     # Checked at plan time, not in the training job after the data stages.
     if NODES > 1:
-        sys.exit(f"mgpipe: config key train.nodes: {NODES} nodes need SLURM (--profile profiles/slurm); "
-                 "a local run trains on one machine: train.nodes: 1")
+        sys.exit(
+            f"mgpipe: config key train.nodes: {NODES} nodes need SLURM (--profile profiles/slurm); "
+            "a local run trains on one machine: train.nodes: 1"
+        )
     _visible = visible_gpu_count()
     _gpus = config["train"]["gpus"]
     if config["train"]["device"] == "cuda" and _visible == 0:
-        sys.exit("mgpipe: config key train.device: cuda, but this machine has no visible GPU "
-                 "(CUDA_VISIBLE_DEVICES, /proc/driver/nvidia/gpus); use auto or cpu")
+        sys.exit(
+            "mgpipe: config key train.device: cuda, but this machine has no visible GPU "
+            "(CUDA_VISIBLE_DEVICES, /proc/driver/nvidia/gpus); use auto or cpu"
+        )
     # device auto without GPUs trains one process on the CPU (the default train.gpus: 1)
     if config["train"]["device"] != "cpu" and _gpus > max(_visible, 1):
-        sys.exit(f"mgpipe: config key train.gpus: {_gpus} GPUs per training job, but this machine has "
-                 f"{_visible} visible; at most train.gpus: {max(_visible, 1)} here")
+        sys.exit(
+            f"mgpipe: config key train.gpus: {_gpus} GPUs per training job, but this machine has "
+            f"{_visible} visible; at most train.gpus: {max(_visible, 1)} here"
+        )
 
 
 # The data rules take every core of the run (--cores). Commands that run nothing (--dag,
@@ -259,12 +283,17 @@ def fit_rules_to_cluster():
         if isinstance(threads, int) and threads > node.cpus:
             rule_.resources["_cores"] = node.cpus
         gpus = plain_resource(rule_, rule_.resources.get("gpu"))
-        gres = plain_resource(rule_, rule_.resources.get("gres"))   # (across nodes: GPUs per node)
+        gres = plain_resource(rule_, rule_.resources.get("gres"))  # (across nodes: GPUs per node)
         if gpus is None and isinstance(gres, str):
             gpus = mgslurm.gres_gpu_count(gres)
-        problem = mgslurm.fit_problem(rule_.name, partition, node,
-                                      mem_mb=plain_resource(rule_, rule_.resources.get("mem_mb")), gpus=gpus,
-                                      runtime=plain_resource(rule_, rule_.resources.get("runtime")))
+        problem = mgslurm.fit_problem(
+            rule_.name,
+            partition,
+            node,
+            mem_mb=plain_resource(rule_, rule_.resources.get("mem_mb")),
+            gpus=gpus,
+            runtime=plain_resource(rule_, rule_.resources.get("runtime")),
+        )
         if problem:
             sys.exit(f"mgpipe: {problem}")
 
@@ -294,8 +323,18 @@ def train_resources():
 # (mgpipe/tools/multinode.py). A command prefix of several words, so it goes into the command as it
 # is, each word quoted here.
 if NODES > 1:
-    LAUNCHER = shlex.join(["python", "-m", "mgpipe.tools.multinode", "--nodes", str(NODES),
-                           "--nproc-per-node", str(max(1, gpu_count())), "-m"])
+    LAUNCHER = shlex.join(
+        [
+            "python",
+            "-m",
+            "mgpipe.tools.multinode",
+            "--nodes",
+            str(NODES),
+            "--nproc-per-node",
+            str(max(1, gpu_count())),
+            "-m",
+        ]
+    )
 elif gpu_count() > 1:
     LAUNCHER = shlex.join(["torchrun", "--standalone", "--nproc_per_node", str(gpu_count()), "-m"])
 else:
@@ -341,6 +380,33 @@ def frames_arg(wildcards, input):
 
 def init_arg(wildcards, input):
     return optional_arg("--init", input.init) if "init" in input.keys() else ""
+
+
+# The decode and pose stages, as one job (data.smk, features.smk) or one job per shard
+# (shards.smk): the same command, settings and resources, the shard jobs' runtime their share.
+DECODE_SHELL = (
+    "mgpipe decode --manifest {input.manifest:q} --config-json {params.cfg:q} "
+    "--out {output.frames:q} --threads {threads} 2> {log:q}"
+)
+POSE_SHELL = (
+    "mgpipe pose --manifest {input.manifest:q} {params.skeletons} {params.frames} "
+    "--config-json {params.cfg:q} --out {output.keypoints:q} --threads {threads} 2> {log:q}"
+)
+DECODE_MEM_MB, DECODE_MINUTES = 4000, 240
+POSE_MEM_MB, POSE_MINUTES = (4000, 1440) if IMAGE_POSE else (2000, 120)
+
+
+def decode_params():
+    return dict(cfg=stage_config("decode"), code=code("decode"))
+
+
+def pose_params():
+    return dict(
+        cfg=stage_config("pose"),
+        skeletons=optional_arg("--skeletons", DATA["skeletons"]),
+        frames=lambda wildcards, input: (optional_arg("--frames", input.frames) if IMAGE_POSE else ""),
+        code=code("pose"),
+    )
 
 
 # Sharded data stages (workflow/rules/shards.smk): decode and pose as SHARDS jobs when > 1.

@@ -50,10 +50,14 @@ rule clips:
         # Of the pose settings only the backend and the pickle's layout matter here (which
         # keypoint files to check, how to read a pickle).
         # (a function: the video pattern's {video_id} is not a wildcard)
-        cfg=lambda wildcards: mgconfig.canonical({"seed": config["seed"], "mode": config["mode"],
-                                                  "dataset": DS, "pose": {
-                                                      "backend": POSE["backend"],
-                                                      "pickle_layout": POSE["pickle_layout"]}}),
+        cfg=lambda wildcards: mgconfig.canonical(
+            {
+                "seed": config["seed"],
+                "mode": config["mode"],
+                "dataset": DS,
+                "pose": {"backend": POSE["backend"], "pickle_layout": POSE["pickle_layout"]},
+            }
+        ),
         code=code("clips"),
     log:
         f"{R}/logs/clips.log",
@@ -68,15 +72,13 @@ rule decode:
     output:
         frames=f"{R}/frames.h5",
     params:
-        cfg=stage_config("decode"),
-        code=code("decode"),
+        **decode_params(),
     log:
         f"{R}/logs/decode.log",
     threads: ALL_THREADS
     resources:
-        mem_mb=4000,
-        runtime=240,
+        mem_mb=DECODE_MEM_MB,
+        runtime=DECODE_MINUTES,
     cache: "omit-software"
     shell:
-        "mgpipe decode --manifest {input.manifest:q} --config-json {params.cfg:q} "
-        "--out {output.frames:q} --threads {threads} 2> {log:q}"
+        DECODE_SHELL

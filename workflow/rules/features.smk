@@ -7,20 +7,16 @@ rule pose:
     output:
         keypoints=f"{R}/keypoints.h5",
     params:
-        cfg=stage_config("pose"),
-        skeletons=optional_arg("--skeletons", DATA["skeletons"]),
-        frames=lambda wildcards, input: optional_arg("--frames", input.frames) if IMAGE_POSE else "",
-        code=code("pose"),
+        **pose_params(),
     log:
         f"{R}/logs/pose.log",
     threads: ALL_THREADS
     resources:
-        mem_mb=4000 if IMAGE_POSE else 2000,
-        runtime=1440 if IMAGE_POSE else 120,
+        mem_mb=POSE_MEM_MB,
+        runtime=POSE_MINUTES,
     cache: "omit-software"
     shell:
-        "mgpipe pose --manifest {input.manifest:q} {params.skeletons} {params.frames} "
-        "--config-json {params.cfg:q} --out {output.keypoints:q} --threads {threads} 2> {log:q}"
+        POSE_SHELL
 
 
 rule heatmaps:

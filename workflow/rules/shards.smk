@@ -4,7 +4,8 @@
 # gathered stores as they read an unsharded run's. With data.shards 1 none of these rules exist
 # and the DAG is the plain one (decode and pose in data.smk and features.smk).
 
-# (SHARDS, shard_runtime and shard_slice are in common.smk)
+# (SHARDS, shard_runtime and shard_slice are in common.smk, and so are the command, settings and
+# resources the shard jobs share with the decode and pose rules: DECODE_*, POSE_*)
 
 if SHARDS > 1:
 
@@ -47,40 +48,34 @@ if SHARDS > 1:
         output:
             frames=f"{R}/shards/frames/{{shard}}.h5",
         params:
-            cfg=stage_config("decode"),
-            code=code("decode"),
+            **decode_params(),
         log:
             f"{R}/logs/decode/{{shard}}.log",
         threads: ALL_THREADS
         resources:
-            mem_mb=4000,
-            runtime=shard_runtime(240),
+            mem_mb=DECODE_MEM_MB,
+            runtime=shard_runtime(DECODE_MINUTES),
         shell:
-            "mgpipe decode --manifest {input.manifest:q} --config-json {params.cfg:q} "
-            "--out {output.frames:q} --threads {threads} 2> {log:q}"
+            DECODE_SHELL
 
     rule pose_shard:
         input:
+            **POSE_SHARD_SOURCES,
             manifest=shard_slice,
             # the dependency on the slicing checkpoint (see shard_slice in common.smk)
             slices=ancient(SHARD_SLICES),
-            **POSE_SHARD_SOURCES,
         output:
             keypoints=f"{R}/shards/keypoints/{{shard}}.h5",
         params:
-            cfg=stage_config("pose"),
-            skeletons=optional_arg("--skeletons", DATA["skeletons"]),
-            frames=lambda wildcards, input: optional_arg("--frames", input.frames) if IMAGE_POSE else "",
-            code=code("pose"),
+            **pose_params(),
         log:
             f"{R}/logs/pose/{{shard}}.log",
         threads: ALL_THREADS
         resources:
-            mem_mb=4000 if IMAGE_POSE else 2000,
-            runtime=shard_runtime(1440 if IMAGE_POSE else 120),
+            mem_mb=POSE_MEM_MB,
+            runtime=shard_runtime(POSE_MINUTES),
         shell:
-            "mgpipe pose --manifest {input.manifest:q} {params.skeletons} {params.frames} "
-            "--config-json {params.cfg:q} --out {output.keypoints:q} --threads {threads} 2> {log:q}"
+            POSE_SHELL
 
     rule gather_frames:
         input:

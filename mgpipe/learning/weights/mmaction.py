@@ -24,6 +24,7 @@ import time
 import torch
 
 from mgpipe.formats import checkpoints
+from mgpipe.formats.numpy_pickles import numpy_globals
 from mgpipe.io import InputError
 
 # One pathway, mgpipe name -> MMAction2 name (the part after the pathway prefix).
@@ -94,9 +95,7 @@ def structure(state: dict) -> str | None:
 def _numpy_allowed():
     """pyskl / MMAction2 checkpoints keep numpy values in their meta (scores, dataset meta): the
     numpy array, scalar and dtype constructors are allowed while loading, nothing else."""
-    from mgpipe.pose.backends.mmpose_backend import _numpy_globals
-
-    with torch.serialization.safe_globals(_numpy_globals()):
+    with torch.serialization.safe_globals(numpy_globals()):
         yield
 
 

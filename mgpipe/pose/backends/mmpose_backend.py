@@ -2,7 +2,7 @@
 
 Runs inside the side environment made by scripts/install_mmpose.sh (the pose worker is started
 under that interpreter), so it imports only the standard library, numpy, torch and the
-OpenMMLab packages, plus `mgpipe.pose.backends.*`.
+OpenMMLab packages, plus `mgpipe.pose.backends.*` and `mgpipe.formats.numpy_pickles`.
 
 Options:
   config                an mmpose top-down model config (.py): a path, or a path inside mmpose's
@@ -55,6 +55,8 @@ import types
 from pathlib import Path
 
 import numpy as np
+
+from mgpipe.formats.numpy_pickles import numpy_globals
 
 FULL_INSTALL = "scripts/install_mmpose.sh --full"
 
@@ -294,18 +296,6 @@ def _seeded(random_weights: bool):
         yield
 
 
-def _numpy_globals() -> list:
-    import numpy as np
-
-    try:
-        from numpy._core.multiarray import _reconstruct, scalar
-    except ImportError:  # numpy < 2
-        from numpy.core.multiarray import _reconstruct, scalar
-    dtypes = [getattr(np.dtypes, n) for n in dir(getattr(np, "dtypes", None))
-              if n.endswith("DType") and n not in ("ObjectDType", "VoidDType")]
-    return [_reconstruct, scalar, np.ndarray, np.dtype, *dtypes]
-
-
 @contextlib.contextmanager
 def _numpy_in_checkpoints():
     # torch >= 2.6 unpickles checkpoints with weights_only=True, and mmengine (0.10.7) does not
@@ -327,10 +317,10 @@ def _numpy_in_checkpoints():
     torch.load = restricted_load
     try:
         if allow is None:
-            torch.serialization.add_safe_globals(_numpy_globals())  # torch 2.4
+            torch.serialization.add_safe_globals(numpy_globals())  # torch 2.4
             yield
         else:
-            with allow(_numpy_globals()):
+            with allow(numpy_globals()):
                 yield
     finally:
         torch.load = real_load

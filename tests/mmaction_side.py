@@ -1,12 +1,14 @@
-"""Runs under the MMAction2 side environment's interpreter (scripts/install_mmaction2.sh): builds
+"""The MMAction2 side of the transfer tests (tests/test_transfer_mmaction.py) and of the MMAction2
+installer's smoke test; a script, not part of the package. Runs under the MMAction2 side
+environment's interpreter (scripts/install_mmaction2.sh): builds
 MMAction2's own models with PoseConv3D's joint and limb configs and RGBPoseConv3D's, saves them in
 MMAction2's checkpoint format with their logits on fixed inputs, and loads checkpoints mgpipe
 exported. The transfer tests compare both sides. Imports numpy, torch, mmengine and mmaction only
-(never mgpipe's other modules).
+(never mgpipe).
 
-    python -m mgpipe.learning.weights.mmaction_side build OUT_DIR     checkpoints, inputs and logits -> OUT_DIR
-    python -m mgpipe.learning.weights.mmaction_side load FILE.json    [{"model", "checkpoint", "inputs"}] -> report on stdout
-    python -m mgpipe.learning.weights.mmaction_side smoke             the models build (the installer's check)
+    python tests/mmaction_side.py build OUT_DIR     checkpoints, inputs and logits -> OUT_DIR
+    python tests/mmaction_side.py load FILE.json    [{"model", "checkpoint", "inputs"}] -> report on stdout
+    python tests/mmaction_side.py smoke             the models build (the installer's check)
 """
 
 from __future__ import annotations
