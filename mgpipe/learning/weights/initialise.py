@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import re
-from pathlib import Path
 
 import torch
 
@@ -25,61 +24,6 @@ from mgpipe.learning.weights import mmaction
 from mgpipe.learning.weights.layout_map import PYSKL_COCO17, channel_names, map_channels
 
 log = logging.getLogger(__name__)
-
-CONFIG_KEYS = ("rgb", "joint", "limb", "fused", "motion")
-
-
-def config_key(model: str) -> str:
-    """The key of a model's init in the config's `init` section (fused_<variant> -> fused)."""
-    return "fused" if model.startswith("fused_") else model
-
-
-def weights_key(model: str) -> str:
-    """The dotted config key that names a model's initial weights: its spec's own (the Video
-    Swin member: swin.weights), else init.<config key>."""
-    from mgpipe.learning.specs import REGISTRY
-
-    spec = REGISTRY.get(model)
-    return (spec.weights if spec is not None and spec.weights else None) or f"init.{config_key(model)}"
-
-
-def _weights_value(config: dict, model: str):
-    value = config
-    for part in weights_key(model).split("."):
-        value = (value or {}).get(part) if isinstance(value, dict) else None
-    return value
-
-
-def weight_name(config: dict, model: str) -> str | None:
-    """A torchvision weight name (capitals: KINETICS400_V1) the config gives `model`, else None."""
-    from mgpipe.models.swin import WEIGHT_NAME
-
-    value = _weights_value(config, model)
-    return value if weights_key(model) != f"init.{config_key(model)}" and isinstance(value, str) \
-        and WEIGHT_NAME.match(value) else None
-
-
-def entry(config: dict, model: str) -> tuple[Path | None, object]:
-    """(init file, the source's keypoint layout or None) a config names for `model`. A folder is a
-    results folder: its model of the same name (<folder>/models/<model>/model.pt). A torchvision
-    weight name (weight_name) is the file torchvision publishes for it in torch's hub cache
-    (models/swin.cache_path; whether it is there, with its hash, check_weights says), None for a
-    name the variant does not have."""
-    value = _weights_value(config, model)
-    if value is None:
-        return None, None
-    named = weight_name(config, model)
-    if named:
-        from mgpipe.learning.specs import get
-        from mgpipe.models.swin import cache_path
-
-        return cache_path(named, get(model).network(config, (0, 0))["variant"]), None
-    path, layout = (value, None) if isinstance(value, str) else (value["path"], value.get("layout"))
-    path = Path(path)
-    if path.is_dir():
-        path = path / "models" / model / "model.pt"
-    return path, layout
-
 
 def layout_record(layout: Layout) -> dict:
     """A layout as plain values (what a checkpoint stores)."""
@@ -278,26 +222,3 @@ def check_file(path) -> None:
     """Refuse an init file that is missing, hostile or of no supported form (one line), without
     building any model: what the workflow checks before it runs anything."""
     _source(path)
-
-
-def check_weights(config: dict, model: str) -> None:
-    """Everything about the initial weights a config names for `model` that can be known before
-    any job runs (nothing is downloaded): the file is there and safe to read (a torchvision
-    weight name: its file in torch's cache, with the published hash), and its tensors fit the
-    model the config describes: the model is built on the meta device (no memory, no time) and
-    initialised dry, so another architecture, another Swin3D variant or a single-pathway source
-    for the fused network stops the plan, not the training job after the data stages."""
-    from mgpipe.layouts import get_layout
-    from mgpipe.learning import specs
-
-    path, layout = entry(config, model)
-    named = weight_name(config, model)
-    if path is None and named is None:
-        return
-    spec = specs.get(model)
-    target = get_layout(config["pose"]["layout"])
-    arch = spec.network(config, (target.num_joints, target.num_limbs))
-    with torch.device("meta"):
-        net = specs.build(arch, 2)   # (the head is replaced for any other class count anyway)
-    initialise(net, arch, named or path, channels=spec.inputs[-1], target_layout=target,
-               source_layout=layout, dry=True)
