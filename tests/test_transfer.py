@@ -241,6 +241,10 @@ def test_workflow_refuses_a_hostile_init_before_any_job_and_passes_a_good_one(tm
     (work / "init.yaml").write_text("init: {joint: good.pth}\n")
     proc = smk(work, "-n", "-p", "--cores", "1", "--configfile", "tiny.yaml", "init.yaml")
     assert "--init good.pth" in proc.stdout and "--init results/tiny/merged/fused_full.pt" in proc.stdout
+    # the layout the config gives the file reaches the job on its command line (init_source)
+    (work / "init.yaml").write_text("init: {joint: {path: good.pth, layout: coco17}}\n")
+    proc = smk(work, "-n", "-p", "--cores", "1", "--configfile", "tiny.yaml", "init.yaml")
+    assert "--init good.pth --init-layout coco17 " in proc.stdout, proc.stdout[-3000:]
 
 
 def test_pyskl_joint_checkpoint_initialises_a_kard_model(tmp_path, caplog):

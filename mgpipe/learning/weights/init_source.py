@@ -97,7 +97,8 @@ def torchvision_source(config: dict, model: str, name: str, named_by: str) -> In
 
 def from_command_line(config: dict, model: str, file=None, layout=None, weights=None) -> InitSource | None:
     """The source `mgpipe train` was given (--init FILE with --init-layout, or --init-weights
-    NAME), else the config's (resolve: a command run without the workflow)."""
+    NAME), else the config's (resolve: a command run without the workflow; a fused model's
+    merged weights must be there then: the workflow's merge job is not)."""
     if layout is not None and file is None:
         raise InputError("--init-layout names the keypoint layout of the --init file: give --init too")
     if weights is not None:
@@ -109,7 +110,11 @@ def from_command_line(config: dict, model: str, file=None, layout=None, weights=
             except LayoutError as e:
                 raise InputError(f"--init-layout: {e}") from None
         return given(file, layout)
-    return resolve(config, model)
+    source = resolve(config, model)
+    if source is not None and source.kind == MERGED and not Path(source.file).is_file():
+        raise InputError(f"{source.file}: not found: {model} starts from the merge stage's weights "
+                         "(mgpipe merge), or from the file --init names")
+    return source
 
 
 def given(file, layout: str | None = None) -> InitSource:
