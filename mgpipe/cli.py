@@ -605,7 +605,8 @@ def _p_train(p):
     # Where the model starts; none of the three: where the config's init section (swin.weights)
     # says (learning/weights/init_source.py), as the workflow passes it
     start = p.add_mutually_exclusive_group()
-    _arg(start, "--init", reads=True, help="initial weights (the merged checkpoint for a fused model)")
+    _arg(start, "--init", reads=True, help="initial weights file (default: the config's init.<model>; a fused "
+         "model: the merge stage's output)")
     _arg(p, "--init-layout", help="the keypoint layout of the --init file (default: recorded in it, or inferred)")
     _arg(start, "--init-weights", metavar="NAME", help="a torchvision weight name (Video Swin): its file in "
          "torch's cache, hash checked")

@@ -20,7 +20,7 @@ from mgpipe.io import InputError
 from mgpipe.learning import specs
 from mgpipe.learning.samples import ClipDataset, collate, window_indices
 from mgpipe.learning.weights import init_source
-from mgpipe.learning.weights.initialise import initialise, log_report
+from mgpipe.learning.weights.initialise import check_source, initialise, log_report
 
 STD = [60.0, 50.0, 40.0]
 
@@ -153,7 +153,7 @@ def _cache_with(monkeypatch, tmp_path, source, digest=None):
 
 def _plan_check(config, model="swin"):
     """The workflow's plan-time check of a model's init source."""
-    init_source.check(config, model, init_source.resolve(config, model))
+    check_source(config, model, init_source.resolve(config, model))
 
 
 def test_a_weight_name_is_its_hash_checked_file_in_torchs_cache(swin, monkeypatch, tmp_path):

@@ -12,7 +12,7 @@ from mgpipe.learning import specs
 from mgpipe.sources import skeleton_sources as mgsources
 from mgpipe.io import InputError
 from mgpipe.config import reads_frames
-from mgpipe.learning.weights import init_source
+from mgpipe.learning.weights import init_source, initialise
 
 try:
     # Snakemake's own YAML load keeps the last of a key written twice: each config file it read
@@ -134,7 +134,7 @@ for _model in MODELS:
     # weights are checked when the training job loads them.
     if os.path.realpath(_source.file) not in _RUN_MODELS:
         try:
-            init_source.check(config, _model, _source)
+            initialise.check_source(config, _model, _source)
         except InputError as e:
             sys.exit(f"mgpipe: {_source.named_by}: {e}")
 MERGED = [m for m, source in INIT.items() if source.kind == init_source.MERGED]

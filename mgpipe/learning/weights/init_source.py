@@ -2,9 +2,9 @@
 (and of the key a spec names instead: swin.weights).
 
 resolve(config, model) turns the config into an InitSource when the workflow plans a run
-(workflow/rules/common.smk), which checks it there (check) and passes it to the training job on
-the command line (--init FILE [--init-layout NAME], or --init-weights NAME); `mgpipe train`
-without those options calls resolve itself (from_command_line). Training takes the InitSource
+(workflow/rules/common.smk), which checks it there (initialise.check_source) and passes it to
+the training job on the command line (--init FILE [--init-layout NAME], or --init-weights
+NAME); `mgpipe train` without those options calls resolve itself (from_command_line). Training takes the InitSource
 as it is and never reads these config keys: so the plan, the job and its record agree on one
 answer. Reading the weights into a model is initialise.py's work.
 """
@@ -17,7 +17,6 @@ from pathlib import Path
 from mgpipe.io import InputError
 from mgpipe.layouts import LayoutError, get_layout
 from mgpipe.learning import specs
-from mgpipe.learning.weights.initialise import initialise
 
 # What an InitSource's file is:
 FILE = "file"                        # a checkpoint the config (or --init) names
@@ -83,7 +82,7 @@ def resolve(config: dict, model: str) -> InitSource | None:
 
 def torchvision_source(config: dict, model: str, name: str, named_by: str) -> InitSource:
     """A torchvision weight name as a source: its file where torch's hub cache keeps it (whether
-    it is there, with its hash, check and the training job say). InputError: a name the
+    it is there, with its hash, initialise.check_source and the training job say). InputError: a name the
     model's Swin3D variant does not have."""
     from mgpipe.models.swin import cache_path, named_weights
 
@@ -120,21 +119,3 @@ def from_command_line(config: dict, model: str, file=None, layout=None, weights=
 def given(file, layout: str | None = None) -> InitSource:
     """A file named directly (mgpipe train --init, a script): taken as it is."""
     return InitSource(str(Path(file)), FILE, "--init", layout)
-
-
-def check(config: dict, model: str, source: InitSource) -> None:
-    """Everything about a source that can be known before any job runs (nothing is downloaded):
-    the file is there and safe to read (a torchvision weight: its file in torch's cache, with the
-    published hash), and its tensors fit the model the config describes: the model is built on
-    the meta device (no memory, no time) and initialised dry, so another architecture, another
-    Swin3D variant or a single-pathway source for the fused network stops the plan, not the
-    training job after the data stages."""
-    import torch
-
-    spec = specs.get(model)
-    target = get_layout(config["pose"]["layout"])
-    arch = spec.network(config, (target.num_joints, target.num_limbs))
-    with torch.device("meta"):
-        net = specs.build(arch, 2)   # (the head is replaced for any other class count anyway)
-    initialise(net, arch, source.weights or source.file, channels=spec.inputs[-1], target_layout=target,
-               source_layout=source.layout, dry=True)
