@@ -120,16 +120,16 @@ class _Job:
     layout: Layout                # the keypoint store's
     trained_on: dict
     train_set: object
-    train_counts: object
-    draw_weights: object
-    class_weights: torch.Tensor | None
-    val_set: object
+    train_counts: object          # the training split's clips per class (kept in the checkpoint)
+    draw_weights: object          # each training sample's sampling weight (train.sampling)
+    class_weights: torch.Tensor | None   # the loss's class weights, on the device (None: plain)
+    val_set: object               # None without a validation split
     val_loader: object
     model: torch.nn.Module | None = None
-    step_model: torch.nn.Module | None = None
+    step_model: torch.nn.Module | None = None   # the model as a step calls it (DDP, compiled)
     optimizer: torch.optim.Optimizer | None = None
     init_report: dict | None = None
-    fingerprint: str = ""
+    fingerprint: str = ""          # what the result depends on: which state may be resumed
 
     @property
     def main(self) -> bool:
