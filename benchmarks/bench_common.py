@@ -17,6 +17,7 @@ import yaml
 
 from mgpipe.formats.scores import read as read_scores
 from mgpipe.formats.scores import stream_probs
+from mgpipe.learning.weights import init_source
 from mgpipe.sources.skeleton_io import import_pickle
 from mgpipe.stages.clips import write_csv
 from mgpipe.stages.score import score_model
@@ -104,7 +105,8 @@ def train_and_score(name, config, data, out: Path, init=None, threads=2, recipe=
     kp_h5, manifest, classes = data
     t0 = time.time()
     train_run(name, config, manifest_csv=manifest, classes_csv=classes, frames_h5=None, keypoints_h5=kp_h5,
-              out_dir=out, state_dir=out / "state", init=init, threads=threads, progress=False)
+              out_dir=out, state_dir=out / "state",
+              init=None if init is None else init_source.given(init), threads=threads, progress=False)
     result = {"minutes": round((time.time() - t0) / 60, 2), "settings": settings}
     if (pd.read_csv(manifest).split == "test").any():
         result.update(test_scores(name, out / "model.pt", config, data, out, threads=threads))

@@ -186,11 +186,14 @@ def cmd_heatmaps(args):
 
 
 def cmd_train(args):
+    from mgpipe.learning.weights.init_source import from_command_line
     from mgpipe.stages.train import run
 
-    run(args.model, _config(args), manifest_csv=args.manifest, classes_csv=args.classes,
+    config = _config(args)
+    init = from_command_line(config, args.model, args.init, args.init_layout, args.init_weights)
+    run(args.model, config, manifest_csv=args.manifest, classes_csv=args.classes,
         frames_h5=args.frames, keypoints_h5=args.keypoints, out_dir=args.out_dir,
-        state_dir=args.state_dir or Path(args.out_dir) / "state", init=args.init,
+        state_dir=args.state_dir or Path(args.out_dir) / "state", init=init,
         threads=args.threads, progress=not args.quiet)
 
 
@@ -601,7 +604,14 @@ def _p_train(p):
     _add_config(p)
     _data_args(p)
     _arg(p, "--classes", required=True, reads=True, help="classes.csv")
-    _arg(p, "--init", reads=True, help="initial weights (the merged checkpoint for a fused model)")
+    # Where the model starts; none of the three: where the config's init section (swin.weights)
+    # says (learning/weights/init_source.py), as the workflow passes it
+    start = p.add_mutually_exclusive_group()
+    _arg(start, "--init", reads=True, help="initial weights file (default: the config's init.<model>; a fused "
+         "model: the merge stage's output)")
+    _arg(p, "--init-layout", help="the keypoint layout of the --init file (default: recorded in it, or inferred)")
+    _arg(start, "--init-weights", metavar="NAME", help="a torchvision weight name (Video Swin): its file in "
+         "torch's cache, hash checked")
     _arg(p, "--out-dir", required=True, writes=_files_in("model.pt", "log.csv", "curve.png"),
          help="model.pt, log.csv, curve.png")
     _arg(p, "--state-dir", help="resumable training state (default: OUT_DIR/state)", when_absent=True,

@@ -10,6 +10,7 @@ its real path, with every output of every rule of the run: before any job, one l
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from mgpipe.io import InputError
@@ -38,28 +39,28 @@ def producer(path: str, results: str, rules):
     return None
 
 
-def check_inits(inits: dict, keys: dict, results: str, rules, train_rule: str = "train",
+def check_inits(inits: dict, results: str, rules, train_rule: str = "train",
                 model_file: str = "model.pt") -> dict:
-    """{model: init path}, with an init that is another model's trained file of this run
-    spelled as its rule spells it (so the plan sees the dependency). InputError naming the
-    config key: an init that is an output of this run other than another model's trained file
-    (the model's own files, logs, stores, scores), or models whose inits form a cycle.
-    keys: {model: the config key that names its init}."""
+    """{model: its init source} (init_source.InitSource), with a file that is another model's
+    trained file of this run spelled as its rule spells it (so the plan sees the dependency).
+    InputError naming where the file was named: an init that is an output of this run other
+    than another model's trained file (the model's own files, logs, stores, scores), or models
+    whose inits form a cycle."""
     resolved, edges = {}, {}
-    for model, path in inits.items():
-        found = producer(path, results, rules)
+    for model, source in inits.items():
+        found = producer(source.file, results, rules)
         if found is None:
-            resolved[model] = path
+            resolved[model] = source
             continue
         rule, wildcards, spelled = found
         if rule.name == train_rule and wildcards.get("model") == model:
-            raise InputError(f"config key {keys[model]}: {path} is {spelled}, an output of this run's "
+            raise InputError(f"{source.named_by}: {source.file} is {spelled}, an output of this run's "
                              f"training of {model} itself (Snakemake would remove it before the job): "
                              "start from a copy outside the results folder")
         if rule.name == train_rule and os.path.basename(spelled) == model_file:
-            resolved[model], edges[model] = spelled, wildcards["model"]
+            resolved[model], edges[model] = dataclasses.replace(source, file=spelled), wildcards["model"]
             continue
-        raise InputError(f"config key {keys[model]}: {path} is {spelled}, an output of this run's rule "
+        raise InputError(f"{source.named_by}: {source.file} is {spelled}, an output of this run's rule "
                          f"{rule.name} (rewritten or removed when that rule runs): an init file is a "
                          "trained model's model.pt or a file outside the results folder")
     for start in edges:   # each model has at most one init: follow the chain
@@ -68,7 +69,8 @@ def check_inits(inits: dict, keys: dict, results: str, rules, train_rule: str = 
             chain.append(model)
             model = edges[model]
         if model == start:
-            names = " and ".join(keys[m] for m in chain)
+            # (the plan's sources are the config's: "config keys init.joint and init.limb")
+            names = " and ".join(inits[m].named_by.removeprefix("config key ") for m in chain)
             raise InputError(f"config keys {names}: the models start from each other's trained weights "
                              f"({' -> '.join(chain + [start])}), a cycle: each would retrain the other on "
                              "every run; start one of them from a file outside the results folder")

@@ -19,7 +19,8 @@ from mgpipe.formats.frames import encode_jpeg
 from mgpipe.io import InputError
 from mgpipe.learning import specs
 from mgpipe.learning.samples import ClipDataset, collate, window_indices
-from mgpipe.learning.weights import initialise as transfer_init
+from mgpipe.learning.weights import init_source
+from mgpipe.learning.weights.initialise import check_source, initialise, log_report
 
 STD = [60.0, 50.0, 40.0]
 
@@ -120,12 +121,12 @@ def test_a_torchvision_state_dict_file_loads_with_the_head_replaced_and_logged(s
     model, arch, source = swin
     torch.save(source, tmp_path / "swin3d_t-kinetics.pth")
     head = model.net.head.weight.detach().clone()
-    report = transfer_init.initialise(model, arch, tmp_path / "swin3d_t-kinetics.pth")
+    report = initialise(model, arch, tmp_path / "swin3d_t-kinetics.pth")
     assert torch.equal(model.net.patch_embed.proj.weight, source["patch_embed.proj.weight"])
     assert torch.equal(model.net.head.weight, head) and model.net.head.out_features == 3
     assert set(report["fresh"]) == {"net.head.weight", "net.head.bias"} and report["ignored"] == ["head.bias", "head.weight"]
     with caplog.at_level(logging.INFO):
-        transfer_init.log_report(report, "swin", logging.getLogger("mgpipe.stages.train"))
+        log_report(report, "swin", logging.getLogger("mgpipe.stages.train"))
     assert "swin: init fresh (head replaced: 400 classes in the source, 3 here): net.head.weight, net.head.bias" \
         in caplog.text
     assert f"{len(source) - 2} tensors loaded" in caplog.text
@@ -150,6 +151,11 @@ def _cache_with(monkeypatch, tmp_path, source, digest=None):
     return cache / f"swin3d_t-{digest}.pth"
 
 
+def _plan_check(config, model="swin"):
+    """The workflow's plan-time check of a model's init source."""
+    check_source(config, model, init_source.resolve(config, model))
+
+
 def test_a_weight_name_is_its_hash_checked_file_in_torchs_cache(swin, monkeypatch, tmp_path):
     """A weight name resolves to the cached file (read with mgpipe's restricted loader, never
     torchvision's get_state_dict); nothing is downloaded; a file named like the weight in the
@@ -162,16 +168,16 @@ def test_a_weight_name_is_its_hash_checked_file_in_torchs_cache(swin, monkeypatc
     cached = _cache_with(monkeypatch, tmp_path, source)
     monkeypatch.chdir(tmp_path)
     torch.save({"patch_embed.proj.weight": torch.zeros(1)}, tmp_path / "KINETICS400_V1")  # never read
-    report = transfer_init.initialise(model, arch, "KINETICS400_V1")
+    report = initialise(model, arch, "KINETICS400_V1")
     assert report["format"] == "torchvision Swin3D_T_Weights.KINETICS400_V1" and len(report["fresh"]) == 2
     assert report["source"] == str(cached)
     assert torch.equal(model.net.patch_embed.proj.weight, source["patch_embed.proj.weight"])
     config = defaults()
     config["swin"].update(variant="t", weights="KINETICS400_V1", enabled=True)
-    assert transfer_init.weight_name(config, "swin") == "KINETICS400_V1"
-    assert transfer_init.entry(config, "swin") == (cached, None)   # the rule's input
-    transfer_init.check_weights(config, "swin")
-    assert transfer_init.weights_key("swin") == "swin.weights" and transfer_init.weights_key("motion") == "init.motion"
+    assert init_source.resolve(config, "swin") == init_source.InitSource(   # the rule's input
+        str(cached), init_source.TORCHVISION, "config key swin.weights", weights="KINETICS400_V1")
+    _plan_check(config)
+    assert init_source.config_key("swin") == "swin.weights" and init_source.config_key("motion") == "init.motion"
 
 
 def test_a_weight_name_not_cached_or_of_another_hash_is_one_line(swin, monkeypatch, tmp_path):
@@ -180,7 +186,7 @@ def test_a_weight_name_not_cached_or_of_another_hash_is_one_line(swin, monkeypat
     config["swin"].update(variant="t", weights="KINETICS400_V1", enabled=True)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
     with pytest.raises(InputError) as e:
-        transfer_init.check_weights(config, "swin")
+        _plan_check(config)
     cached = tmp_path / "empty" / "hub" / "checkpoints" / "swin3d_t-7615ae03.pth"
     assert str(e.value) == (
         f"torchvision weight KINETICS400_V1: swin3d_t-7615ae03.pth is not in torch's cache ({cached.parent}); "
@@ -189,8 +195,8 @@ def test_a_weight_name_not_cached_or_of_another_hash_is_one_line(swin, monkeypat
         "(or set swin.weights to the file)")
     cached = _cache_with(monkeypatch, tmp_path, source, digest="00000000")
     before = model.net.patch_embed.proj.weight.detach().clone()
-    for check in (lambda: transfer_init.check_weights(config, "swin"),
-                  lambda: transfer_init.initialise(model, arch, "KINETICS400_V1")):
+    for check in (lambda: _plan_check(config),
+                  lambda: initialise(model, arch, "KINETICS400_V1")):
         with pytest.raises(InputError) as e:
             check()
         assert str(e.value).startswith(f"{cached}: torchvision weight KINETICS400_V1: the file's sha256 ")
@@ -224,7 +230,7 @@ def test_bad_weights_files_are_refused_in_one_line(swin, tmp_path, content, expe
     config = defaults()
     config["swin"].update(variant="t", weights=str(path))
     # (the plan-time check too: the variant's shapes are checked on a model on the meta device)
-    checks = [lambda: transfer_init.initialise(model, arch, path), lambda: transfer_init.check_weights(config, "swin")]
+    checks = [lambda: initialise(model, arch, path), lambda: _plan_check(config)]
     for check in checks:
         with pytest.raises(InputError) as e:
             check()
@@ -236,6 +242,6 @@ def test_an_unknown_weight_name_is_one_line():
     config = defaults()
     config["swin"].update(variant="t", weights="KINETICS700_V9", enabled=True)
     with pytest.raises(InputError) as e:
-        transfer_init.check_weights(config, "swin")
-    assert str(e.value) == ("'KINETICS700_V9' is not a torchvision weight name of swin3d_t "
+        _plan_check(config)
+    assert str(e.value) == ("config key swin.weights: 'KINETICS700_V9' is not a torchvision weight name of swin3d_t "
                             "(known: KINETICS400_V1, DEFAULT)")

@@ -7,6 +7,7 @@ import yaml
 
 from mgpipe import config as mgconfig
 from mgpipe.learning.inference import load_model
+from mgpipe.learning.weights import init_source
 from mgpipe.stages import train as train_mod
 from mgpipe.stages.merge import merge_checkpoints
 from mgpipe.stages.score import score_model
@@ -25,7 +26,8 @@ def tiny_config(**optim):
 def train(name, cfg, stores, out, init=None):
     return train_mod.run(name, cfg, manifest_csv=stores / "clips.csv", classes_csv=stores / "classes.csv",
                          frames_h5=stores / "frames.h5", keypoints_h5=stores / "keypoints.h5",
-                         out_dir=out, state_dir=out / "state", init=init, progress=False)
+                         out_dir=out, state_dir=out / "state",
+                         init=None if init is None else init_source.given(init), progress=False)
 
 
 def weights(path):

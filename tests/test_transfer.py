@@ -18,8 +18,8 @@ from mgpipe.formats import checkpoints
 from mgpipe.io import InputError
 from mgpipe.layouts import get_layout
 from mgpipe.learning import specs
+from mgpipe.learning.weights import init_source, mmaction
 from mgpipe.learning.weights import initialise as tinit
-from mgpipe.learning.weights import mmaction
 from mgpipe.learning.weights.layout_map import PYSKL_COCO17, channel_pairs
 
 KARD = Path(__file__).resolve().parents[2] / "shared" / "data" / "kard2d.pkl"
@@ -180,9 +180,11 @@ def test_refusals_are_one_line(tmp_path):
 def test_a_results_folder_names_its_model_of_the_same_name(tmp_path):
     (tmp_path / "ntu" / "models" / "joint").mkdir(parents=True)
     cfg = config(init={"joint": str(tmp_path / "ntu"), "fused": {"path": "x.pth", "layout": "coco17"}})
-    assert tinit.entry(cfg, "joint") == (tmp_path / "ntu" / "models" / "joint" / "model.pt", None)
-    assert tinit.entry(cfg, "fused_plain") == (Path("x.pth"), "coco17")
-    assert tinit.entry(cfg, "limb") == (None, None)
+    joint, fused = init_source.resolve(cfg, "joint"), init_source.resolve(cfg, "fused_plain")
+    assert (joint.file, joint.kind, joint.layout) == (str(tmp_path / "ntu" / "models" / "joint" / "model.pt"),
+                                                      "results folder", None)
+    assert (fused.file, fused.kind, fused.layout) == ("x.pth", "file", "coco17")
+    assert init_source.resolve(cfg, "limb") is None
 
 
 class _Payload:
@@ -239,6 +241,10 @@ def test_workflow_refuses_a_hostile_init_before_any_job_and_passes_a_good_one(tm
     (work / "init.yaml").write_text("init: {joint: good.pth}\n")
     proc = smk(work, "-n", "-p", "--cores", "1", "--configfile", "tiny.yaml", "init.yaml")
     assert "--init good.pth" in proc.stdout and "--init results/tiny/merged/fused_full.pt" in proc.stdout
+    # the layout the config gives the file reaches the job on its command line (init_source)
+    (work / "init.yaml").write_text("init: {joint: {path: good.pth, layout: coco17}}\n")
+    proc = smk(work, "-n", "-p", "--cores", "1", "--configfile", "tiny.yaml", "init.yaml")
+    assert "--init good.pth --init-layout coco17 " in proc.stdout, proc.stdout[-3000:]
 
 
 def test_pyskl_joint_checkpoint_initialises_a_kard_model(tmp_path, caplog):
@@ -267,7 +273,7 @@ def test_pyskl_joint_checkpoint_initialises_a_kard_model(tmp_path, caplog):
     caplog.set_level(logging.INFO)
     train_mod.run("joint", cfg, manifest_csv=tmp_path / "clips.csv", classes_csv=tmp_path / "classes.csv",
                   frames_h5=None, keypoints_h5=tmp_path / "kp.h5", out_dir=tmp_path / "kard",
-                  state_dir=tmp_path / "state", init=pyskl, progress=False)
+                  state_dir=tmp_path / "state", init=init_source.given(pyskl), progress=False)
     text = caplog.text
     print("\n".join(l for l in text.splitlines() if "init" in l))
     assert "init fresh (60 classes in the source, 18 here): head.fc.weight, head.fc.bias" in text

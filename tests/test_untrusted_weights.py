@@ -402,8 +402,9 @@ def test_snakemake_refuses_at_plan_time_what_only_the_training_job_found(real, t
 
 
 def test_a_cached_weight_name_is_a_rule_input_and_in_the_fingerprint(tmp_path):
-    """A weight name resolves to its hash-checked file in torch's cache: the training job's
-    --init (a rule input: a new file retrains the member) and so in the training fingerprint."""
+    """A weight name resolves to its hash-checked file in torch's cache: an input of the training
+    job (a new file retrains the member) and so in the training fingerprint; the job is given
+    the name (--init-weights) and checks the file's hash itself."""
     import hashlib
 
     work = make_workdir(tmp_path / "wf")
@@ -422,7 +423,7 @@ def test_a_cached_weight_name_is_a_rule_input_and_in_the_fingerprint(tmp_path):
     lines = plan_lines(proc.stderr)
     assert proc.returncode != 0 and len(lines) == 1, proc.stderr[-3000:]
     assert f"the file's sha256 {digest[:12]}... does not begin with 7615ae03" in lines[0], lines[0]
-    # a file that does carry its hash (what torch.hub writes) is the rule input and the --init
+    # a file that does carry its hash (what torch.hub writes) is the rule input, the name the job's --init-weights
     # (the real file is 120 MB and offline here: the URL's name is made to carry this file's hash)
     digest = hashlib.sha256((cache / "swin3d_t-7615ae03.pth").read_bytes()).hexdigest()
     (cache / "swin3d_t-7615ae03.pth").rename(cache / f"swin3d_t-{digest[:8]}.pth")
@@ -433,7 +434,9 @@ def test_a_cached_weight_name_is_a_rule_input_and_in_the_fingerprint(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--cores", "1", "--configfile",
                            "tiny.yaml", "init.yaml"], cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"--init {cache / f'swin3d_t-{digest[:8]}.pth'}" in proc.stdout, proc.stdout[-3000:]
+    assert "--init-weights KINETICS400_V1" in proc.stdout, proc.stdout[-3000:]
+    inputs = [line for line in proc.stdout.splitlines() if line.strip().startswith("input:")]
+    assert any(str(cache / f"swin3d_t-{digest[:8]}.pth") in line for line in inputs), proc.stdout[-3000:]
 
 
 # ---- the fuzz --------------------------------------------------------------------------------------

@@ -45,9 +45,10 @@ class ModelSpec:
     optim: Callable[[dict], dict]         # config -> optimiser and schedule settings
     augment: Callable[[dict], dict]       # config -> training augmentation (sample arguments)
     enabled: Callable[[dict], bool]       # does this config train the model?
-    init: str | None = None               # "merge": starts from the merge stage's weights
+    merged_start: bool = False            # starts from the merge stage's weights (unless init.<model> names a file)
     ablation: dict | None = None  # fused variants: {"variant", "fusion", "prototype"}
-    weights: str | None = None    # dotted config key naming its initial weights (None: init.<model>)
+    weights: str | None = None    # dotted config key naming its initial weights (None: init.<model>;
+    #                               read by learning/weights/init_source.py only)
 
     @property
     def streams(self) -> list[str]:
@@ -270,5 +271,5 @@ for _variant, (_fusion, _proto) in VARIANTS.items():
         name=f"fused_{_variant}", inputs=("rgb", "joint"), outputs={"rgb": "rgb", "pose": "pose"},
         sections=("seed", "train", "rgb", "pose_model", "fused", "heatmaps", "init.fused"),
         network=_fused_network(_variant), optim=lambda config: config["fused"]["optim"],
-        augment=_rgb_augment, init="merge", ablation={"variant": _variant, "fusion": _fusion, "prototype": _proto},
+        augment=_rgb_augment, merged_start=True, ablation={"variant": _variant, "fusion": _fusion, "prototype": _proto},
         enabled=lambda config, v=_variant: _rgb_only(config) and v in config["fused"]["variants"]))

@@ -86,44 +86,16 @@ class RGBPoseConv3D(nn.Module):
         self.rgb_to_pose = nn.ModuleList(
             InverseLateral(rgb_w[e + 1], pose_lat_w[e], speed_ratio) for e in range(2)
         )
-        for m in list(self.pose_to_rgb.modules()) + list(self.rgb_to_pose.modules()):
-            if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm3d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        _init_laterals([*self.pose_to_rgb.modules(), *self.rgb_to_pose.modules()])
 
         self.rgb_head = ClsHead(self.rgb_path.out_channels, num_classes, rgb_cfg["dropout"])
         self.pose_head = ClsHead(self.pose_path.out_channels, num_classes, pose_cfg["dropout"])
 
         # fusion_cfg / prototype_cfg: the config's fused.fusion / fused.prototype settings plus
         # `enabled` (the variant's switch); None leaves that part out.
-        if fusion_cfg is not None and fusion_cfg["enabled"]:
-            hidden = int(fusion_cfg["hidden"])
-            self.fusion: nn.ModuleList | None = nn.ModuleList(
-                CrossModalFusion(rgb_w[e + 1], pose_w[e], hidden, speed_ratio=speed_ratio)
-                for e in range(2)
-            )
-        else:
-            self.fusion = None
-
-        self.proto = nn.ModuleDict()
-        self.proto_weight = 0.0  # a variant without the prototype loss adds none
-        if prototype_cfg is not None and prototype_cfg["enabled"]:
-            self.proto_weight = float(prototype_cfg["weight"])
-            widths = {"rgb": self.rgb_path.out_channels, "pose": self.pose_path.out_channels}
-            for s in prototype_cfg["streams"]:
-                if s not in widths:
-                    raise ValueError(f"unknown prototype stream {s!r}; use 'rgb' or 'pose'")
-                self.proto[s] = PrototypeLoss(
-                    num_classes,
-                    widths[s],
-                    dim=int(prototype_cfg["dim"]),
-                    momentum=float(prototype_cfg["momentum"]),
-                    alpha=float(prototype_cfg["alpha"]),
-                    tau=float(prototype_cfg["tau"]),
-                    tp_only=bool(prototype_cfg["tp_only"]),
-                )
+        self.fusion: nn.ModuleList | None = _fusion_modules(fusion_cfg, rgb_w, pose_w, speed_ratio)
+        self.proto, self.proto_weight = _prototype_modules(
+            prototype_cfg, num_classes, {"rgb": self.rgb_path.out_channels, "pose": self.pose_path.out_channels})
 
     def _exchange(self, e: int, xr: torch.Tensor, xp: torch.Tensor):
         if self.fusion is not None:
@@ -210,3 +182,42 @@ def build_fused(num_classes: int, pose_in_channels: int, cfg: dict) -> RGBPoseCo
         speed_ratio=int(cfg.get("speed_ratio", 4)),
         channel_ratio=int(cfg.get("channel_ratio", 4)),
     )
+
+
+def _init_laterals(modules) -> None:
+    """The laterals' convolutions He-initialised, their batch norms the identity."""
+    for m in modules:
+        if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm3d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def _fusion_modules(fusion_cfg: dict | None, rgb_w, pose_w, speed_ratio: int) -> nn.ModuleList | None:
+    """One cross-modal fusion per exchange, or None (the variant has none)."""
+    if fusion_cfg is None or not fusion_cfg["enabled"]:
+        return None
+    hidden = int(fusion_cfg["hidden"])
+    return nn.ModuleList(CrossModalFusion(rgb_w[e + 1], pose_w[e], hidden, speed_ratio=speed_ratio)
+                         for e in range(2))
+
+
+def _prototype_modules(prototype_cfg: dict | None, num_classes: int, widths: dict) -> tuple[nn.ModuleDict, float]:
+    """({stream: its prototype loss}, the loss's weight): none and 0.0 for a variant without it."""
+    proto = nn.ModuleDict()
+    if prototype_cfg is None or not prototype_cfg["enabled"]:
+        return proto, 0.0
+    for s in prototype_cfg["streams"]:
+        if s not in widths:
+            raise ValueError(f"unknown prototype stream {s!r}; use 'rgb' or 'pose'")
+        proto[s] = PrototypeLoss(
+            num_classes,
+            widths[s],
+            dim=int(prototype_cfg["dim"]),
+            momentum=float(prototype_cfg["momentum"]),
+            alpha=float(prototype_cfg["alpha"]),
+            tau=float(prototype_cfg["tau"]),
+            tp_only=bool(prototype_cfg["tp_only"]),
+        )
+    return proto, float(prototype_cfg["weight"])

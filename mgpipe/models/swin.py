@@ -96,7 +96,7 @@ def published_url(name: str, variant: str) -> str:
 def cached_file(name: str, variant: str) -> Path:
     """The cached file of weight `name`, its sha256 checked against the prefix its published name
     carries; one line that says how to fetch it where it is not there."""
-    _named(name, variant)
+    named_weights(name, variant)
     path, url = cache_path(name, variant), published_url(name, variant)
     if not path.is_file():
         raise InputError(
@@ -116,7 +116,8 @@ def cached_file(name: str, variant: str) -> Path:
     return path
 
 
-def _named(name: str, variant: str):
+def named_weights(name: str, variant: str):
+    """The variant's torchvision weights of that name; one line for a name it does not have."""
     enum = weights_enum(variant)
     if name not in enum.__members__:
         raise InputError(f"{name!r} is not a torchvision weight name of {VARIANTS[variant][0]} "
@@ -150,7 +151,7 @@ def load_weights(model: VideoSwin, source, dry: bool = False) -> dict:
     from mgpipe.formats.checkpoints import fit_problem
 
     if isinstance(source, str) and WEIGHT_NAME.match(source):
-        weights = _named(source, model.variant)
+        weights = named_weights(source, model.variant)
         label = f"torchvision {type(weights).__name__}.{weights.name}"
         source = cached_file(source, model.variant)
         state = _read_file(source)

@@ -250,6 +250,36 @@ def _build_manifest(label_table, split_file, videos_dir, *, kind, time_unit, fps
     pickle_layout: a layout name or definition (mgpipe.layouts). The manifest has no val split
     when the labels name no val subjects and val_fraction is 0.
     """
+    labels, label_table, cache = _read_labels(
+        label_table, split_file, kind=kind, time_unit=time_unit, classes=classes, skeletons_dir=skeletons_dir,
+        mode=mode, pose_backend=pose_backend, pickle_layout=pickle_layout, subject_from=subject_from,
+        split_map=split_map, multi_class_segments=multi_class_segments)
+    use_videos = mode == "full" or reads_frames(pose_backend)
+    if use_videos and videos_dir is None:
+        raise InputError(f"{label_table}: a videos folder is needed unless mode is pose")
+    split_of = _row_split(labels, split_file, label_table, val_fraction, seed)
+    class_ids, class_names = _output_classes(labels.table, classes, class_names, kind, label_table)
+    rows, skipped = _clip_rows(
+        labels.table, split_of, class_ids, class_names, videos_dir, video_pattern=video_pattern,
+        row_word="annotation" if kind == "pyskl" else "row", use_videos=use_videos, pose_backend=pose_backend,
+        skeletons_dir=skeletons_dir, cache=cache, fps=fps, on_missing=on_missing)
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    # a segment of several classes (dataset.multi_class_segments: each): one clip per class
+    shared = manifest.clip_id.duplicated(keep=False)
+    manifest.loc[shared, "clip_id"] += "_c" + manifest.label_id[shared].astype(str)
+    _check_clips(manifest, label_table, split_file, val_fraction, skipped)
+    log.info("manifest: %d clips (%s), %d classes, %d skipped%s", len(manifest),
+             ", ".join(f"{k} {v}" for k, v in manifest.split.value_counts().sort_index().items()),
+             len(class_ids), skipped, "" if use_videos else " (pose-only: no videos read)")
+    classes = pd.DataFrame({"label": range(len(class_ids)), "label_id": class_ids,
+                            "name": class_names})
+    return manifest, classes
+
+
+def _read_labels(label_table, split_file, *, kind, time_unit, classes, skeletons_dir, mode, pose_backend,
+                 pickle_layout, subject_from, split_map, multi_class_segments):
+    """(labels, the file they were read from, the probe cache): a label table, or for kind
+    pyskl the skeleton pickle itself (its loaded contents kept in the cache for the probes)."""
     from mgpipe.sources.label_tables import read_labels, read_pyskl
 
     cache = {"pickle_layout": pickle_layout}
@@ -271,17 +301,16 @@ def _build_manifest(label_table, split_file, videos_dir, *, kind, time_unit, fps
                              classes=classes, subject_from=subject_from,
                              multi_class_segments=multi_class_segments)
     labels.table = labels.table.reset_index(drop=True)
-    table = labels.table
-    row_word = "annotation" if kind == "pyskl" else "row"
-    use_videos = mode == "full" or reads_frames(pose_backend)
-    if use_videos and videos_dir is None:
-        raise InputError(f"{label_table}: a videos folder is needed unless mode is pose")
-    split_of = _row_split(labels, split_file, label_table, val_fraction, seed)
+    return labels, label_table, cache
 
-    class_ids, class_names = _output_classes(table, classes, class_names, kind, label_table)
+
+def _clip_rows(table, split_of, class_ids, class_names, videos_dir, *, video_pattern, row_word, use_videos,
+               pose_backend, skeletons_dir, cache, fps, on_missing) -> tuple[list[dict], int]:
+    """(one manifest row per label row, rows skipped): each video probed once (its frame count
+    and size, or the problem with it), each segment turned into its frame range. A problem
+    ends the stage in one line, or skips the row with on_missing "skip"."""
     index = {c: i for i, c in enumerate(class_ids)}
     name_of = dict(zip(class_ids, class_names))
-
     rows, skipped = [], 0
     probes: dict[str, dict | InputError] = {}
     in_seconds = _in_seconds(table)
@@ -313,10 +342,12 @@ def _build_manifest(label_table, split_file, videos_dir, *, kind, time_unit, fps
             "width": probe["width"], "height": probe["height"],
             "fps": probe["fps"] if use_videos else fps,
         })
-    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
-    # a segment of several classes (dataset.multi_class_segments: each): one clip per class
-    shared = manifest.clip_id.duplicated(keep=False)
-    manifest.loc[shared, "clip_id"] += "_c" + manifest.label_id[shared].astype(str)
+    return rows, skipped
+
+
+def _check_clips(manifest: pd.DataFrame, label_table, split_file, val_fraction, skipped: int) -> None:
+    """One line for a manifest no model can train on: a segment labelled twice, no clips, or a
+    split without clips (no val split is allowed with val_fraction 0)."""
     dup = manifest.clip_id[manifest.clip_id.duplicated()]
     if len(dup):
         raise InputError(f"{label_table}: segment {dup.iloc[0]} is labelled twice")
@@ -331,12 +362,6 @@ def _build_manifest(label_table, split_file, videos_dir, *, kind, time_unit, fps
             hint = (": only one training subject, none to hold out (set dataset.val_fraction: 0 "
                     "to train without validation)" if name == "val" else "")
             raise InputError(f"{split_file or label_table}: no clips in the {name} split{hint}")
-    log.info("manifest: %d clips (%s), %d classes, %d skipped%s", len(manifest),
-             ", ".join(f"{k} {v}" for k, v in manifest.split.value_counts().sort_index().items()),
-             len(class_ids), skipped, "" if use_videos else " (pose-only: no videos read)")
-    classes = pd.DataFrame({"label": range(len(class_ids)), "label_id": class_ids,
-                            "name": class_names})
-    return manifest, classes
 
 
 def _in_seconds(table: pd.DataFrame) -> pd.Series:

@@ -127,8 +127,8 @@ def merge_checkpoints(rgb_ckpt, pose_ckpt, config: dict, model: str, out) -> dic
         raise InputError(f"{rgb_ckpt} + {pose_ckpt}: merge takes an RGB and a joint checkpoint, got "
                          f"{rgb_meta['name']} and {pose_meta['name']}")
     spec = specs.REGISTRY.get(model)
-    if spec is None or spec.init != "merge":
-        known = [n for n, s in specs.REGISTRY.items() if s.init == "merge"]
+    if spec is None or not spec.merged_start:
+        known = [n for n, s in specs.REGISTRY.items() if s.merged_start]
         raise InputError(f"{model}: not a model that starts from merged weights; known: {', '.join(known)}")
     name = spec.name
     # The pose pathway's input width is the pretrained joint model's (its checkpoint says it).

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,11 +23,13 @@ from mgpipe.formats import checkpoints
 from mgpipe.formats import frames as frame_store
 from mgpipe.formats import keypoints as keypoint_store
 from mgpipe.io import ComputationError, InputError, atomic_path
+from mgpipe.layouts import Layout
 from mgpipe.learning import imbalance, specs
 from mgpipe.learning.fingerprint import training_fingerprint
 from mgpipe.learning.inference import predict, top1
 from mgpipe.learning.samples import check_frame_gap, check_stores, keypoint_channels, make_loader, model_samples
-from mgpipe.learning.weights import initialise as transfer_init
+from mgpipe.learning.weights.init_source import InitSource
+from mgpipe.learning.weights.initialise import initialise, log_report
 from mgpipe.models.sync_bn import synchronise_batchnorm
 from mgpipe.runtime import pick_device, seed_everything, set_threads, step_precision
 from mgpipe.runtime import progress as progress_bar
@@ -101,142 +104,67 @@ def remove_state(state_dir: Path) -> None:
              state_dir, size / 1e6)
 
 
+@dataclass
+class _Job:
+    """What the setup gives the loop: the process, the data, the model and its optimiser."""
+    name: str
+    spec: specs.ModelSpec
+    tcfg: dict
+    optim: dict
+    seed: int
+    device: torch.device
+    rank: int
+    world: int
+    amp: bool
+    channels_last: bool
+    arch: dict
+    classes: list
+    layout: Layout                # the keypoint store's
+    trained_on: dict
+    train_set: object
+    train_counts: object          # the training split's clips per class (kept in the checkpoint)
+    draw_weights: object          # each training sample's sampling weight (train.sampling)
+    class_weights: torch.Tensor | None   # the loss's class weights, on the device (None: plain)
+    val_set: object               # None without a validation split
+    val_loader: object
+    model: torch.nn.Module | None = None
+    step_model: torch.nn.Module | None = None   # the model as a step calls it (DDP, compiled)
+    optimizer: torch.optim.Optimizer | None = None
+    init_report: dict | None = None
+    fingerprint: str = ""          # what the result depends on: which state may be resumed
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def has_val(self) -> bool:
+        return self.val_set is not None
+
+
 def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, keypoints_h5,
-           out_dir, state_dir: Path, init=None, threads=1, progress=True) -> dict:
-    # ---- setup -------------------------------------------------------------------------
-    out_dir = Path(out_dir)
-    spec = specs.get(name)
-    tcfg, optim, augment = config["train"], spec.optim(config), spec.augment(config)
-    set_threads(threads)
-    device = pick_device(tcfg["device"])
-    rank, world = _init_distributed(device)
-    main = rank == 0
-    if world > 1 and main:
-        local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-        log.info("%s: data-parallel over world size %d (%d node(s) x %d process(es)), %s batch "
-                 "statistics", name, world, world // local, local, "synchronised" if tcfg["sync_bn"] else "per-process")
-    seed = config["seed"]
-    seed_everything(seed)
-    if device.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    amp, channels_last = step_precision(tcfg, device, log)
-    if tcfg["tensorboard"] and main:
-        require_tensorboard()
-
-    manifest = read_manifest(manifest_csv)
-    classes = checkpoints.class_table(classes_csv)
-    num_classes = len(classes)
-    check_stores(spec, manifest, frames_h5=frames_h5, keypoints_h5=keypoints_h5)
-    check_labels(manifest, classes, manifest_csv, classes_csv)
-    gap = config[spec.frame_input]["gap"] if spec.frame_input and "gap" in config[spec.frame_input] else 0
-    if gap:   # every split's clips, the test split's too: not only once the test stage runs
-        with contextlib.closing(frame_store.Reader(frames_h5)) as store:
-            check_frame_gap(gap, {c: store.clip_length(c) for c in manifest.clip_id.astype(str)}, frames_h5,
-                            f"{spec.frame_input}.gap")
-    arch = spec.network(config, keypoint_channels(keypoints_h5))
-    # what the model is trained on, kept in every checkpoint (predict and test hold data to it)
-    layout = keypoint_store.Reader(keypoints_h5).layout
-    trained_on = checkpoints.model_record(spec, config, classes, layout)
-    train_set = model_samples(spec, config, manifest, "train", train=True, frames_h5=frames_h5,
-                              keypoints_h5=keypoints_h5)
-    # class imbalance (mgpipe/learning/imbalance.py): the training split's class counts give the sampling
-    # weights, the loss weights and the prior the checkpoint keeps for test-time logit adjustment
-    train_counts = imbalance.class_counts(train_set.labels, num_classes)
-    draw_weights = imbalance.sample_weights(train_set.labels, num_classes, tcfg["sampling"])
-    class_weights = imbalance.loss_weights(config, train_counts)
-    if class_weights is not None:
-        class_weights = class_weights.to(device)
-    # Without a validation split the fixed schedule runs to its end and the last epoch is kept:
-    # selecting on the test split would report an optimistic score.
-    has_val = bool((manifest.split == "val").any())
-    val_set = val_loader = None
-    if has_val:
-        val_set = model_samples(spec, config, manifest, "val", train=False, frames_h5=frames_h5,
-                                keypoints_h5=keypoints_h5, views=tcfg["val_views"])
-        val_loader = make_loader(val_set, optim["batch_size"], device=device, workers=tcfg["workers"])
-    else:
-        log.info("%s: no validation split: training %d epochs and keeping the last", name, optim["epochs"])
-
-    model = specs.build(arch, num_classes)
-    # The init file (merged weights, another run's model, a pyskl / MMAction2 checkpoint): names
-    # mapped, shapes checked, what is loaded / fresh / ignored logged and kept in the checkpoint.
-    init_report, init_layout = None, transfer_init.entry(config, name)[1]
-    named = transfer_init.weight_name(config, name)  # a torchvision weight name (swin.weights)
-    if init is None and named:   # its file in torch's cache, hash checked (never downloaded), so
-        from mgpipe.models.swin import cached_file  # that the file is in the fingerprint below
-
-        init = cached_file(named, arch["variant"])
-    if init is not None:
-        init_report = transfer_init.initialise(model, arch, init,
-                                               channels=spec.inputs[-1], target_layout=layout,
-                                               source_layout=init_layout)
-        if main:
-            transfer_init.log_report(init_report, name, log)
-    if main:  # (after the init file is checked: a refused init is the run's one line)
-        log.info("%s: %s", name, imbalance.describe(config, train_counts))
-    model.to(device)
-    if world > 1 and tcfg["sync_bn"]:
-        model = synchronise_batchnorm(model, device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last_3d)
-    step_model = model
-    if world > 1:
-        step_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    if tcfg["compile"] and device.type == "cuda":
-        step_model = torch.compile(step_model)
-    optimizer = torch.optim.SGD(model.parameters(), lr=optim["lr"], momentum=optim["momentum"],
-                                weight_decay=optim["weight_decay"])
-
-    # State written by any other job (other settings, code, manifest rows, store contents or
-    # initial weights) must never be resumed: it would hand back the old model.
-    # (threads and loader workers change the speed, not the samples or the result)
-    # (nor do the output options: TensorBoard events, keeping the state; config.OUTPUT_OPTIONS)
-    result_settings = {k: v for k, v in mgconfig.without_output_options({"train": tcfg})["train"].items()
-                       if k not in ("threads", "workers")}
-    fingerprint = training_fingerprint(
-        {"arch": arch, "optim": optim, "train": result_settings, "seed": seed, "name": name,
-         "augment": augment, "heatmaps": config["heatmaps"], "inputs": trained_on["inputs"],
-         **({"init_layout": init_layout} if init_layout is not None else {}),
-         **({"init_weights": named} if named else {})},
-        rows=manifest[manifest.split.isin(["train", "val"])],
-        files={"classes": classes_csv, "frames": frames_h5, "keypoints": keypoints_h5, "init": init})
-    history, best, start = [], -1.0, 0
+           out_dir, state_dir: Path, init: InitSource | None = None, threads=1, progress=True) -> dict:
+    """Train model `name` from `init` (where it starts: init_source.InitSource, None: from
+    scratch; the config's init section is not read here) into out_dir; resumable state in
+    state_dir."""
+    job = _setup(name, config, manifest_csv=manifest_csv, classes_csv=classes_csv, frames_h5=frames_h5,
+                 keypoints_h5=keypoints_h5, init=init, threads=threads)
+    history, best, start = _resume(job, state_dir)
+    spec, optim, tcfg, device, world, main = job.spec, job.optim, job.tcfg, job.device, job.world, job.main
+    model, optimizer, train_set = job.model, job.optimizer, job.train_set
     state_file, best_file = state_dir / "last.pt", state_dir / "best.pt"
-    state = None
-    if state_file.exists():
-        try:
-            state = checkpoints.load_file(state_file, "training state")
-        except InputError as e:  # unreadable or refused: never resumed, kept aside for a look
-            log.warning("%s", e)
-            state = {}
-    # A finished state is never resumed either: its job already wrote its outputs, so being run
-    # again means the outputs were removed or a rerun was forced (snakemake -R / -f).
-    finished = bool(state) and state.get("epoch", -1) + 1 >= optim["epochs"]
-    if state and state.get("fingerprint") == fingerprint and not finished:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        history, best, start = state["history"], state["best"], state["epoch"] + 1
-        log.info("%s: resuming after epoch %d from %s", name, start, state_file)
-    else:
-        if state_file.exists() or best_file.exists():
-            _set_aside(state_dir, (state_file, best_file),
-                       "a finished job" if finished and state.get("fingerprint") == fingerprint
-                       else "another training job (other settings, code or inputs)")
-        log.info("%s: training from epoch 1 (state %s)", name, fingerprint)
 
     # ---- the loop ----------------------------------------------------------------------
     steps = max(1, len(train_set) // (optim["batch_size"] * world))
     stream_names = spec.streams
     # TensorBoard events (train.tensorboard) go beside the model's outputs, flushed every epoch
-    board = open_tensorboard(out_dir / "tensorboard", start) if tcfg["tensorboard"] and main else None
+    board = open_tensorboard(Path(out_dir) / "tensorboard", start) if tcfg["tensorboard"] and main else None
     for epoch in range(start, optim["epochs"]):
         t0 = time.time()
         model.train()
         train_set.set_epoch(epoch)
-        loader = make_loader(train_set, optim["batch_size"], device=device, shuffle_seed=seed * 1000 + epoch,
-                             workers=tcfg["workers"], rank=rank, world=world, sample_weights=draw_weights,
+        loader = make_loader(train_set, optim["batch_size"], device=device, shuffle_seed=job.seed * 1000 + epoch,
+                             workers=tcfg["workers"], rank=job.rank, world=world, sample_weights=job.draw_weights,
                              drop_last=len(train_set) > optim["batch_size"] * world)
         # Running sums stay on the device; the host reads them once per log interval, so the
         # GPU never waits for the CPU inside a step.
@@ -250,9 +178,9 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(epoch + it / steps, optim)
             labels = batch["label"].to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits, out = spec.forward(step_model, batch, device, channels_last)
-                parts = model.loss(out, labels, class_weights=class_weights)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=job.amp):
+                logits, out = spec.forward(job.step_model, batch, device, job.channels_last)
+                parts = model.loss(out, labels, class_weights=job.class_weights)
             optimizer.zero_grad(set_to_none=True)
             parts["loss"].backward()
             if optim["clip_grad"]:
@@ -282,12 +210,12 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
         row = {"epoch": epoch + 1, "lr": round(lr_at(epoch, optim), 8),
                **{f"train_{k}": round(v / max(seen, 1), 6) for k, v in zip(part_names or [], loss_sums)},
                **{f"train_top1_{s}": round(c / max(seen, 1), 6) for s, c in zip(stream_names, correct_sums)}}
-        if has_val:
+        if job.has_val:
             # Every process validates the whole split (no collectives inside), so all agree on "best".
-            probs = predict(model, spec, val_loader, device, amp=amp, channels_last=channels_last,
+            probs = predict(model, spec, job.val_loader, device, amp=job.amp, channels_last=job.channels_last,
                             source=name)
-            row.update({f"val_top1_{s}": round(top1(p, val_set.labels), 6) for s, p in probs.items()})
-            score = top1(specs.combine_streams(probs), val_set.labels)
+            row.update({f"val_top1_{s}": round(top1(p, job.val_set.labels), 6) for s, p in probs.items()})
+            score = top1(specs.combine_streams(probs), job.val_set.labels)
             row["val_top1"] = round(score, 6)
         else:
             score = float(epoch)  # the last epoch is the best one
@@ -300,33 +228,182 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
         if score > best:
             best = score
             if main:
-                checkpoints.save({"model": model.state_dict(), "arch": arch, "num_classes": num_classes,
-                                  "name": name, "epoch": epoch + 1, "val_top1": score if has_val else None,
-                                  "selected": "best validation top-1" if has_val else "last epoch (no validation split)",
-                                  "fingerprint": fingerprint, **trained_on, "init": init_report,
-                                  "train_class_counts": train_counts}, best_file)
+                checkpoints.save({"model": model.state_dict(), "arch": job.arch, "num_classes": len(job.classes),
+                                  "name": name, "epoch": epoch + 1, "val_top1": score if job.has_val else None,
+                                  "selected": "best validation top-1" if job.has_val else "last epoch (no validation split)",
+                                  "fingerprint": job.fingerprint, **job.trained_on, "init": job.init_report,
+                                  "train_class_counts": job.train_counts}, best_file)
         if main:
             checkpoints.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                               "torch_rng": torch.get_rng_state(), "epoch": epoch, "best": best,
-                              "history": history, "fingerprint": fingerprint}, state_file)
+                              "history": history, "fingerprint": job.fingerprint}, state_file)
         if world > 1:
             torch.distributed.barrier()
 
-    # ---- outputs -----------------------------------------------------------------------
     if board is not None:
         board.close()
     if world > 1:
         torch.distributed.destroy_process_group()
-    if not main:
-        return {}
+    return _outputs(job, history, state_dir, Path(out_dir)) if main else {}
+
+
+# ---- setup -----------------------------------------------------------------------------------
+
+def _setup(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, keypoints_h5, init,
+           threads) -> _Job:
+    """The process (threads, device, data-parallel group, seed, precision), the data, the model
+    started from `init`, its optimiser, and the fingerprint that says which state may be resumed."""
+    spec = specs.get(name)
+    tcfg = config["train"]
+    set_threads(threads)
+    device = pick_device(tcfg["device"])
+    rank, world = _init_distributed(device)
+    if world > 1 and rank == 0:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        log.info("%s: data-parallel over world size %d (%d node(s) x %d process(es)), %s batch "
+                 "statistics", name, world, world // local, local, "synchronised" if tcfg["sync_bn"] else "per-process")
+    seed_everything(config["seed"])
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    amp, channels_last = step_precision(tcfg, device, log)
+    if tcfg["tensorboard"] and rank == 0:
+        require_tensorboard()
+    manifest = read_manifest(manifest_csv)
+    job = _Job(name=name, spec=spec, tcfg=tcfg, optim=spec.optim(config), seed=config["seed"], device=device,
+               rank=rank, world=world, amp=amp, channels_last=channels_last,
+               **_data(spec, config, manifest, manifest_csv, classes_csv, frames_h5, keypoints_h5, device))
+    _build_model(job, init)
+    if rank == 0:  # (after the init file is checked: a refused init is the run's one line)
+        log.info("%s: %s", name, imbalance.describe(config, job.train_counts))
+    job.fingerprint = _fingerprint(job, config, manifest, init,
+                                   files={"classes": classes_csv, "frames": frames_h5, "keypoints": keypoints_h5})
+    return job
+
+
+def _data(spec, config, manifest, manifest_csv, classes_csv, frames_h5, keypoints_h5, device) -> dict:
+    """The checked inputs as _Job's data fields: the class table, the network for the store's
+    channels, what the model is trained on, the training samples with their class-imbalance
+    weights, and the validation samples (none without a validation split)."""
+    tcfg, optim = config["train"], spec.optim(config)
+    classes = checkpoints.class_table(classes_csv)
+    check_stores(spec, manifest, frames_h5=frames_h5, keypoints_h5=keypoints_h5)
+    check_labels(manifest, classes, manifest_csv, classes_csv)
+    gap = config[spec.frame_input]["gap"] if spec.frame_input and "gap" in config[spec.frame_input] else 0
+    if gap:   # every split's clips, the test split's too: not only once the test stage runs
+        with contextlib.closing(frame_store.Reader(frames_h5)) as store:
+            check_frame_gap(gap, {c: store.clip_length(c) for c in manifest.clip_id.astype(str)}, frames_h5,
+                            f"{spec.frame_input}.gap")
+    # what the model is trained on, kept in every checkpoint (predict and test hold data to it)
+    layout = keypoint_store.Reader(keypoints_h5).layout
+    train_set = model_samples(spec, config, manifest, "train", train=True, frames_h5=frames_h5,
+                              keypoints_h5=keypoints_h5)
+    # class imbalance (mgpipe/learning/imbalance.py): the training split's class counts give the sampling
+    # weights, the loss weights and the prior the checkpoint keeps for test-time logit adjustment
+    train_counts = imbalance.class_counts(train_set.labels, len(classes))
+    class_weights = imbalance.loss_weights(config, train_counts)
+    # Without a validation split the fixed schedule runs to its end and the last epoch is kept:
+    # selecting on the test split would report an optimistic score.
+    val_set = val_loader = None
+    if (manifest.split == "val").any():
+        val_set = model_samples(spec, config, manifest, "val", train=False, frames_h5=frames_h5,
+                                keypoints_h5=keypoints_h5, views=tcfg["val_views"])
+        val_loader = make_loader(val_set, optim["batch_size"], device=device, workers=tcfg["workers"])
+    else:
+        log.info("%s: no validation split: training %d epochs and keeping the last", spec.name, optim["epochs"])
+    return {"arch": spec.network(config, keypoint_channels(keypoints_h5)), "classes": classes, "layout": layout,
+            "trained_on": checkpoints.model_record(spec, config, classes, layout),
+            "train_set": train_set, "train_counts": train_counts,
+            "draw_weights": imbalance.sample_weights(train_set.labels, len(classes), tcfg["sampling"]),
+            "class_weights": None if class_weights is None else class_weights.to(device),
+            "val_set": val_set, "val_loader": val_loader}
+
+
+def _build_model(job: _Job, init: InitSource | None) -> None:
+    """The network, started from `init` (merged weights, another run's model, a pyskl / MMAction2
+    checkpoint, torchvision weights: names mapped, shapes checked, what is loaded / fresh /
+    ignored logged and kept in the checkpoint), on the device, wrapped for the step
+    (synchronised batch norm, DistributedDataParallel, compile), and its optimiser."""
+    model = specs.build(job.arch, len(job.classes))
+    if init is not None:
+        job.init_report = initialise(model, job.arch, init.weights or init.file, channels=job.spec.inputs[-1],
+                                     target_layout=job.layout, source_layout=init.layout)
+        if job.main:
+            log_report(job.init_report, job.name, log)
+    model.to(job.device)
+    if job.world > 1 and job.tcfg["sync_bn"]:
+        model = synchronise_batchnorm(model, job.device)
+    if job.channels_last:
+        model.to(memory_format=torch.channels_last_3d)
+    step_model = model
+    if job.world > 1:
+        step_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[job.device.index] if job.device.type == "cuda" else None)
+    if job.tcfg["compile"] and job.device.type == "cuda":
+        step_model = torch.compile(step_model)
+    optim = job.optim
+    job.model, job.step_model = model, step_model
+    job.optimizer = torch.optim.SGD(model.parameters(), lr=optim["lr"], momentum=optim["momentum"],
+                                    weight_decay=optim["weight_decay"])
+
+
+def _fingerprint(job: _Job, config: dict, manifest, init: InitSource | None, files: dict) -> str:
+    """What the training's result depends on. State written by any other job (other settings,
+    code, manifest rows, store contents or initial weights) must never be resumed: it would hand
+    back the old model. (threads and loader workers change the speed, not the samples or the
+    result; nor do the output options: TensorBoard events, keeping the state; config.OUTPUT_OPTIONS)"""
+    result_settings = {k: v for k, v in mgconfig.without_output_options({"train": job.tcfg})["train"].items()
+                       if k not in ("threads", "workers")}
+    return training_fingerprint(
+        {"arch": job.arch, "optim": job.optim, "train": result_settings, "seed": job.seed, "name": job.name,
+         "augment": job.spec.augment(config), "heatmaps": config["heatmaps"], "inputs": job.trained_on["inputs"],
+         **({"init_layout": init.layout} if init is not None and init.layout is not None else {}),
+         **({"init_weights": init.weights} if init is not None and init.weights else {})},
+        rows=manifest[manifest.split.isin(["train", "val"])],
+        files={**files, "init": None if init is None else init.file})
+
+
+# ---- resume and outputs ----------------------------------------------------------------------
+
+def _resume(job: _Job, state_dir: Path) -> tuple[list, float, int]:
+    """(history, best score, first epoch to run): the state of this same training where there is
+    one (model, optimiser and random state loaded into the job), else a start from epoch 1 with
+    any other state set aside."""
+    state_file, best_file = state_dir / "last.pt", state_dir / "best.pt"
+    state = None
+    if state_file.exists():
+        try:
+            state = checkpoints.load_file(state_file, "training state")
+        except InputError as e:  # unreadable or refused: never resumed, kept aside for a look
+            log.warning("%s", e)
+            state = {}
+    # A finished state is never resumed either: its job already wrote its outputs, so being run
+    # again means the outputs were removed or a rerun was forced (snakemake -R / -f).
+    finished = bool(state) and state.get("epoch", -1) + 1 >= job.optim["epochs"]
+    if state and state.get("fingerprint") == job.fingerprint and not finished:
+        job.model.load_state_dict(state["model"])
+        job.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        log.info("%s: resuming after epoch %d from %s", job.name, state["epoch"] + 1, state_file)
+        return state["history"], state["best"], state["epoch"] + 1
+    if state_file.exists() or best_file.exists():
+        _set_aside(state_dir, (state_file, best_file),
+                   "a finished job" if finished and state.get("fingerprint") == job.fingerprint
+                   else "another training job (other settings, code or inputs)")
+    log.info("%s: training from epoch 1 (state %s)", job.name, job.fingerprint)
+    return [], -1.0, 0
+
+
+def _outputs(job: _Job, history: list, state_dir: Path, out_dir: Path) -> dict:
+    """The declared outputs: the best epoch's checkpoint as model.pt, log.csv and curve.png."""
+    best_file = state_dir / "best.pt"
     best_ckpt = checkpoints.load(best_file)
-    if best_ckpt.get("fingerprint") != fingerprint:  # cannot happen unless someone copied files in
+    if best_ckpt.get("fingerprint") != job.fingerprint:  # cannot happen unless someone copied files in
         raise InputError(f"{best_file}: was written by another training job; delete {state_dir} and rerun")
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoints.save(best_ckpt, out_dir / "model.pt")
     write_history(history, out_dir / "log.csv")
-    plot_history(history, out_dir / "curve.png", name)
-    log.info("%s: kept epoch %d (%s), val top-1 %s", name, best_ckpt["epoch"], best_ckpt["selected"],
+    plot_history(history, out_dir / "curve.png", job.name)
+    log.info("%s: kept epoch %d (%s), val top-1 %s", job.name, best_ckpt["epoch"], best_ckpt["selected"],
              best_ckpt["val_top1"])
     return {"best_val_top1": best_ckpt["val_top1"], "best_epoch": best_ckpt["epoch"]}
 

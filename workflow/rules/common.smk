@@ -12,9 +12,8 @@ from mgpipe.tools import slurm as mgslurm
 from mgpipe.learning import specs
 from mgpipe.sources import skeleton_sources as mgsources
 from mgpipe.io import InputError
-from mgpipe.layouts import get_layout
 from mgpipe.config import reads_frames
-from mgpipe.learning.weights import initialise as transfer_init
+from mgpipe.learning.weights import init_source, initialise
 
 try:
     # Snakemake's own YAML load keeps the last of a key written twice: each config file it read
@@ -124,33 +123,36 @@ for key, value in PATH_KEYS.items():
 # reads; the rules below only turn that into jobs.
 MODELS = specs.trained_models(config)
 SPECS = {m: specs.get(m) for m in MODELS}
-# Init files the config names (init.<model>): checked here, before anything runs (missing,
-# hostile or of no supported form: one line), and rule inputs, so a new file retrains the model.
+# Where each model starts (mgpipe/learning/weights/init_source.py, the one reader of the config's
+# init section and swin.weights): a file, another run's results folder, a torchvision weight name
+# or the merge stage's output. Checked here, before anything runs (missing, hostile, of no
+# supported form or not fitting the model: one line); the file is a rule input, so a new file
+# retrains the model; the training job gets the source on its command line (init_args).
 INIT = {}
-INIT_KEYS = {}
-# (init.<model>, or the key the model's spec names: swin.weights, a file or a torchvision weight name)
 _RUN_MODELS = {os.path.realpath(f"{R}/models/{m}/model.pt") for m in MODELS}
 for _model in MODELS:
-    _path, _layout = transfer_init.entry(config, _model)
-    _key = transfer_init.weights_key(_model)
-    if _path is not None and os.path.realpath(_path) == os.path.realpath(f"{R}/models/{_model}/model.pt"):
+    try:
+        _source = init_source.resolve(config, _model)
+    except InputError as e:
+        sys.exit(f"mgpipe: {e}")
+    if _source is None:
+        continue
+    INIT[_model] = _source
+    if _source.kind == init_source.MERGED:
+        continue   # (an output of this run's merge rule)
+    if os.path.realpath(_source.file) == os.path.realpath(f"{R}/models/{_model}/model.pt"):
         # (early, before the file is read; every output of the run is compared at the end of
         # the Snakefile: check_init_outputs)
-        sys.exit(f"mgpipe: config key {_key}: {_path} is the model this run trains")
-    try:
-        if _layout is not None:
-            get_layout(_layout)
-        # Another model of this run: its model.pt is an output (check_init_outputs makes it a
-        # dependency, or refuses a cycle); today's file is not what the job will read, so its
-        # weights are checked when the training job loads them.
-        if _path is None or os.path.realpath(_path) not in _RUN_MODELS:
-            transfer_init.check_weights(config, _model)
-    except InputError as e:
-        sys.exit(f"mgpipe: config key {_key}: {e}")
-    if _path is not None:
-        INIT[_model] = str(_path)
-        INIT_KEYS[_model] = _key
-MERGED = [m for m in MODELS if SPECS[m].init == "merge" and m not in INIT]
+        sys.exit(f"mgpipe: {_source.named_by}: {_source.file} is the model this run trains")
+    # Another model of this run: its model.pt is an output (check_init_outputs makes it a
+    # dependency, or refuses a cycle); today's file is not what the job will read, so its
+    # weights are checked when the training job loads them.
+    if os.path.realpath(_source.file) not in _RUN_MODELS:
+        try:
+            initialise.check_source(config, _model, _source)
+        except InputError as e:
+            sys.exit(f"mgpipe: {_source.named_by}: {e}")
+MERGED = [m for m, source in INIT.items() if source.kind == init_source.MERGED]
 # Pose-only mode trains no RGB or fused network: the ensemble keeps the members it has.
 ENSEMBLE = dict(config["ensemble"])
 if POSE_ONLY:
@@ -368,9 +370,7 @@ def model_inputs(wildcards):
 def train_inputs(wildcards):
     data = model_inputs(wildcards)
     if wildcards.model in INIT:
-        data["init"] = INIT[wildcards.model]
-    elif SPECS[wildcards.model].init == "merge":
-        data["init"] = f"{R}/merged/{wildcards.model}.pt"
+        data["init"] = INIT[wildcards.model].file
     return data
 
 
@@ -378,8 +378,16 @@ def frames_arg(wildcards, input):
     return optional_arg("--frames", input.frames) if "frames" in input.keys() else ""
 
 
-def init_arg(wildcards, input):
-    return optional_arg("--init", input.init) if "init" in input.keys() else ""
+def init_args(wildcards, input):
+    """The model's init source as the training command takes it: a torchvision weight by its
+    name (the job finds its file in torch's cache, hash checked), else the file and the keypoint
+    layout the config gives it."""
+    if "init" not in input.keys():
+        return ""
+    source = INIT[wildcards.model]
+    if source.weights:
+        return optional_arg("--init-weights", source.weights)
+    return " ".join(filter(None, [optional_arg("--init", input.init), optional_arg("--init-layout", source.layout)]))
 
 
 # The decode and pose stages, as one job (data.smk, features.smk) or one job per shard
@@ -441,11 +449,12 @@ def shard_slice(wildcards):
 
 
 def check_init_outputs():
-    """Every init file against every output of this run's rules, by real path (mgpipe/plan.py):
-    an output of the run is refused (Snakemake would remove it before its job), another model's
-    model.pt becomes that output as its rule spells it (a dependency), and a cycle is refused.
-    Called at the end of the Snakefile, once all rules are defined, before any job."""
+    """Every init file but the merge stage's against every output of this run's rules, by real
+    path (mgpipe/plan.py): an output of the run is refused (Snakemake would remove it before its
+    job), another model's model.pt becomes that output as its rule spells it (a dependency), and
+    a cycle is refused. Called at the end of the Snakefile, once all rules are defined, before any job."""
     try:
-        INIT.update(mgplan.check_inits(INIT, INIT_KEYS, R, list(workflow.rules)))
+        INIT.update(mgplan.check_inits({m: s for m, s in INIT.items() if s.kind != init_source.MERGED},
+                                       R, list(workflow.rules)))
     except InputError as e:
         sys.exit(f"mgpipe: {e}")

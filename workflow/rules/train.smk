@@ -18,7 +18,7 @@ rule train:
         code=code("train"),
         launcher=LAUNCHER,
         frames=frames_arg,
-        init=init_arg,
+        init=init_args,
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
         state=lambda wildcards: f"{R}/state/{wildcards.model}",
     wildcard_constraints:

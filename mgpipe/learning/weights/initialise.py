@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import re
-from pathlib import Path
 
 import torch
 
@@ -25,61 +24,6 @@ from mgpipe.learning.weights import mmaction
 from mgpipe.learning.weights.layout_map import PYSKL_COCO17, channel_names, map_channels
 
 log = logging.getLogger(__name__)
-
-CONFIG_KEYS = ("rgb", "joint", "limb", "fused", "motion")
-
-
-def config_key(model: str) -> str:
-    """The key of a model's init in the config's `init` section (fused_<variant> -> fused)."""
-    return "fused" if model.startswith("fused_") else model
-
-
-def weights_key(model: str) -> str:
-    """The dotted config key that names a model's initial weights: its spec's own (the Video
-    Swin member: swin.weights), else init.<config key>."""
-    from mgpipe.learning.specs import REGISTRY
-
-    spec = REGISTRY.get(model)
-    return (spec.weights if spec is not None and spec.weights else None) or f"init.{config_key(model)}"
-
-
-def _weights_value(config: dict, model: str):
-    value = config
-    for part in weights_key(model).split("."):
-        value = (value or {}).get(part) if isinstance(value, dict) else None
-    return value
-
-
-def weight_name(config: dict, model: str) -> str | None:
-    """A torchvision weight name (capitals: KINETICS400_V1) the config gives `model`, else None."""
-    from mgpipe.models.swin import WEIGHT_NAME
-
-    value = _weights_value(config, model)
-    return value if weights_key(model) != f"init.{config_key(model)}" and isinstance(value, str) \
-        and WEIGHT_NAME.match(value) else None
-
-
-def entry(config: dict, model: str) -> tuple[Path | None, object]:
-    """(init file, the source's keypoint layout or None) a config names for `model`. A folder is a
-    results folder: its model of the same name (<folder>/models/<model>/model.pt). A torchvision
-    weight name (weight_name) is the file torchvision publishes for it in torch's hub cache
-    (models/swin.cache_path; whether it is there, with its hash, check_weights says), None for a
-    name the variant does not have."""
-    value = _weights_value(config, model)
-    if value is None:
-        return None, None
-    named = weight_name(config, model)
-    if named:
-        from mgpipe.learning.specs import get
-        from mgpipe.models.swin import cache_path
-
-        return cache_path(named, get(model).network(config, (0, 0))["variant"]), None
-    path, layout = (value, None) if isinstance(value, str) else (value["path"], value.get("layout"))
-    path = Path(path)
-    if path.is_dir():
-        path = path / "models" / model / "model.pt"
-    return path, layout
-
 
 def layout_record(layout: Layout) -> dict:
     """A layout as plain values (what a checkpoint stores)."""
@@ -184,39 +128,21 @@ def initialise(model: torch.nn.Module, arch: dict, path, *, channels: str = "joi
         if name == stem and target_layout is not None:
             layout, why = _source_layout(src, source_layout, target_layout, channels, tensor.shape[1], path)
             if channel_names(layout, channels) != channel_names(target_layout, channels):
-                if tensor.shape[0] != dst.shape[0] or tensor.shape[2:] != dst.shape[2:] \
-                        or tensor.shape[1] != len(channel_names(layout, channels)):
-                    raise InputError(f"{path}: {key} has shape {tuple(tensor.shape)}, which does not "
-                                     f"fit layout {layout.name} and this model's {tuple(dst.shape)}")
-                weight, mapping = ((tensor, {"copied": [], "fresh": []}) if dry else
-                                   map_channels(dst, tensor, layout, target_layout, channels))
+                weight, mapping = _mapped_stem(tensor, dst, key, layout, target_layout, channels, path, dry)
                 mapping["source_layout_from"] = why
                 plan.append((name, weight))
                 partly[name] = (f"{len(mapping['copied'])} of {dst.shape[1]} {channels} channels "
                                 f"copied by name ({layout.name} -> {target_layout.name})")
                 used.add(key)
                 continue
-        if tensor.shape == dst.shape:
-            plan.append((name, tensor))
-            used.add(key)
-        elif name.endswith(("head.fc.weight", "head.fc.bias")) and tensor.shape[1:] == dst.shape[1:]:
-            fresh[name] = f"{tensor.shape[0]} classes in the source, {dst.shape[0]} here"
-        elif _WIDENED.search(name) and tensor.dim() == 5 and tensor.shape[0] == dst.shape[0] \
-                and tensor.shape[2:] == dst.shape[2:]:
-            n = min(dst.shape[1], tensor.shape[1])
-            weight = tensor
-            if not dry:
-                weight = torch.zeros_like(dst)
-                weight[:, :n] = tensor[:, :n]
-            plan.append((name, weight))
-            partly[name] = (f"own {n} input channels of {tensor.shape[1]} (lateral channels dropped)"
-                            if dst.shape[1] < tensor.shape[1] else
-                            f"{n} input channels copied, {dst.shape[1] - n} lateral channels zero")
-            used.add(key)
-        else:
-            raise InputError(f"{path}: {key} has shape {tuple(tensor.shape)}, the model's {name} "
-                             f"{tuple(dst.shape)}: another architecture (set the model's network "
-                             "settings to the checkpoint's)")
+        weight, note = _fitted(name, key, tensor, dst, path, dry)
+        if weight is None:
+            fresh[name] = note
+            continue
+        plan.append((name, weight))
+        used.add(key)
+        if note:
+            partly[name] = note
     _check_coverage(model, target, plan, fresh, src, path)
     with torch.no_grad():
         state = model.state_dict()
@@ -226,6 +152,42 @@ def initialise(model: torch.nn.Module, arch: dict, path, *, channels: str = "joi
                                                          if f"(mgpipe) {n}" not in used)
     return {"source": str(path), "format": src["format"], "loaded": sorted(n for n, _ in plan),
             "partly": partly, "fresh": fresh, "ignored": ignored, "channels": mapping}
+
+
+def _mapped_stem(tensor, dst, key, layout: Layout, target_layout: Layout, channels: str, path, dry: bool):
+    """(weight, mapping) of the pose pathway's first convolution from a source on another
+    keypoint layout: its input channels copied by joint (limb) name."""
+    if tensor.shape[0] != dst.shape[0] or tensor.shape[2:] != dst.shape[2:] \
+            or tensor.shape[1] != len(channel_names(layout, channels)):
+        raise InputError(f"{path}: {key} has shape {tuple(tensor.shape)}, which does not "
+                         f"fit layout {layout.name} and this model's {tuple(dst.shape)}")
+    if dry:
+        return tensor, {"copied": [], "fresh": []}
+    return map_channels(dst, tensor, layout, target_layout, channels)
+
+
+def _fitted(name: str, key: str, tensor, dst, path, dry: bool) -> tuple:
+    """(the weight to load, None or a note of what was loaded partly), or (None, why it stays
+    fresh): the same shape loads; a classification head for another class count stays fresh;
+    the lateral-widened first block of a stage keeps its own input channels. Any other shape:
+    another architecture, one line."""
+    if tensor.shape == dst.shape:
+        return tensor, None
+    if name.endswith(("head.fc.weight", "head.fc.bias")) and tensor.shape[1:] == dst.shape[1:]:
+        return None, f"{tensor.shape[0]} classes in the source, {dst.shape[0]} here"
+    if _WIDENED.search(name) and tensor.dim() == 5 and tensor.shape[0] == dst.shape[0] \
+            and tensor.shape[2:] == dst.shape[2:]:
+        n = min(dst.shape[1], tensor.shape[1])
+        weight = tensor
+        if not dry:
+            weight = torch.zeros_like(dst)
+            weight[:, :n] = tensor[:, :n]
+        return weight, (f"own {n} input channels of {tensor.shape[1]} (lateral channels dropped)"
+                        if dst.shape[1] < tensor.shape[1] else
+                        f"{n} input channels copied, {dst.shape[1] - n} lateral channels zero")
+    raise InputError(f"{path}: {key} has shape {tuple(tensor.shape)}, the model's {name} "
+                     f"{tuple(dst.shape)}: another architecture (set the model's network "
+                     "settings to the checkpoint's)")
 
 
 def _check_coverage(model, target, plan, fresh, src, path) -> None:
@@ -274,30 +236,19 @@ def log_report(report: dict, model: str, logger=log) -> None:
                     _names(mapping["fresh"], 40) or "none")
 
 
-def check_file(path) -> None:
-    """Refuse an init file that is missing, hostile or of no supported form (one line), without
-    building any model: what the workflow checks before it runs anything."""
-    _source(path)
-
-
-def check_weights(config: dict, model: str) -> None:
-    """Everything about the initial weights a config names for `model` that can be known before
-    any job runs (nothing is downloaded): the file is there and safe to read (a torchvision
-    weight name: its file in torch's cache, with the published hash), and its tensors fit the
-    model the config describes: the model is built on the meta device (no memory, no time) and
-    initialised dry, so another architecture, another Swin3D variant or a single-pathway source
-    for the fused network stops the plan, not the training job after the data stages."""
-    from mgpipe.layouts import get_layout
+def check_source(config: dict, model: str, source) -> None:
+    """Everything about a model's init source (init_source.InitSource) that can be known before
+    any job runs (nothing is downloaded): the file is there and safe to read (a torchvision weight: its file in torch's cache, with the
+    published hash), and its tensors fit the model the config describes: the model is built on
+    the meta device (no memory, no time) and initialised dry, so another architecture, another
+    Swin3D variant or a single-pathway source for the fused network stops the plan, not the
+    training job after the data stages."""
     from mgpipe.learning import specs
 
-    path, layout = entry(config, model)
-    named = weight_name(config, model)
-    if path is None and named is None:
-        return
     spec = specs.get(model)
     target = get_layout(config["pose"]["layout"])
     arch = spec.network(config, (target.num_joints, target.num_limbs))
     with torch.device("meta"):
         net = specs.build(arch, 2)   # (the head is replaced for any other class count anyway)
-    initialise(net, arch, named or path, channels=spec.inputs[-1], target_layout=target,
-               source_layout=layout, dry=True)
+    initialise(net, arch, source.weights or source.file, channels=spec.inputs[-1], target_layout=target,
+               source_layout=source.layout, dry=True)
