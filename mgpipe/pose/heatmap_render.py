@@ -145,19 +145,27 @@ def _dense(shape, blocks, quantised: bool) -> np.ndarray:
 
 
 def _sparse(shape, blocks) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate blocks as (int32 flat index, float32 value) arrays without the cut-off ones:
-    the volume as a scatter-maximum into zeros would make it (samples.scatter_volumes)."""
+    """Candidate blocks as (int32 flat index, float32 value) arrays without the cut-off ones,
+    every index once: where several persons draw the same pixel, their maximum (the batch step,
+    samples.scatter_volumes, then writes each pixel with one plain copy, no reduction)."""
     n = int(np.prod(shape, dtype=np.int64))
     if n >= 2 ** 31:
         raise ValueError(f"a heatmap volume of shape {shape} is too large for int32 indices")
-    idx, val = [], []
-    for _, i, v in blocks:
+    idx, val, persons = [], [], set()
+    for m, i, v in blocks:
         keep = i != n
         idx.append(i[keep].astype(np.int32))
         val.append(v[keep].astype(np.float32))
+        persons.add(m)
     if not idx:
         return np.zeros(0, np.int32), np.zeros(0, np.float32)
-    return np.concatenate(idx), np.concatenate(val)
+    idx, val = np.concatenate(idx), np.concatenate(val)
+    if len(persons) > 1:  # (within one person every index occurs once)
+        order = np.argsort(idx, kind="stable")
+        idx, val = idx[order], val[order]
+        first = np.flatnonzero(np.concatenate(([True], idx[1:] != idx[:-1])))
+        idx, val = idx[first], np.maximum.reduceat(val, first)
+    return idx, val
 
 
 def render_joints(keypoints, box, size, sigma: float, *, channels_first: bool = False,

@@ -118,6 +118,8 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     amp, channels_last = step_precision(tcfg, device, log)
+    # heatmap volumes are written in the dtype the step computes in (autocast would convert them)
+    pose_dtype = torch.bfloat16 if amp else torch.float32
     if tcfg["tensorboard"] and main:
         require_tensorboard()
 
@@ -151,7 +153,8 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
     if has_val:
         val_set = model_samples(spec, config, manifest, "val", train=False, frames_h5=frames_h5,
                                 keypoints_h5=keypoints_h5, views=tcfg["val_views"])
-        val_loader = make_loader(val_set, optim["batch_size"], device=device, workers=tcfg["workers"])
+        val_loader = make_loader(val_set, optim["batch_size"], device=device, workers=tcfg["workers"],
+                                 pose_dtype=pose_dtype)
     else:
         log.info("%s: no validation split: training %d epochs and keeping the last", name, optim["epochs"])
 
@@ -235,7 +238,7 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
         train_set.set_epoch(epoch)
         loader = make_loader(train_set, optim["batch_size"], device=device, shuffle_seed=seed * 1000 + epoch,
                              workers=tcfg["workers"], rank=rank, world=world, sample_weights=draw_weights,
-                             drop_last=len(train_set) > optim["batch_size"] * world)
+                             drop_last=len(train_set) > optim["batch_size"] * world, pose_dtype=pose_dtype)
         # Running sums stay on the device; the host reads them once per log interval, so the
         # GPU never waits for the CPU inside a step.
         sums = torch.zeros(0, device=device)
