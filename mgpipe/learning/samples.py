@@ -420,7 +420,7 @@ class DeviceLoader:
 
     def __iter__(self):
         for batch in self.loader:
-            yield self.dataset.to_device(batch, self.device, self.pose_dtype)
+            yield self.dataset.to_device(batch, self.device, pose_dtype=self.pose_dtype)
 
 
 def check_stores(spec, manifest: pd.DataFrame, *, keypoints_h5, frames_h5=None) -> None:
