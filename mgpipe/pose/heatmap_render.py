@@ -125,8 +125,7 @@ def _values(v: np.ndarray, quantised: bool) -> np.ndarray:
     """Candidate values as stored: float32, or uint8 exactly as quantise() would make them (the
     maximum commutes with rounding, so quantising the candidates before the scatter equals
     quantising the finished volume, without a float volume ever existing)."""
-    v = v.astype(np.float32)
-    return quantise(v) if quantised else v
+    return quantise(v) if quantised else v.astype(np.float32)
 
 
 def _dense(shape, blocks, quantised: bool) -> np.ndarray:
@@ -412,8 +411,10 @@ LEVELS = 255  # a stored or sampled heatmap value q stands for q / LEVELS
 
 def quantise(volume) -> np.ndarray:
     """float volume in [0, 1] -> uint8, round(v * 255) (values outside [0, 1] are clipped)."""
-    v = np.asarray(volume, dtype=np.float32)
-    return np.rint(np.clip(v, 0.0, 1.0) * np.float32(LEVELS)).astype(np.uint8)
+    v = np.array(volume, dtype=np.float32)  # a copy, rounded in place (the store build's hot path)
+    np.clip(v, 0.0, 1.0, out=v)
+    v *= np.float32(LEVELS)
+    return np.rint(v, out=v).astype(np.uint8)
 
 
 def dequantise(volume) -> np.ndarray:
