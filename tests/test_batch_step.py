@@ -129,3 +129,23 @@ def test_the_batch_step_splits_a_batch_into_its_samples(kard_persons):
         alone = data.to_device(collate([s]), "cpu", torch.bfloat16)
         for kind in ("joint", "limb"):
             assert torch.equal(batch[kind][i], alone[kind][0])
+
+
+def test_a_pose_network_under_bf16_autocast_sees_the_same_input(kard_persons):
+    """Under bf16 autocast the network converts a float32 volume to bfloat16 itself; handed the
+    bfloat16 volume the batch step now writes, it computes exactly the same logits."""
+    from mgpipe.learning import specs
+
+    data, _ = kard_persons
+    config = {"pose_model": {"input": {"frames": 32, "size": 56, "test_size": 56}, "network": {
+        "base_channels": 4, "stage_blocks": [1, 1, 1], "inflate": [0, 1, 1],
+        "spatial_strides": [2, 2, 2], "temporal_strides": [1, 1, 1], "dropout": 0.0}}}
+    torch.manual_seed(0)
+    spec = specs.get("limb")
+    model = specs.build(spec.network(config, (data.layout.num_joints, data.layout.num_limbs)), 3).eval()
+    batch = collate([data[i] for i in range(2)])
+    logits = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            logits[dtype] = spec.forward(model, data.to_device(batch, "cpu", dtype), "cpu")[0]["limb"]
+    assert torch.equal(logits[torch.float32], logits[torch.bfloat16])
