@@ -12,19 +12,26 @@ What is timed, on real skeletons (a pyskl pickle, KARD by default), one thread:
     shift and flip, rendering at the training size: the drawn pixels a loader worker ships)
     against the same dataset whose rendering is the peer's (the dense volume its workers ship):
     same clips, frames, views and size, only the renderer differs; beside it, our batch step
-    (scattering a batch's pixels into volumes) timed on the CPU, where it runs without a GPU;
+    (writing a batch's pixels into volumes) timed on the CPU, where it runs without a GPU, in
+    float32 and in bfloat16 (the dtype a step under bf16 autocast computes in, on CPUs with
+    native bf16), each beside the memory floor: a plain torch.empty(...).fill_ of the same
+    bytes in the same dtype (and, for reference, a fill_ of a buffer already in memory);
   * the heatmap store build: mgpipe's heatmaps stage (joints + limbs, compression and writing
     included) against the peer rendering the same clips at the same size (rendering only);
   * the values: largest |mgpipe - peer| over the pixels where both semantics draw (inside both
     cuts), which must stay within 1/255.
 
     python benchmarks/bench_data_path.py --pickle ../shared/data/kard2d.pkl [--layout openni15]
-        [--frames 32] [--size 56] [--sigma 0.6] [--clips 200] [--repeat 2]
+        [--frames 32] [--size 56] [--sigma 0.6] [--clips 200] [--repeat 2] [--store-clips N]
+
+The CPU is named first (/proc/cpuinfo's model name and its avx2 / avx512f / avx512_bf16 /
+amx_tile flags): the peer's numpy and the bf16 step both depend on them.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -41,8 +48,9 @@ from mgpipe.formats import keypoints as keypoint_store  # noqa: E402
 from mgpipe.formats.keypoints import EPS, compact_box  # noqa: E402
 from mgpipe.learning.samples import ClipDataset, collate, mirror_keypoints, sample_indices, scatter_volumes, view_box
 from mgpipe.pose.heatmap_render import build_heatmap_store  # noqa: E402
+from mgpipe.runtime import cpu_has_bf16  # noqa: E402
 from mgpipe.sources.skeleton_io import import_pickle  # noqa: E402
-from mgpipe.tools.bench import finish_ms, sample_ms  # noqa: E402
+from mgpipe.tools.bench import sample_ms  # noqa: E402
 
 # The workflow's settings where the benchmark has no flag of its own: the schema's defaults.
 DEFAULTS = defaults()
@@ -152,6 +160,50 @@ def collate_ms(data, batch: int) -> float:
     return (time.perf_counter() - t0) * 1e3 / max(len(samples), 1)
 
 
+def cpu_name() -> str:
+    """The CPU's model name and which of the vector flags that matter here it has."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU (no /proc/cpuinfo)"
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                 "unknown model")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    have = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
+    return f"{model}, {os.cpu_count()} CPUs, flags: {' '.join(have) or 'none of avx2/avx512f/avx512_bf16/amx_tile'}"
+
+
+def touch(volume: torch.Tensor) -> float:
+    """Read one element of every 4 KiB page of a contiguous tensor."""
+    return float(volume.view(-1)[::4096 // volume.element_size()].float().sum())
+
+
+def step_and_floor_ms(data, kind, batch: int, dtype, repeat: int) -> tuple[float, float, float]:
+    """ms per sample, best of `repeat`, of (the batch step writing `kind` volumes in dtype, the
+    floor: torch.empty(...).fill_ of the same bytes per batch, the same fill_ of one buffer
+    already in memory), timed alternately over the same batches. Every 4 KiB page of each
+    volume is read once after it is made (`touch`), as the network's first layer will: a page
+    the step leaves to the kernel's zeroing is paid for there, not left out of the timing."""
+    batches = [collate([data[i] for i in range(k, min(k + batch, len(data)))])
+               for k in range(0, len(data), batch)]
+    numel = [math.prod(data.volume_shape(kind)) * len(b["label"]) for b in batches]
+    warm = torch.empty(max(numel), dtype=dtype).fill_(1)
+    step = floor = warm_floor = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for b in batches:
+            touch(data.to_device(b, "cpu", dtype)[kind])
+        t1 = time.perf_counter()
+        for n in numel:
+            touch(torch.empty(n, dtype=dtype).fill_(0))
+        t2 = time.perf_counter()
+        for n in numel:
+            touch(warm[:n].fill_(0))
+        t3 = time.perf_counter()
+        step, floor, warm_floor = min(step, t1 - t0), min(floor, t2 - t1), min(warm_floor, t3 - t2)
+    return tuple(1e3 * t / len(data) for t in (step, floor, warm_floor))
+
+
 def render_ours(data, kind, keypoints, region, size):
     """Our volume of a sample, as its batch step builds it from the sample's drawn pixels."""
     entries = data.heatmaps(kind, keypoints, region, size, False)
@@ -205,6 +257,8 @@ def main(argv=None) -> dict:
     if not Path(a.pickle).is_file():
         sys.exit(f"{a.pickle}: skeleton pickle not found")
     torch.set_num_threads(1)
+    print(f"CPU: {cpu_name()}; native bf16 for the training step: {'yes' if cpu_has_bf16() else 'no'}")
+    compute = torch.bfloat16 if cpu_has_bf16() else torch.float32  # train.amp bf16 where it applies
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -215,7 +269,8 @@ def main(argv=None) -> dict:
         aug = dict(train=True, seed=DEFAULTS["seed"], sigma=a.sigma, padding=DEFAULTS["heatmaps"]["padding"], mean=DEFAULTS["rgb"]["mean"],
                    std=DEFAULTS["rgb"]["std"], flip=True, crop_area=(0.56, 1.0), zoom=(1.0, 1.0), shift=0.0)
         print(f"\n{'training sample':<22}{'mgpipe ms':>10}{'peer ms':>10}{'ratio':>8}{'max |diff|':>12}"
-              f"   worker side, collation of batches of 16 included; our batch step on the CPU")
+              f"   worker side, collation of batches of 16 included; then with our batch step on the CPU"
+              f"\n{'':<22}{'':>10}{'(floor ms)':>10}")
         for kind in ("joint", "limb"):
             mods = {kind: (a.frames, a.size)}
             ours = ClipDataset(manifest, "train", mods, keypoints_h5=kp_h5, **aug)
@@ -225,7 +280,9 @@ def main(argv=None) -> dict:
             # stack dense volumes (as torch's default collation does).
             c_ours, c_peer = (min(collate_ms(d, 16) for _ in range(a.repeat)) for d in (ours, peer))
             t_ours, t_peer = s_ours + c_ours, s_peer + c_peer
-            t_step = min(finish_ms(ours, 16) for _ in range(a.repeat))
+            steps = {dtype: step_and_floor_ms(ours, kind, 16, dtype, a.repeat)
+                     for dtype in (torch.float32, torch.bfloat16)}
+            t_step = steps[compute][0]
             diff = 0.0
             for i in range(0, len(ours), max(1, len(ours) // 20)):  # 20 samples, both renderers
                 rng, crop, zoom, shift, mirror = ours._draw_view(i, 0)
@@ -239,10 +296,17 @@ def main(argv=None) -> dict:
             results[kind] = {"ours_ms": t_ours, "peer_ms": t_peer, "ratio": t_peer / t_ours, "diff": diff,
                              "sample_ms": s_ours, "peer_sample_ms": s_peer, "collate_ms": c_ours,
                              "peer_collate_ms": c_peer, "step_ms": t_step,
-                             "ratio_with_step": t_peer / (t_ours + t_step)}
+                             "ratio_with_step": t_peer / (t_ours + t_step),
+                             **{f"{str(d).split('.')[1]}_{k}": v for d, ms in steps.items()
+                                for k, v in zip(("step_ms", "floor_ms", "warm_floor_ms"), ms)}}
             print(f"{kind:<22}{t_ours:>10.2f}{t_peer:>10.2f}{t_peer / t_ours:>7.1f}x{diff:>12.1e}"
-                  f"   (samples {s_ours:.2f} vs {s_peer:.2f} ms, collation {c_ours:.2f} vs {c_peer:.2f}); "
-                  f"batch step {t_step:.2f} ms: {t_peer / (t_ours + t_step):.1f}x with it")
+                  f"   (samples {s_ours:.2f} vs {s_peer:.2f} ms, collation {c_ours:.2f} vs {c_peer:.2f})")
+            print(f"{'  + batch step':<22}{t_ours + t_step:>10.2f}{t_peer:>10.2f}{t_peer / (t_ours + t_step):>7.1f}x"
+                  f"{'':>12}   end to end: the step in {str(compute).split('.')[1]}, this CPU's compute dtype")
+            for dtype, (step, floor, warm) in steps.items():
+                print(f"{'  batch step ' + str(dtype).split('.')[1]:<22}{step:>10.2f}{floor:>10.2f}"
+                      f"{step / floor:>7.2f}x{'':>12}   vs the floor, torch.empty(...).fill_ of the same bytes "
+                      f"({warm:.2f} ms a buffer already in memory)")
 
         padding = DEFAULTS["heatmaps"]["padding"]
         if a.store_clips:  # a store of the first clips only

@@ -88,7 +88,8 @@ def test_training_job_on_the_gpu(demo_stores, tmp_path):
 
 def test_batch_step_on_the_gpu_matches_the_cpu(demo_stores):
     """The batch step (RGB views resampled and normalised, heatmaps scattered) gives the same
-    network input on the GPU as on the CPU, from the same uint8 cuts and drawn pixels."""
+    network input on the GPU as on the CPU, from the same uint8 cuts and drawn pixels, with
+    the heatmap volumes in float32 and in bfloat16 (the dtype of a step under bf16 autocast)."""
     import pandas as pd
 
     from mgpipe.config import load
@@ -100,7 +101,9 @@ def test_batch_step_on_the_gpu_matches_the_cpu(demo_stores):
         data = model_samples(specs.get(name), config, manifest, "train", train=True,
                              frames_h5=demo_stores / "frames.h5", keypoints_h5=demo_stores / "keypoints.h5")
         batch = collate([data[i] for i in range(min(6, len(data)))])
-        cpu = data.to_device(batch, "cpu")
-        gpu = data.to_device(batch, "cuda")
-        for key in cpu:
-            torch.testing.assert_close(gpu[key].cpu(), cpu[key], atol=1e-4, rtol=1e-4)
+        for dtype in (torch.float32, torch.bfloat16):
+            cpu = data.to_device(batch, "cpu", dtype)
+            gpu = data.to_device(batch, "cuda", dtype)
+            for key in cpu:
+                assert gpu[key].dtype == cpu[key].dtype
+                torch.testing.assert_close(gpu[key].cpu(), cpu[key], atol=1e-4, rtol=1e-4)

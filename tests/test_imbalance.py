@@ -36,7 +36,7 @@ class LabelledClips(torch.utils.data.Dataset):
     def __getitem__(self, i):
         return {"label": int(self.labels[i]), "index": i}
 
-    def to_device(self, batch, device):
+    def to_device(self, batch, device, pose_dtype=None):
         return batch
 
 

@@ -295,9 +295,10 @@ class ClipDataset(torch.utils.data.Dataset):
                         np.float32)
         return torch.from_numpy(frames), torch.from_numpy(view)
 
-    def to_device(self, batch: dict, device) -> dict:
+    def to_device(self, batch: dict, device, pose_dtype=torch.float32) -> dict:
         """A collated batch on the device: frame views resampled and normalised (or their
-        differences taken), heatmaps scattered into volumes, there."""
+        differences taken), heatmaps scattered into volumes in pose_dtype (the step's compute
+        dtype: written once in it, never converted after), there."""
         # the pixel counts stay on the host: scatter_volumes builds the sample offsets there
         out = {k: v.to(device, non_blocking=True) for k, v in batch.items() if not k.endswith("_count")}
         for name in [k for k in batch if f"{k}_view" in batch]:
@@ -311,7 +312,7 @@ class ClipDataset(torch.utils.data.Dataset):
         for kind in POSE:
             if f"{kind}_idx" in out:
                 out[kind] = scatter_volumes(out.pop(f"{kind}_idx"), out.pop(f"{kind}_val"),
-                                            batch[f"{kind}_count"], self.volume_shape(kind))
+                                            batch[f"{kind}_count"], self.volume_shape(kind), pose_dtype)
         return out
 
 
@@ -351,18 +352,36 @@ def frame_differences(x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     return (x[:, :, T:] - x[:, :, :T]).sub_(offset.view(1, 3, 1, 1, 1))
 
 
-def scatter_volumes(idx: torch.Tensor, val: torch.Tensor, counts, shape) -> torch.Tensor:
-    """float32 [B, *shape] volumes from the batch's drawn pixels: idx (int32 flat index within
-    a sample's volume) and val, `counts[b]` of them for sample b, scattered with a maximum into
-    zeros (several persons draw the same pixel: the maximum is their elementwise maximum)."""
+def scatter_volumes(idx: torch.Tensor, val: torch.Tensor, counts, shape, dtype=torch.float32) -> torch.Tensor:
+    """[B, *shape] volumes in `dtype` (the step's compute dtype: bfloat16 under bf16 autocast)
+    from the batch's drawn pixels: idx (int32 flat index within a sample's volume) and val,
+    `counts[b]` of them for sample b, every index of a sample once (persons already combined by
+    their maximum in the worker, heatmap_render._sparse), so one plain copy writes them.
+
+    The volume is written once: on the CPU its zeros are the kernel's fresh pages
+    (_zeroed_host), which the copy's first touch faults in, not a fill pass before it; on a
+    GPU a zero fill at device bandwidth."""
     n = math.prod(shape)
     counts = torch.as_tensor(counts)
     base = torch.arange(len(counts), dtype=torch.int64) * n
     # the sample offsets are built on the host: repeat_interleave on the device would wait for it
     offsets = torch.repeat_interleave(base, counts, output_size=int(idx.shape[0])).to(idx.device, non_blocking=True)
-    flat = torch.zeros(len(counts) * n, dtype=torch.float32, device=idx.device)
-    flat.scatter_reduce_(0, idx.long() + offsets, val.float(), "amax")
+    if idx.device.type == "cpu":
+        flat = _zeroed_host(len(counts) * n, dtype)
+    else:
+        flat = torch.zeros(len(counts) * n, dtype=dtype, device=idx.device)
+    flat.index_copy_(0, offsets.add_(idx), val.to(dtype))
     return flat.view(len(counts), *shape)
+
+
+def _zeroed_host(numel: int, dtype) -> torch.Tensor:
+    """A zero tensor of `numel` elements in host memory, from numpy's calloc: fresh pages that
+    the kernel zeroes when first touched (no separate fill pass over them), advised as huge
+    pages (numpy does so for large arrays), which spares most of the page faults that torch's
+    own allocation of a volume this large costs (measured: benchmarks/bench_data_path.py)."""
+    if dtype == torch.bfloat16:  # numpy has no bfloat16: the same two bytes, viewed
+        return torch.from_numpy(np.zeros(numel, np.uint16)).view(torch.bfloat16)
+    return torch.from_numpy(np.zeros(numel, torch.empty(0, dtype=dtype).numpy().dtype))
 
 
 def collate(samples: list[dict]) -> dict:
@@ -389,17 +408,19 @@ def collate(samples: list[dict]) -> dict:
 
 
 class DeviceLoader:
-    """Batches of a DataLoader delivered on the device (ClipDataset.to_device)."""
+    """Batches of a DataLoader delivered on the device (ClipDataset.to_device), heatmap volumes
+    in pose_dtype."""
 
-    def __init__(self, loader, device):
+    def __init__(self, loader, device, pose_dtype=torch.float32):
         self.loader, self.dataset, self.device = loader, loader.dataset, torch.device(device)
+        self.pose_dtype = pose_dtype
 
     def __len__(self):
         return len(self.loader)
 
     def __iter__(self):
         for batch in self.loader:
-            yield self.dataset.to_device(batch, self.device)
+            yield self.dataset.to_device(batch, self.device, pose_dtype=self.pose_dtype)
 
 
 def check_stores(spec, manifest: pd.DataFrame, *, keypoints_h5, frames_h5=None) -> None:
@@ -438,12 +459,13 @@ def model_samples(spec, config: dict, manifest: pd.DataFrame, split: str, *, tra
 
 
 def make_loader(dataset, batch_size, *, device, shuffle_seed=None, workers=0, drop_last=False,
-                rank=0, world=1, sample_weights=None) -> DeviceLoader:
+                rank=0, world=1, sample_weights=None, pose_dtype=torch.float32) -> DeviceLoader:
     """Batches on `device` over a seeded permutation; under data parallelism each process takes
     every world-th index of the same permutation (an equal share, so all processes step
     together). sample_weights ([len(dataset)], with shuffle_seed): instead of the permutation,
     len(dataset) indices drawn with replacement in proportion to the weights, with the same
-    seed (class-aware sampling, mgpipe/learning/imbalance.py)."""
+    seed (class-aware sampling, mgpipe/learning/imbalance.py). pose_dtype: the heatmap volumes'
+    dtype, the step's compute dtype (torch.bfloat16 under bf16 autocast: step_dtype)."""
     sampler = None
     if shuffle_seed is not None:
         g = torch.Generator().manual_seed(shuffle_seed)
@@ -456,4 +478,4 @@ def make_loader(dataset, batch_size, *, device, shuffle_seed=None, workers=0, dr
     return DeviceLoader(torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
         drop_last=drop_last, pin_memory=torch.cuda.is_available(),
-        persistent_workers=False), device)
+        persistent_workers=False), device, pose_dtype)

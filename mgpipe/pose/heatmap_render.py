@@ -42,10 +42,8 @@ from mgpipe.formats.keypoints import EPS, compact_box, valid
 from mgpipe.runtime import progress as progress_bar
 
 # Upper bound on candidate pixels handled at once by the vectorised renderers (each candidate
-# costs a few dozen bytes of temporaries), and on float32 output elements per rendered block
-# in the store builder.
+# costs a few dozen bytes of temporaries).
 _CANDIDATES_PER_BLOCK = 1 << 21
-_FLOATS_PER_BLOCK = 1 << 24
 
 __all__ = [
     "render_joints", "render_limbs", "render_joints_loop", "render_limbs_loop",
@@ -127,37 +125,52 @@ def _values(v: np.ndarray, quantised: bool) -> np.ndarray:
     """Candidate values as stored: float32, or uint8 exactly as quantise() would make them (the
     maximum commutes with rounding, so quantising the candidates before the scatter equals
     quantising the finished volume, without a float volume ever existing)."""
-    v = v.astype(np.float32)
-    return quantise(v) if quantised else v
+    return quantise(v) if quantised else v.astype(np.float32)
 
 
 def _dense(shape, blocks, quantised: bool) -> np.ndarray:
-    """Scatter candidate blocks (person, flat index, value) into a zero volume with a maximum.
-    Within one person every real index occurs once, so the first person to draw assigns (the
-    output is still zero) and later persons take the maximum."""
+    """Scatter candidate blocks (person, flat index, value) into a zero volume with a maximum."""
     out, flat, _ = _output(shape, quantised)
+    _draw(flat, blocks, quantised)
+    return out
+
+
+def _draw(flat, blocks, quantised: bool, drawn: list | None = None) -> None:
+    """Candidate blocks into the zero buffer `flat` (the volume and the spare element) with a
+    maximum; each block's indices appended to `drawn` before they are written. Within one
+    person every real index occurs once, so the first person to draw assigns (the buffer is
+    still zero) and later persons take the maximum."""
     first = None
     for m, idx, val in blocks:
         first = m if first is None else first
         val = _values(val, quantised)
+        if drawn is not None:
+            drawn.append(idx)
         flat[idx] = val if m == first else np.maximum(flat[idx], val)
-    return out
 
 
 def _sparse(shape, blocks) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate blocks as (int32 flat index, float32 value) arrays without the cut-off ones:
-    the volume as a scatter-maximum into zeros would make it (samples.scatter_volumes)."""
+    """Candidate blocks as (int32 flat index, float32 value) arrays without the cut-off ones,
+    every index once: where several persons draw the same pixel, their maximum (the batch step,
+    samples.scatter_volumes, then writes each pixel with one plain copy, no reduction)."""
     n = int(np.prod(shape, dtype=np.int64))
     if n >= 2 ** 31:
         raise ValueError(f"a heatmap volume of shape {shape} is too large for int32 indices")
-    idx, val = [], []
-    for _, i, v in blocks:
+    idx, val, persons = [], [], set()
+    for m, i, v in blocks:
         keep = i != n
         idx.append(i[keep].astype(np.int32))
         val.append(v[keep].astype(np.float32))
+        persons.add(m)
     if not idx:
         return np.zeros(0, np.int32), np.zeros(0, np.float32)
-    return np.concatenate(idx), np.concatenate(val)
+    idx, val = np.concatenate(idx), np.concatenate(val)
+    if len(persons) > 1:  # (within one person every index occurs once)
+        order = np.argsort(idx, kind="stable")
+        idx, val = idx[order], val[order]
+        first = np.flatnonzero(np.concatenate(([True], idx[1:] != idx[:-1])))
+        idx, val = idx[first], np.maximum.reduceat(val, first)
+    return idx, val
 
 
 def render_joints(keypoints, box, size, sigma: float, *, channels_first: bool = False,
@@ -398,8 +411,10 @@ LEVELS = 255  # a stored or sampled heatmap value q stands for q / LEVELS
 
 def quantise(volume) -> np.ndarray:
     """float volume in [0, 1] -> uint8, round(v * 255) (values outside [0, 1] are clipped)."""
-    v = np.asarray(volume, dtype=np.float32)
-    return np.rint(np.clip(v, 0.0, 1.0) * np.float32(LEVELS)).astype(np.uint8)
+    v = np.array(volume, dtype=np.float32)  # a copy, rounded in place (the store build's hot path)
+    np.clip(v, 0.0, 1.0, out=v)
+    v *= np.float32(LEVELS)
+    return np.rint(v, out=v).astype(np.uint8)
 
 
 def dequantise(volume) -> np.ndarray:
@@ -408,16 +423,25 @@ def dequantise(volume) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- store
-def _render_quantised(render, kp, channels, box, size, sigma, *extra) -> np.ndarray:
-    h, w = _size_hw(size)
-    t_ = kp.shape[1]
-    step = max(1, 4 * _FLOATS_PER_BLOCK // max(1, channels * h * w))  # uint8: 4 bytes a float
-    if step >= t_:
-        return render(kp, box, size, sigma, *extra, quantised=True)
-    out = np.empty((t_, channels, h, w), dtype=np.uint8)
-    for t0 in range(0, t_, step):
-        out[t0:t0 + step] = render(kp[:, t0:t0 + step], box, size, sigma, *extra, quantised=True)
-    return out
+_scratch = np.zeros(0, np.uint8)  # the store build's volume buffer (one per process), zero between clips
+
+
+def _store_volume(blocks, shape) -> heatmap_store.Compressed:
+    """One clip's uint8 volume of `shape` from its candidate blocks, compressed as the store
+    holds it. Drawn into a buffer kept across clips and zeroed again after compression only
+    where drawn (about 1 % of a volume of megabytes): no fill of a fresh volume and no page
+    faults per clip."""
+    global _scratch
+    n = math.prod(shape)
+    if _scratch.size < n + 1:
+        _scratch = np.zeros(n + 1, np.uint8)
+    flat, drawn = _scratch[:n + 1], []
+    try:
+        _draw(flat, blocks, True, drawn)
+        return heatmap_store.Compressed(flat[:n].reshape(shape))
+    finally:
+        for idx in drawn:
+            flat[idx] = 0
 
 
 def _render_clip(item, *, size, sigma, padding, num_joints, limbs):
@@ -425,12 +449,13 @@ def _render_clip(item, *, size, sigma, padding, num_joints, limbs):
     compressed as the store holds them (in a worker process: what crosses back to the writer)."""
     clip_id, kp, width, height = item
     box = compact_box(kp, width, height, padding)
-    joint = _render_quantised(render_joints, kp, num_joints, box, size, sigma)
+    h, w = size
+    t_ = kp.shape[1]
+    joint = _store_volume(_joint_candidates(kp, box, h, w, sigma, False), (t_, num_joints, h, w))
     limb = None
     if limbs is not None:
-        limb = _render_quantised(render_limbs, kp, len(limbs), box, size, sigma, limbs)
-    joint = heatmap_store.Compressed(joint)
-    limb = None if limb is None else heatmap_store.Compressed(limb)
+        lim = np.asarray(limbs, dtype=np.int64).reshape(-1, 2)
+        limb = _store_volume(_limb_candidates(kp, lim, box, h, w, sigma, False), (t_, len(lim), h, w))
     empty = int((~valid(kp).any(axis=(0, 2))).sum())
     return clip_id, box, joint, limb, kp.shape[1], empty
 

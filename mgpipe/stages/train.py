@@ -117,6 +117,7 @@ class _Job:
     world: int
     amp: bool
     channels_last: bool
+    pose_dtype: torch.dtype       # the heatmap volumes' dtype: the step's compute dtype
     arch: dict
     classes: list
     layout: Layout                # the keypoint store's
@@ -165,7 +166,7 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
         train_set.set_epoch(epoch)
         loader = make_loader(train_set, optim["batch_size"], device=device, shuffle_seed=job.seed * 1000 + epoch,
                              workers=tcfg["workers"], rank=job.rank, world=world, sample_weights=job.draw_weights,
-                             drop_last=len(train_set) > optim["batch_size"] * world)
+                             drop_last=len(train_set) > optim["batch_size"] * world, pose_dtype=job.pose_dtype)
         # Running sums stay on the device; the host reads them once per log interval, so the
         # GPU never waits for the CPU inside a step.
         sums = torch.zeros(0, device=device)
@@ -266,12 +267,15 @@ def _setup(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     amp, channels_last = step_precision(tcfg, device, log)
+    # heatmap volumes are written in the dtype the step computes in (autocast would convert them)
+    pose_dtype = torch.bfloat16 if amp else torch.float32
     if tcfg["tensorboard"] and rank == 0:
         require_tensorboard()
     manifest = read_manifest(manifest_csv)
     job = _Job(name=name, spec=spec, tcfg=tcfg, optim=spec.optim(config), seed=config["seed"], device=device,
-               rank=rank, world=world, amp=amp, channels_last=channels_last,
-               **_data(spec, config, manifest, manifest_csv, classes_csv, frames_h5, keypoints_h5, device))
+               rank=rank, world=world, amp=amp, channels_last=channels_last, pose_dtype=pose_dtype,
+               **_data(spec, config, manifest, manifest_csv, classes_csv, frames_h5, keypoints_h5, device,
+                       pose_dtype))
     _build_model(job, init)
     if rank == 0:  # (after the init file is checked: a refused init is the run's one line)
         log.info("%s: %s", name, imbalance.describe(config, job.train_counts))
@@ -280,7 +284,7 @@ def _setup(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
     return job
 
 
-def _data(spec, config, manifest, manifest_csv, classes_csv, frames_h5, keypoints_h5, device) -> dict:
+def _data(spec, config, manifest, manifest_csv, classes_csv, frames_h5, keypoints_h5, device, pose_dtype) -> dict:
     """The checked inputs as _Job's data fields: the class table, the network for the store's
     channels, what the model is trained on, the training samples with their class-imbalance
     weights, and the validation samples (none without a validation split)."""
@@ -307,7 +311,8 @@ def _data(spec, config, manifest, manifest_csv, classes_csv, frames_h5, keypoint
     if (manifest.split == "val").any():
         val_set = model_samples(spec, config, manifest, "val", train=False, frames_h5=frames_h5,
                                 keypoints_h5=keypoints_h5, views=tcfg["val_views"])
-        val_loader = make_loader(val_set, optim["batch_size"], device=device, workers=tcfg["workers"])
+        val_loader = make_loader(val_set, optim["batch_size"], device=device, workers=tcfg["workers"],
+                                 pose_dtype=pose_dtype)
     else:
         log.info("%s: no validation split: training %d epochs and keeping the last", spec.name, optim["epochs"])
     return {"arch": spec.network(config, keypoint_channels(keypoints_h5)), "classes": classes, "layout": layout,

@@ -111,7 +111,8 @@ def network_rates(*, models=("joint", "rgb", "fused_full"), modes=("fp32", "bf16
         if manifest is not None:
             data = model_samples(spec, cfg, manifest, "train", train=True, frames_h5=frames_h5,
                                  keypoints_h5=keypoints_h5)
-            loader = make_loader(data, B, device=device, shuffle_seed=0, workers=workers, drop_last=True)
+            loader = make_loader(data, B, device=device, shuffle_seed=0, workers=workers, drop_last=True,
+                                 pose_dtype=torch.bfloat16 if amp else torch.float32)  # as train.py does
             batches = itertools.cycle(loader) if len(loader) else None
             if batches is not None:
                 secs = _time(lambda: _step(model, spec, next(batches), device, amp, cl, optimizer, step_model),
@@ -145,17 +146,18 @@ def jpeg_floor_ms(data, frames: int, repeat: int = 1) -> float:
     return best
 
 
-def finish_ms(data, batch: int = 16) -> float:
+def finish_ms(data, batch: int = 16, pose_dtype=torch.float32) -> float:
     """Milliseconds per sample of the batched part of the data path (samples.ClipDataset
-    .to_device: RGB views resampled, mirrored and normalised, heatmaps scattered into volumes)
-    on the CPU, where it runs when no GPU is present; on a GPU it is part of the step."""
+    .to_device: RGB views resampled, mirrored and normalised, heatmaps scattered into volumes
+    in pose_dtype) on the CPU, where it runs when no GPU is present; on a GPU it is part of the
+    step."""
     from mgpipe.learning.samples import collate
 
     batches = [collate([data[i] for i in range(k, min(k + batch, len(data)))])
                for k in range(0, len(data), batch)]
     t0 = time.perf_counter()
     for b in batches:
-        data.to_device(b, "cpu")
+        data.to_device(b, "cpu", pose_dtype)
     return (time.perf_counter() - t0) * 1e3 / max(len(data), 1)
 
 
