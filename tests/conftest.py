@@ -1,3 +1,6 @@
+import os
+from pathlib import Path
+
 import av
 import numpy as np
 import pandas as pd
@@ -80,6 +83,21 @@ def run_cli(capsys, *argv):
     finally:  # main() points the root logger at this test's stderr: put it back
         root.handlers[:], root.level = handlers, level
     return rc, capsys.readouterr().err
+
+
+def mediapipe_python() -> str:
+    """The mediapipe side environment's interpreter (scripts/install_mediapipe.sh):
+    MGPIPE_MEDIAPIPE_PYTHON, else <repo>/.venvs/mediapipe/bin/python. Without it the test skips,
+    or fails where MGPIPE_REQUIRE_BACKENDS=1 (CI)."""
+    repo = Path(__file__).resolve().parents[1]
+    path = os.environ.get("MGPIPE_MEDIAPIPE_PYTHON") or str(repo / ".venvs/mediapipe/bin/python")
+    if not Path(path).exists():
+        msg = (f"mediapipe side environment not found at {path}: run scripts/install_mediapipe.sh "
+               "or set MGPIPE_MEDIAPIPE_PYTHON")
+        if os.environ.get("MGPIPE_REQUIRE_BACKENDS") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
 
 
 def write_video(path, frames=20, width=64, height=48, fps=25):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import mediapipe_python
 
 from mgpipe.layouts import MEDIAPIPE33_HANDS
 from mgpipe.tools.photo_video import map_points, pan_zoom_video, sample_photo
@@ -30,14 +31,7 @@ HANDS = slice(33, 75)
 
 @pytest.fixture(scope="module")
 def side_python() -> str:
-    path = os.environ.get("MGPIPE_MEDIAPIPE_PYTHON") or str(REPO / ".venvs/mediapipe/bin/python")
-    if not Path(path).exists():
-        msg = (f"mediapipe side environment not found at {path}: run scripts/install_mediapipe.sh "
-               "or set MGPIPE_MEDIAPIPE_PYTHON")
-        if os.environ.get("MGPIPE_REQUIRE_BACKENDS") == "1":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return path
+    return mediapipe_python()
 
 
 def run_side(python: str, args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
