@@ -94,14 +94,15 @@ def summary(table: pd.DataFrame, by: str) -> pd.DataFrame:
 def markdown(frame: pd.DataFrame, index_name: str) -> str:
     cols = [index_name, *frame.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for key, row in frame.iterrows():
+    for key, *row in frame.itertuples():
         cells = [str(key)] + [f"{v:.3f}" if isinstance(v, float) else str(v) for v in row]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def draw_grid(results: Path, table: pd.DataFrame, out: Path, tile=(160, 120), columns=7) -> Path:
-    """The tracked skeleton on the middle frame of each class's first test clip, one grid PNG."""
+def draw_grid(results: Path, table: pd.DataFrame, out: Path, tile=(200, 150), columns=7) -> Path:
+    """The tracked skeleton on the middle frame of each class's first test clip, one grid PNG:
+    joints red (score >= 0.3) or yellow (lower), limbs green or orange."""
     from PIL import Image, ImageDraw
 
     frames = frame_store.Reader(results / "frames.h5")
@@ -126,7 +127,7 @@ def draw_grid(results: Path, table: pd.DataFrame, out: Path, tile=(160, 120), co
             colour = (255, 0, 0) if s >= LOW_SCORE else (255, 255, 0)
             draw.ellipse([x - 2.5, y - 2.5, x + 2.5, y + 2.5], fill=colour)
         draw.rectangle([0, 0, width, 18], fill=(0, 0, 0))
-        draw.text((4, 3), r.action, fill=(255, 255, 255))
+        draw.text((4, 3), f"{r.action}  person in {r.found}/{r.frames} frames", fill=(255, 255, 255))
         image = image.resize(tile, Image.BILINEAR)
         grid.paste(image, ((i % columns) * tile[0], (i // columns) * tile[1]))
     out.mkdir(parents=True, exist_ok=True)

