@@ -88,8 +88,9 @@ def table(runs: Path, seeds: list[int]) -> tuple[pd.DataFrame, list[int]]:
                 row[f"{short} s{seed}"] = value
                 values.append(value)
             values = np.array(values, float)
-            row[f"{short} mean ± sd"] = (f"{np.nanmean(values):.3f} ± {np.nanstd(values, ddof=1) if len(values) > 1 else 0:.3f}"
-                                         if np.isfinite(values).any() else "")
+            values = values[np.isfinite(values)]
+            row[f"{short} mean ± sd"] = ("" if not len(values) else f"{values[0]:.3f}" if len(values) == 1
+                                         else f"{values.mean():.3f} ± {values.std(ddof=1):.3f}")
         rows.append(row)
     return pd.DataFrame(rows), sorted(reports)
 
@@ -97,7 +98,8 @@ def table(runs: Path, seeds: list[int]) -> tuple[pd.DataFrame, list[int]]:
 def markdown(frame: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
     for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |")
+        lines.append("| " + " | ".join(("" if np.isnan(v) else f"{v:.3f}") if isinstance(v, float) else str(v)
+                                       for v in row) + " |")
     return "\n".join(lines)
 
 

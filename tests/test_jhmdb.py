@@ -145,3 +145,33 @@ def test_one_step_of_every_member_and_the_ensemble(run, tmp_path):
     assert report["ensemble"]["searched_on_val"] is True
     assert set(report["ensemble"]["weights"]) == {"fused_full", "joint", "limb", "rgb", "motion", "swin"}
     assert 0.0 <= report["ensemble"]["top1"] <= 1.0
+
+
+def test_accuracy_table_gives_each_member_per_seed_and_mean_sd(tmp_path):
+    """benchmarks/jhmdb_table.py reads each seed's ensemble/metrics.json: the fused models by
+    their 1:1 stream average, a member a seed lacks left empty, the sd over the seeds it has."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from jhmdb_table import table
+
+    def row(top1, mca):
+        return {"top1": top1, "mean_class_accuracy": mca}
+
+    for seed, (a, b) in enumerate([(0.5, 0.4), (0.7, 0.6)]):
+        models = {"joint": {"joint": row(a, b)},
+                  "fused_full": {"rgb": row(0.1, 0.1), "pose": row(0.2, 0.2), "rgb:pose 1:1": row(a + 0.1, b)}}
+        if seed == 0:
+            models["swin"] = {"swin": row(0.3, 0.2)}
+        folder = tmp_path / f"seed{seed}" / "ensemble"
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({"models": models, "ensemble": row(a + 0.2, b + 0.2)}))
+    frame, done = table(tmp_path, [0, 1, 2])
+    assert done == [0, 1]
+    rows = frame.set_index("member")
+    assert rows.loc["joint", "top-1 s1"] == 0.7 and rows.loc["joint", "top-1 mean ± sd"] == "0.600 ± 0.141"
+    assert rows.loc["fused_full", "top-1 mean ± sd"] == "0.700 ± 0.141"
+    assert rows.loc["fused_full (pose pathway)", "mca s0"] == 0.2
+    assert rows.loc["swin", "top-1 mean ± sd"] == "0.300" and np.isnan(rows.loc["swin", "top-1 s1"])
+    assert rows.loc["ensemble", "mca mean ± sd"] == "0.700 ± 0.141"
+    assert rows.loc["motion", "top-1 mean ± sd"] == ""
