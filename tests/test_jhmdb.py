@@ -150,10 +150,7 @@ def test_one_step_of_every_member_and_the_ensemble(run, tmp_path):
 def test_accuracy_table_gives_each_member_per_seed_and_mean_sd(tmp_path):
     """benchmarks/jhmdb_table.py reads each seed's ensemble/metrics.json: the fused models by
     their 1:1 stream average, a member a seed lacks left empty, the sd over the seeds it has."""
-    import sys
-
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from jhmdb_table import table
+    from benchmarks.jhmdb_table import table
 
     def row(top1, mca):
         return {"top1": top1, "mean_class_accuracy": mca}
