@@ -40,8 +40,8 @@ JUMP_SHARE = 0.2
 def hmdb_tags(video_id: str) -> dict:
     match = HMDB_TAGS.search(video_id)
     if not match:
-        return {"body": "?", "people": 0}
-    return {"body": BODY_NAMES[match["body"]], "people": int(match["people"])}
+        return {"body": "untagged", "people": "untagged"}
+    return {"body": BODY_NAMES[match["body"]], "people": f"np{match['people']}"}
 
 
 def clip_figures(kp: np.ndarray, width: int, height: int) -> dict:
