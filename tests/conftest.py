@@ -1,3 +1,6 @@
+import os
+from pathlib import Path
+
 import av
 import numpy as np
 import pandas as pd
@@ -70,9 +73,6 @@ def side_environment(name: str, env_var: str) -> str:
     """The interpreter of side environment `name` (scripts/install_<name>.sh): $env_var, else
     <repo>/.venvs/<name>/bin/python. Without it the calling test skips, or fails where
     MGPIPE_REQUIRE_BACKENDS=1 (CI, which installs every side environment)."""
-    import os
-    from pathlib import Path
-
     python = os.environ.get(env_var) or str(Path(__file__).resolve().parents[1] / ".venvs" / name / "bin" / "python")
     if Path(python).is_file():
         return python
@@ -97,6 +97,11 @@ def run_cli(capsys, *argv):
     finally:  # main() points the root logger at this test's stderr: put it back
         root.handlers[:], root.level = handlers, level
     return rc, capsys.readouterr().err
+
+
+def mediapipe_python() -> str:
+    """The mediapipe side environment's interpreter (side_environment)."""
+    return side_environment("mediapipe", "MGPIPE_MEDIAPIPE_PYTHON")
 
 
 def write_video(path, frames=20, width=64, height=48, fps=25):

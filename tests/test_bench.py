@@ -17,6 +17,14 @@ def test_bench_table_has_every_model_and_mode(demo_stores):
     assert (table[table["mode"] == "fp32"]["vs fp32"] == 1.0).all()
 
 
+def test_bench_times_the_frame_members(demo_stores):
+    """motion and swin read 3-channel frames like rgb (they were fed heatmap-shaped tensors)."""
+    cfg = mgconfig.validate(yaml.safe_load(open("tests/data/tiny.yaml")))
+    table = bench.network_rates(models=("motion", "swin"), modes=("fp32",), size="config", base_config=cfg,
+                                batch={"motion": 2, "swin": 2}, steps=1, warmup=0, device="cpu")
+    assert list(table.model) == ["motion", "swin"] and (table["network clips/s"] > 0).all()
+
+
 def test_bench_reports_the_data_path(demo_stores):
     cfg = mgconfig.validate(yaml.safe_load(open("tests/data/tiny.yaml")))
     manifest = pd.read_csv(demo_stores / "clips.csv", dtype={"clip_id": str, "video_id": str})

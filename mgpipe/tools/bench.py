@@ -104,7 +104,7 @@ def network_rates(*, models=("joint", "rgb", "fused_full"), modes=("fp32", "bf16
         mods = spec.modalities(cfg, True)
         fake = {"label": torch.randint(0, 32, (B,))}
         for m, (T, S) in mods.items():
-            C = 3 if m == "rgb" else joints
+            C = 3 if m in specs.FRAME_INPUTS else joints   # rgb, motion, swin: 3 colour channels
             fake[m] = torch.randn(B, C, T, S, S).to(device)
         secs = _time(lambda: _step(model, spec, fake, device, amp, cl, optimizer, step_model), steps, warmup, device)
         row = {"model": name, "mode": mode, "batch": B, "network clips/s": round(B * steps / secs, 1)}
