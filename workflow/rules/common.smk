@@ -139,7 +139,7 @@ for _model in MODELS:
         continue
     INIT[_model] = _source
     if _source.kind == init_source.MERGED:
-        continue   # (an output of this run's merge rule)
+        continue  # (an output of this run's merge rule)
     if os.path.realpath(_source.file) == os.path.realpath(f"{R}/models/{_model}/model.pt"):
         # (early, before the file is read; every output of the run is compared at the end of
         # the Snakefile: check_init_outputs)
@@ -454,7 +454,8 @@ def check_init_outputs():
     job), another model's model.pt becomes that output as its rule spells it (a dependency), and
     a cycle is refused. Called at the end of the Snakefile, once all rules are defined, before any job."""
     try:
-        INIT.update(mgplan.check_inits({m: s for m, s in INIT.items() if s.kind != init_source.MERGED},
-                                       R, list(workflow.rules)))
+        INIT.update(
+            mgplan.check_inits({m: s for m, s in INIT.items() if s.kind != init_source.MERGED}, R, list(workflow.rules))
+        )
     except InputError as e:
         sys.exit(f"mgpipe: {e}")
