@@ -111,6 +111,7 @@ def test_real_clips_decode_and_pose(run):
 
 @pytest.mark.slow
 def test_one_step_of_every_member_and_the_ensemble(run, tmp_path):
+    from mgpipe.learning.weights import init_source
     from mgpipe.stages import train
     from mgpipe.stages.ensemble import build_report
     from mgpipe.stages.merge import merge_checkpoints
@@ -127,9 +128,10 @@ def test_one_step_of_every_member_and_the_ensemble(run, tmp_path):
         out = tmp_path / "models" / name
         init = None
         if specs.get(name).is_fused:   # the merge of the rgb and joint models, as the workflow
-            init = tmp_path / "merged" / f"{name}.pt"
+            merged = tmp_path / "merged" / f"{name}.pt"
             merge_checkpoints(tmp_path / "models/rgb/model.pt", tmp_path / "models/joint/model.pt",
-                              cfg, name, init)
+                              cfg, name, merged)
+            init = init_source.given(merged)
         train.run(name, cfg, classes_csv=root / "classes.csv", out_dir=out, state_dir=tmp_path / "state" / name,
                   init=init, progress=False, **stores)
         history = pd.read_csv(out / "log.csv")

@@ -103,10 +103,16 @@ def gpus_planned(proc) -> dict:
 def test_slurm_profile_asks_train_gpus_for_training_and_test(workdir, device, gpu):
     """On SLURM the train and test jobs ask for train.gpus GPUs whatever the submitting machine
     has (profiles/default's local cap, here 0 GPUs, does not apply); device cpu asks for none.
-    (device auto asks where sinfo lists GPUs: tests/test_slurm.py.)"""
+    (device auto asks where sinfo lists GPUs: tests/test_slurm.py.) A machine where sinfo cannot
+    be asked: the local SLURM of tests/test_slurm.py, up beside this test, would hold the
+    profile's CHANGE_ME partitions against its own (refused at plan time there)."""
     pytest.importorskip("snakemake_executor_plugin_slurm")
     (workdir / f"{device}.yaml").write_text(f"train: {{device: {device}}}\n")
-    env = {"CUDA_VISIBLE_DEVICES": ""}
+    bin_dir = workdir / "no-sinfo"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "sinfo").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "sinfo").chmod(0o755)
+    env = {"CUDA_VISIBLE_DEVICES": "", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     proc = smk(workdir, "-n", "--profile", "profiles/slurm", "--configfile", "tiny.yaml", f"{device}.yaml", env=env)
     plan = gpus_planned(proc)
     print(plan)

@@ -277,9 +277,11 @@ def fit_rules_to_cluster():
     if not SLURM_NODES:
         return
     for rule_ in workflow.rules:
+        if rule_.norun:
+            continue  # (a target such as `all`: nothing is submitted)
         partition = plain_resource(rule_, rule_.resources.get("slurm_partition")) or ""
         if partition not in SLURM_NODES:
-            sys.exit("mgpipe: " + mgslurm.unknown_partition(rule_.name, partition, SLURM_NODES))
+            sys.exit(f"mgpipe: {mgslurm.unknown_partition(rule_.name, partition, SLURM_NODES)}")
         node = SLURM_NODES[partition]
         threads = getattr(rule_.resources.get("_cores"), "value", rule_.resources.get("_cores"))
         if isinstance(threads, int) and threads > node.cpus:
