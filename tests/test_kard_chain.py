@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_workflow import REPO, make_workdir, smk
+from workflow_runs import REPO, make_workdir, smk
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from test_workflow import make_workdir, smk
+from workflow_runs import make_workdir, smk
 
 from mgpipe.layouts import BODY25, COCO17, OPENNI15, convert
 

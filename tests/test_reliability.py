@@ -969,7 +969,7 @@ def _tree(root: Path) -> dict:
 
 @pytest.mark.slow
 def test_second_snakemake_run_is_refused_by_the_lock(tmp_path):
-    from test_workflow import make_workdir
+    from workflow_runs import make_workdir
 
     workdir = make_workdir(tmp_path / "wf")
     cli = workdir / "mgpipe" / "cli.py"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_workflow import make_workdir, planned, smk
+from workflow_runs import planned, smk, tiny_run_copy
 
 pytestmark = pytest.mark.slow
 
@@ -44,9 +44,7 @@ def snapshot(results: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    workdir = make_workdir(tmp_path_factory.mktemp("reruns"))
-    smk(workdir, "--cores", "2", "--configfile", "tiny.yaml")
-    return workdir
+    return tiny_run_copy(tmp_path_factory, "reruns")
 
 
 def results(workdir):

@@ -233,7 +233,7 @@ def shards_of(proc, rule: str) -> list[str]:
 
 @pytest.mark.slow
 def test_whole_imigue_table_plans_16_shard_jobs_per_data_stage(tmp_path):
-    from test_workflow import make_workdir, planned, smk
+    from workflow_runs import make_workdir, planned, smk
 
     workdir = make_workdir(tmp_path / "wf")
     config = _imigue_config(tmp_path, 16)
@@ -262,16 +262,11 @@ def test_whole_imigue_table_plans_16_shard_jobs_per_data_stage(tmp_path):
 
 
 def sharded_tiny_config(workdir: Path) -> str:
-    """The tiny demo as 2 shards, the whole method lean: the RGB, joint, limb and fused models
-    (motion and Video Swin off, one fused variant), so that the run shows what reaches training."""
-    import yaml
+    """The tiny demo as 2 shards, the whole method lean (workflow_runs.lean_config), so that the
+    run shows what reaches training."""
+    from workflow_runs import lean_config
 
-    config = yaml.safe_load((workdir / "tiny.yaml").read_text())
-    config.update(data={"shards": 2}, ensemble={"members": {"fused": 1.0, "joint": 1.0, "limb": 1.0}})
-    config["motion"]["enabled"] = config["swin"]["enabled"] = False
-    config["fused"]["variants"] = ["full"]
-    (workdir / "sharded.yaml").write_text(yaml.safe_dump(config))
-    return "sharded.yaml"
+    return lean_config(workdir, data={"shards": 2})
 
 
 def jobs_run(proc) -> dict:
@@ -293,7 +288,7 @@ def test_tiny_sharded_run_settles_after_a_changed_row(tmp_path, monkeypatch):
     row's shard of the data stages (and the models, which all read the manifest), and the next
     dry run of `all` has nothing to do (Snakemake once kept the slicing checkpoint's first-pass
     reason on the gather jobs, so the workflow regathered on every run)."""
-    from test_workflow import make_workdir, planned, smk
+    from workflow_runs import make_workdir, planned, smk
 
     workdir = make_workdir(tmp_path / "wf")
     r = workdir / "results" / "tiny"

@@ -75,7 +75,7 @@ def test_bad_sources_are_one_line(tmp_path, change, message):
 def test_the_workflow_reads_several_pickles_as_one_dataset(tmp_path):
     """Snakemake: combine_skeletons -> clips -> pose for real on the three sets; the manifest's
     counts per source dataset, and a changed source list reruns the combination."""
-    from test_workflow import make_workdir, smk
+    from workflow_runs import make_workdir, smk
 
     sources = real_sources()
     workdir = make_workdir(tmp_path / "wf")

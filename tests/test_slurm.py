@@ -1,8 +1,8 @@
 """The SLURM profile on a real SLURM: scripts/slurm_local.sh starts munge, MariaDB, slurmdbd,
 slurmctld and slurmd for one local node (2 CPUs and two GPUs that are plain files: SLURM hands
-them out and accounts them, torch in the job finds no CUDA), and the tiny workflow runs with
-`--profile profiles/slurm` and train.device auto, every rule a SLURM job, to the metrics.json of a
-local run; its training and test jobs are allocated one GPU each, the data jobs none.
+them out and accounts them, torch in the job finds no CUDA), and the lean tiny workflow runs with
+`--profile profiles/slurm` and train.device auto, every rule a SLURM job, to the models of the
+local tiny run; its training and test jobs are allocated one GPU each, the data jobs none.
 Needs root (the daemons) and the Debian packages (installed by the script); skipped otherwise,
 failed instead where MGPIPE_REQUIRE_SLURM=1 (CI)."""
 
@@ -18,7 +18,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_workflow import make_workdir, planned, smk
+from workflow_runs import (
+    assert_lean_run_equals_tiny_run,
+    lean_config,
+    make_workdir,
+    planned,
+    smk,
+    tiny_run_copy,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -100,23 +107,21 @@ def rule_of(comment: str) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def runs(slurm_conf, tmp_path_factory):
-    """The tiny workflow locally (--cores 2) and on SLURM, in two copies of the workflow."""
-    local = make_workdir(tmp_path_factory.mktemp("local"))
-    t0 = time.time()
-    smk(local, "--cores", "2", "--configfile", "tiny.yaml")
-    local_s = time.time() - t0
-    plan = planned(smk(local, "--cores", "2", "--configfile", "tiny.yaml", "-n", "-F"))
+    """The tiny workflow locally (--cores 2: the tests' shared run) and, lean (workflow_runs.lean_config:
+    every rule, fewer models), on SLURM in another copy of the workflow."""
+    local = tiny_run_copy(tmp_path_factory, "local")
     cluster = make_workdir(tmp_path_factory.mktemp("slurm"))
+    lean = lean_config(cluster)
+    plan = planned(smk(cluster, "-n", "--cores", "2", "--configfile", lean))
     t0 = time.time()
-    proc = run_slurm(cluster, slurm_conf, "--configfile", "tiny.yaml")
-    slurm_s = time.time() - t0
-    print(f"tiny workflow: local {local_s:.0f} s, on SLURM {slurm_s:.0f} s")
+    proc = run_slurm(cluster, slurm_conf, "--configfile", lean)
+    print(f"lean tiny workflow on SLURM: {time.time() - t0:.0f} s")
     job_ids = re.findall(r"submitted with SLURM jobid (\d+)", proc.stdout + proc.stderr)
     assert job_ids, proc.stderr[-3000:]
     return {"local": local, "cluster": cluster, "plan": plan, "proc": proc, "jobs": ",".join(job_ids)}
 
 
-def test_every_rule_is_one_slurm_job_and_metrics_equal_the_local_run(runs, slurm_conf):
+def test_every_rule_is_one_slurm_job_and_models_equal_the_local_run(runs, slurm_conf):
     jobs = sacct(slurm_conf, runs["cluster"], "-j", runs["jobs"])
     assert jobs and all(j["State"] == "COMPLETED" for j in jobs), jobs
     per_rule = {}
@@ -136,8 +141,7 @@ def test_every_rule_is_one_slurm_job_and_metrics_equal_the_local_run(runs, slurm
             assert "gres/gpu=1" in job["AllocTRES"].split(","), job
         else:
             assert "gpu" not in job["AllocTRES"], job
-    name = "results/tiny/ensemble/metrics.json"
-    assert (runs["cluster"] / name).read_bytes() == (runs["local"] / name).read_bytes()
+    assert_lean_run_equals_tiny_run(runs["cluster"], runs["local"])
 
 
 def test_job_logs_are_where_the_readme_says(runs, slurm_conf):
@@ -156,7 +160,7 @@ def test_cancelled_training_fails_with_a_message_and_the_rerun_resumes(runs, slu
     """scancel mid-training: the rule fails naming the cancelled job; a rerun resumes from the
     last checkpointed epoch."""
     workdir = runs["cluster"]
-    (workdir / "slow.yaml").write_text("pose_model:\n  optim: {epochs: 60, batch_size: 4, lr: 0.02, lr_steps: [50], warmup_epochs: 0}\n")
+    (workdir / "slow.yaml").write_text("pose_model:\n  optim: {epochs: 30, batch_size: 4, lr: 0.02, lr_steps: [25], warmup_epochs: 0}\n")
     target = ["results/tiny/models/joint/model.pt", "--configfile", "tiny.yaml", "slow.yaml"]
     state = workdir / "results" / "tiny" / "state" / "joint" / "last.pt"
     env = slurm_env(slurm_conf, workdir)
@@ -198,7 +202,7 @@ def test_cancelled_training_fails_with_a_message_and_the_rerun_resumes(runs, slu
     resumed = re.search(r"joint: resuming after epoch (\d+)", text)
     assert resumed and int(resumed.group(1)) >= epoch, text[-2000:]
     history = (workdir / "results" / "tiny" / "models" / "joint" / "log.csv").read_text().splitlines()
-    assert len(history) == 1 + 60
+    assert len(history) == 1 + 30
 
 
 def test_training_across_nodes_asks_for_the_nodes_and_starts_agents_under_srun(runs, slurm_conf):

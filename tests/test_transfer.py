@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import build_manifest, pose_settings
-from test_workflow import make_workdir, smk
+from workflow_runs import make_workdir, smk
 
 from mgpipe import cli
 from mgpipe import config as mgconfig
@@ -284,3 +284,47 @@ def test_pyskl_joint_checkpoint_initialises_a_kard_model(tmp_path, caplog):
     assert report["fresh"]["head.fc.weight"] == "60 classes in the source, 18 here"
     assert report["channels"]["copied"][:2] == ["right_shoulder", "right_elbow"]
     assert report["source"] == str(pyskl) and "cls_head.fc_cls.weight" in report["ignored"]
+
+
+def _finetuned(stores, out, source, **finetune):
+    """The joint model trained one step (one batch holds the training split) from `source`."""
+    from mgpipe.stages import train as train_mod
+
+    cfg = config(pose_model={"input": {"frames": 8, "size": 8, "test_size": 8},
+                             "optim": {**mgconfig.defaults()["pose_model"]["optim"], "epochs": 1,
+                                       "batch_size": 64, "warmup_epochs": 0, "clip_grad": 0}},
+                 train={"device": "cpu", "keep_state": True,
+                        "finetune": {**mgconfig.defaults()["train"]["finetune"], **finetune}})
+    train_mod.run("joint", cfg, manifest_csv=stores / "clips.csv", classes_csv=stores / "classes.csv",
+                  frames_h5=None, keypoints_h5=stores / "keypoints.h5", out_dir=out, state_dir=out / "state",
+                  init=init_source.given(source), progress=False)
+    return checkpoints.load(out / "model.pt")["model"]
+
+
+def test_finetune_scales_the_loaded_tensors_rate_and_can_freeze_them(demo_stores, tmp_path, caplog):
+    """train.finetune on a start whose head does not fit (3 more classes in the source): the
+    loaded tensors take lr_scale x the rate, exactly (one SGD step: the same gradient, a scaled
+    update), or sit out the frozen epochs untouched; the new head trains at the full rate."""
+    from mgpipe.learning.samples import keypoint_channels
+
+    classes = len(checkpoints.class_table(demo_stores / "classes.csv"))
+    pose_input = {"input": {"frames": 8, "size": 8, "test_size": 8}}
+    model, arch = randomised("joint", keypoint_channels(demo_stores / "keypoints.h5"), classes + 3,
+                             cfg=config(pose_model=pose_input))
+    source = save_mgpipe(model, arch, "joint", classes + 3, tmp_path / "source.pt", layout=get_layout("coco17"))
+    start = model.state_dict()
+    caplog.set_level(logging.INFO)
+    full = _finetuned(demo_stores, tmp_path / "full", source)
+    tenth = _finetuned(demo_stores, tmp_path / "tenth", source, lr_scale=0.1)
+    frozen = _finetuned(demo_stores, tmp_path / "frozen", source, freeze_epochs=1)
+    assert "joint: fine-tuning: " in caplog.text and "at 0.1 x the learning rate" in caplog.text
+    loaded = [k for k, p in start.items() if k.endswith(".weight") and "conv" in k]
+    assert loaded
+    for key in loaded:
+        step, scaled = full[key] - start[key], tenth[key] - start[key]
+        assert step.abs().max() > 0, key
+        torch.testing.assert_close(scaled, 0.1 * step, rtol=1e-3, atol=1e-7)
+        assert torch.equal(frozen[key], start[key]), key        # frozen: not one update
+    # the new head (3 classes fewer than the source's) takes the same full-rate step in all three
+    assert torch.equal(tenth["head.fc.weight"], full["head.fc.weight"])
+    assert torch.equal(frozen["head.fc.weight"], full["head.fc.weight"])

@@ -333,7 +333,7 @@ def test_snakemake_dry_run_stops_with_one_mgpipe_line(tmp_path, text, line):
     """Snakemake reads --configfile with its own YAML loader (the bomb costs it nothing: PyYAML
     keeps the aliases as shared references); the workflow's validation then stops in one line
     before anything walks the config."""
-    from test_workflow import make_workdir
+    from workflow_runs import make_workdir
 
     workdir = make_workdir(tmp_path / "wf")
     (workdir / "bad.yaml").write_text(text)

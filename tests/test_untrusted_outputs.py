@@ -283,7 +283,7 @@ def test_a_key_written_twice_is_refused_by_mgpipe(tmp_path, capsys):
 
 
 def test_a_key_written_twice_is_refused_by_the_workflow(tmp_path):
-    from test_workflow import make_workdir, smk
+    from workflow_runs import make_workdir, smk
 
     work = make_workdir(tmp_path / "wf")
     (work / "dup.yaml").write_text("train:\n  device: cpu\nseed: 1\ntrain:\n  threads: 2\n")
@@ -366,7 +366,7 @@ def test_array_job_ids_and_odd_ports(tmp_path):
 @pytest.fixture(scope="module")
 def init_workdir(tmp_path_factory):
     from test_transfer import randomised, save_pyskl
-    from test_workflow import make_workdir
+    from workflow_runs import make_workdir
 
     work = make_workdir(tmp_path_factory.mktemp("init") / "wf")
     cfg = mgconfig.load(work / "tiny.yaml")
@@ -379,7 +379,7 @@ def init_workdir(tmp_path_factory):
 
 
 def _plan(work, init_yaml):
-    from test_workflow import smk
+    from workflow_runs import smk
 
     (work / "init.yaml").write_text(init_yaml)
     before = {p: p.read_bytes() for p in (work / "results").rglob("*") if p.is_file()}

@@ -21,7 +21,7 @@ import pytest
 import torch
 import yaml
 from test_reliability import error_line, run_main, write_yaml
-from test_workflow import make_workdir, smk
+from workflow_runs import make_workdir, smk
 
 from mgpipe import config as mgconfig
 from mgpipe.formats import checkpoints

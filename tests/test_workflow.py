@@ -11,51 +11,20 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from workflow_runs import (
+    REPO,
+    assert_lean_run_equals_tiny_run,
+    lean_config,
+    make_workdir,
+    models_of,
+    planned,
+    smk,
+    tiny_run_copy,
+)
 
 from mgpipe.tools.demo_data import class_counts
-from mgpipe.tools.dry_run import jobs_per_rule
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "tests" / "data" / "tiny.yaml"
-
-
-def make_workdir(path: Path) -> Path:
-    """A copy of the workflow and of the mgpipe package: tests may edit module code in it."""
-    path.mkdir(parents=True, exist_ok=True)
-    for name in ("Snakefile", "config.yaml"):
-        shutil.copy(REPO / name, path / name)
-    for name in ("workflow", "profiles", "mgpipe", "config"):
-        shutil.copytree(REPO / name, path / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(TINY, path / "tiny.yaml")
-    return path
-
-
-def smk(workdir: Path, *args, check=True, timeout=900, env=None):
-    env = dict(os.environ, PYTHONPATH=str(workdir), **(env or {}))  # the copy of mgpipe wins over the install
-    proc = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def models_of(proc, rule: str) -> list[str]:
-    """The model wildcards of the jobs of one rule in a dry run's plan, sorted."""
-    out, current = [], None
-    for line in proc.stdout.splitlines():
-        if line.startswith("rule "):
-            current = line[5:].rstrip(":")
-        elif current == rule and line.strip().startswith("wildcards:"):
-            wildcards = dict(w.split("=", 1) for w in line.split(":", 1)[1].strip().split(", "))
-            out.append(wildcards["model"])
-    return sorted(out)
-
-
-def planned(proc) -> dict:
-    """{rule: count} from the job-stats table of a dry run."""
-    return jobs_per_rule(proc.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -169,9 +138,8 @@ def test_bad_config_stops_with_one_line(workdir, text, key):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(workdir):
-    smk(workdir, "--cores", "2", "--configfile", "tiny.yaml")
-    return workdir
+def tiny_run(tmp_path_factory):
+    return tiny_run_copy(tmp_path_factory, "tiny")
 
 
 def test_report_needs_no_cores(tiny_run):
@@ -267,11 +235,11 @@ def test_editing_heatmap_code_reruns_what_draws_heatmaps(tiny_run):
 
 
 def test_same_seed_gives_identical_metrics(tiny_run, tmp_path):
+    """A fresh run from nothing with the same config and seed gives the same models (here the lean
+    config's: workflow_runs.lean_config)."""
     other = make_workdir(tmp_path / "again")
-    smk(other, "--cores", "2", "--configfile", "tiny.yaml")
-    a = (tiny_run / "results/tiny/ensemble/metrics.json").read_bytes()
-    b = (other / "results/tiny/ensemble/metrics.json").read_bytes()
-    assert a == b
+    smk(other, "--cores", "2", "--configfile", lean_config(other))
+    assert_lean_run_equals_tiny_run(other, tiny_run)
 
 
 def _own_data_config(workdir: Path, demo: Path, on_missing: str) -> str:

@@ -18,8 +18,10 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:   # torch is imported where a network is built or run: planning needs none
+    import torch
 
 POSE_INPUTS = ("joint", "limb")   # heatmap inputs, rendered from the keypoint store
 # Frame inputs, read from the frame store; each is shaped by the config section of its name
@@ -113,6 +115,8 @@ class ModelSpec:
 
     def forward(self, model, batch: dict, device, channels_last: bool = False):
         """({stream: logits}, the network's raw output) for a batch of samples."""
+        import torch
+
         def move(x):
             x = x.to(device, non_blocking=True)
             return x.contiguous(memory_format=torch.channels_last_3d) if channels_last else x

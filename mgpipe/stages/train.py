@@ -175,15 +175,20 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
         # a bar on a terminal; in a log file the epoch line below, and lines per 10 % of a long epoch
         bar = progress_bar(loader, desc=f"{name} epoch {epoch + 1}/{optim['epochs']}", unit="batch",
                            enabled=progress and main, lines=steps >= LONG_EPOCH, leave=False)
+        # train.finetune.freeze_epochs: the loaded tensors sit out the first epochs (no step at all)
+        frozen = [p for group in optimizer.param_groups if group["loaded"] for p in group["params"]] \
+            if epoch < tcfg["finetune"]["freeze_epochs"] else []
         for it, batch in enumerate(bar):
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(epoch + it / steps, optim)
+                group["lr"] = lr_at(epoch + it / steps, optim) * group["lr_scale"]
             labels = batch["label"].to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=job.amp):
                 logits, out = spec.forward(job.step_model, batch, device, job.channels_last)
                 parts = model.loss(out, labels, class_weights=job.class_weights)
             optimizer.zero_grad(set_to_none=True)
             parts["loss"].backward()
+            for p in frozen:
+                p.grad = None    # (SGD skips a tensor without a gradient: no momentum, no decay)
             if optim["clip_grad"]:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), optim["clip_grad"])
             optimizer.step()
@@ -347,8 +352,28 @@ def _build_model(job: _Job, init: InitSource | None) -> None:
         step_model = torch.compile(step_model)
     optim = job.optim
     job.model, job.step_model = model, step_model
-    job.optimizer = torch.optim.SGD(model.parameters(), lr=optim["lr"], momentum=optim["momentum"],
+    job.optimizer = torch.optim.SGD(_param_groups(job, model), lr=optim["lr"], momentum=optim["momentum"],
                                     weight_decay=optim["weight_decay"])
+
+
+def _param_groups(job: _Job, model: torch.nn.Module) -> list[dict]:
+    """The optimiser's parameter groups, each with its share of the schedule's learning rate
+    (lr_scale) and whether the initial weights loaded it (loaded: frozen for the first
+    train.finetune.freeze_epochs). Trained from scratch: one group at the schedule's rate."""
+    params = list(model.named_parameters())
+    loaded = set(job.init_report["loaded"]) if job.init_report else set()
+    old = [p for n, p in params if n in loaded]
+    new = [p for n, p in params if n not in loaded]
+    if not old:
+        return [{"params": new, "lr_scale": 1.0, "loaded": False}]
+    finetune = job.tcfg["finetune"]
+    if job.main:
+        log.info("%s: fine-tuning: %d loaded tensors at %g x the learning rate%s, %d not loaded at the rate",
+                 job.name, len(old), finetune["lr_scale"],
+                 f" (frozen for the first {finetune['freeze_epochs']} epoch(s))" if finetune["freeze_epochs"] else "",
+                 len(new))
+    return [{"params": old, "lr_scale": finetune["lr_scale"], "loaded": True},
+            *([{"params": new, "lr_scale": 1.0, "loaded": False}] if new else [])]
 
 
 def _fingerprint(job: _Job, config: dict, manifest, init: InitSource | None, files: dict) -> str:

@@ -13,7 +13,7 @@ from mgpipe.learning import specs
 from mgpipe.sources import skeleton_sources as mgsources
 from mgpipe.io import InputError
 from mgpipe.config import reads_frames
-from mgpipe.learning.weights import init_source, initialise
+from mgpipe.learning.weights import init_source
 
 try:
     # Snakemake's own YAML load keeps the last of a key written twice: each config file it read
@@ -148,6 +148,9 @@ for _model in MODELS:
     # dependency, or refuses a cycle); today's file is not what the job will read, so its
     # weights are checked when the training job loads them.
     if os.path.realpath(_source.file) not in _RUN_MODELS:
+        # (imported here: it needs torch, which a plan without init files never loads)
+        from mgpipe.learning.weights import initialise
+
         try:
             initialise.check_source(config, _model, _source)
         except InputError as e:
