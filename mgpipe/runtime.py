@@ -101,30 +101,33 @@ def stderr_is_terminal() -> bool:
 
 
 def progress(iterable=None, *, total=None, desc: str, unit: str = "it", enabled: bool = True,
-             lines: bool = True, leave: bool = True):
+             lines: bool = True, quiet_seconds: float = 0.0, leave: bool = True):
     """A progress view of a loop for every long stage (decode, pose, heatmaps, test scoring,
     training epochs): tqdm's bar when stderr is a terminal; otherwise a log line per ~10 % of
-    `total` (or of len(iterable)) and one at the end. lines=False: nothing off a terminal (the
-    training loop, whose epoch line is its progress). Supports iteration, update(), set_postfix()
-    and close(), and is a context manager, like tqdm."""
+    `total` (or of len(iterable)) and one at the end. lines=False: nothing off a terminal.
+    quiet_seconds: no line until the loop has run that long (a training epoch, whose epoch line
+    is its progress when it is short, gets lines once it has run a minute). Supports iteration,
+    update(), set_postfix() and close(), and is a context manager, like tqdm."""
     if enabled and stderr_is_terminal():
         from tqdm import tqdm
 
         return tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave, file=sys.stderr)
-    return ProgressLines(iterable, total=total, desc=desc, unit=unit, enabled=enabled and lines)
+    return ProgressLines(iterable, total=total, desc=desc, unit=unit, enabled=enabled and lines,
+                         quiet_seconds=quiet_seconds)
 
 
 class ProgressLines:
     """Progress as log lines: `desc: 30% (12/40 video) in 5.1 s, 2.35 video/s`."""
 
-    def __init__(self, iterable=None, *, total=None, desc: str, unit: str = "it", enabled: bool = True):
+    def __init__(self, iterable=None, *, total=None, desc: str, unit: str = "it", enabled: bool = True,
+                 quiet_seconds: float = 0.0):
         if total is None and iterable is not None:
             try:
                 total = len(iterable)
             except TypeError:
                 total = None
         self.iterable, self.total, self.desc, self.unit = iterable, total, desc, unit
-        self.enabled, self.n, self.postfix = enabled, 0, ""
+        self.enabled, self.n, self.postfix, self.quiet_seconds = enabled, 0, "", quiet_seconds
         self._t0 = time.monotonic()
         self._next = 1  # the next tenth to report
         self._closed = False
@@ -153,15 +156,18 @@ class ProgressLines:
         if not self.enabled or not self.total:
             return
         tenth = self.n * PROGRESS_STEPS // self.total
-        if tenth >= self._next and self.n < self.total:
+        if tenth >= self._next and self.n < self.total and not self._quiet():
             self._next = tenth + 1
             self._write()
+
+    def _quiet(self) -> bool:
+        return time.monotonic() - self._t0 < self.quiet_seconds
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self.enabled and self.n:
+        if self.enabled and self.n and not self._quiet():
             self._write()
 
     def _write(self) -> None:

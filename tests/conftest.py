@@ -93,6 +93,23 @@ def side_environment(name: str, env_var: str) -> str:
     pytest.skip(msg)
 
 
+def kill_in_epoch_two(monkeypatch):
+    """Makes the training loop's second validation (epoch 2's) raise KeyboardInterrupt, as a kill
+    mid-run would; returns what undoes it."""
+    from mgpipe.stages import train as train_mod
+
+    real_predict, calls = train_mod.predict, {"n": 0}
+
+    def dies_in_epoch_two(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_predict(*a, **k)
+
+    monkeypatch.setattr(train_mod, "predict", dies_in_epoch_two)
+    return lambda: monkeypatch.setattr(train_mod, "predict", real_predict)
+
+
 def run_cli(capsys, *argv):
     """`mgpipe -q ARGV` in this process: (exit code, stderr)."""
     import logging

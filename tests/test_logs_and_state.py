@@ -7,6 +7,7 @@ import sys
 import pandas as pd
 import pytest
 import yaml
+from conftest import kill_in_epoch_two
 
 from mgpipe import config as mgconfig
 from mgpipe import runtime
@@ -49,6 +50,24 @@ def test_progress_off_a_terminal_is_one_line_per_tenth(caplog):
     list(runtime.progress(range(50), desc="quiet", enabled=False))
     list(runtime.progress(range(50), desc="epoch", lines=False))
     assert not caplog.records
+
+
+def test_a_long_epoch_gets_lines_once_it_has_run_a_minute(caplog, monkeypatch):
+    """quiet_seconds (a training epoch's): a loop shorter than that writes nothing, not even its
+    end; a longer one writes a line at each tenth reached after it, and its end."""
+    clock = {"now": 0.0}
+    monkeypatch.setattr(runtime.time, "monotonic", lambda: clock["now"])
+    caplog.set_level("INFO", logger="mgpipe.progress")
+
+    def epoch(seconds_per_step):
+        for _ in runtime.progress(range(20), desc="swin epoch 1/8", unit="batch", quiet_seconds=60):
+            clock["now"] += seconds_per_step
+        lines = [r.getMessage().split(" in ")[0] for r in caplog.records]
+        caplog.clear()
+        return lines
+
+    assert epoch(2.0) == []          # 40 s: the epoch line says it all
+    assert epoch(6.0) == [f"swin epoch 1/8: {p}% ({p // 5}/20 batch)" for p in range(50, 101, 10)]
 
 
 def test_progress_on_a_terminal_is_a_bar(monkeypatch):
@@ -145,19 +164,11 @@ def test_state_is_removed_when_final_and_a_killed_run_still_resumes(demo_stores,
     caplog.set_level("INFO")
     cfg = tiny_config(epochs=2)
     state = tmp_path / "state" / "joint"
-    real_predict, calls = train_mod.predict, {"n": 0}
-
-    def dies_in_epoch_two(*a, **k):  # a kill during epoch 2's validation
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_predict(*a, **k)
-
-    monkeypatch.setattr(train_mod, "predict", dies_in_epoch_two)
+    revive = kill_in_epoch_two(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, demo_stores, tmp_path / "m")
     assert (state / "last.pt").exists() and not (tmp_path / "m" / "model.pt").exists()  # kept for the resume
-    monkeypatch.setattr(train_mod, "predict", real_predict)
+    revive()
     train(cfg, demo_stores, tmp_path / "m")
     assert "joint: resuming after epoch 1" in caplog.text
     assert list(pd.read_csv(tmp_path / "m" / "log.csv").epoch) == [1, 2]

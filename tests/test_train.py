@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import kill_in_epoch_two
 
 from mgpipe import config as mgconfig
 from mgpipe.learning.inference import load_model
@@ -64,19 +65,11 @@ def test_killed_fused_training_resumes_exactly(demo_stores, tmp_path, monkeypatc
     merged = _fused_init(cfg, demo_stores, tmp_path)
     train("fused_full", cfg, demo_stores, tmp_path / "whole", init=merged)
 
-    real_predict, calls = train_mod.predict, {"n": 0}
-
-    def dies_in_epoch_two(*a, **k):  # validation of epoch 2 never finishes: a kill mid-run
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_predict(*a, **k)
-
-    monkeypatch.setattr(train_mod, "predict", dies_in_epoch_two)
+    revive = kill_in_epoch_two(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train("fused_full", cfg, demo_stores, tmp_path / "killed", init=merged)
     assert not (tmp_path / "killed" / "model.pt").exists()
-    monkeypatch.setattr(train_mod, "predict", real_predict)
+    revive()
     train("fused_full", cfg, demo_stores, tmp_path / "killed", init=merged)
 
     whole = deterministic_log(tmp_path / "whole" / "log.csv")

@@ -38,7 +38,7 @@ from mgpipe.stages.clips import read_manifest
 log = logging.getLogger(__name__)
 
 LOG_INTERVAL = 50  # steps between progress-bar updates (each one reads a value from the device)
-LONG_EPOCH = 200  # steps from which a log file gets a progress line per 10 % of an epoch too
+LONG_EPOCH_SECONDS = 60  # an epoch running this long gets progress lines in the log file too
 
 
 def lr_at(epoch: float, optim: dict) -> float:
@@ -172,9 +172,10 @@ def _train(name: str, config: dict, *, manifest_csv, classes_csv, frames_h5, key
         sums = torch.zeros(0, device=device)
         correct = torch.zeros(len(stream_names), device=device)
         part_names, seen = None, 0
-        # a bar on a terminal; in a log file the epoch line below, and lines per 10 % of a long epoch
+        # a bar on a terminal; in a log file the epoch line below, and lines per 10 % of an epoch
+        # that has run a minute (a Video Swin epoch on a CPU: minutes in a few dozen steps)
         bar = progress_bar(loader, desc=f"{name} epoch {epoch + 1}/{optim['epochs']}", unit="batch",
-                           enabled=progress and main, lines=steps >= LONG_EPOCH, leave=False)
+                           enabled=progress and main, quiet_seconds=LONG_EPOCH_SECONDS, leave=False)
         # train.finetune.freeze_epochs: the loaded tensors sit out the first epochs (no step at all)
         frozen = [p for group in optimizer.param_groups if group["loaded"] for p in group["params"]] \
             if epoch < tcfg["finetune"]["freeze_epochs"] else []
