@@ -291,6 +291,14 @@ def _check_fused_shapes(config: dict, source: str) -> None:
     if 4 * pose["size"] != rgb["size"]:
         raise ConfigError(f"{source}: config key pose_model.input.size ({pose['size']}) must be "
                           f"rgb.size / 4 ({rgb['size'] / 4:g}) for the fused network")
+    # ... and keep that ratio through every stage, so no pathway may stride in time (the laterals'
+    # 4-frame temporal stride); a model of pose-only mode may
+    for section in ("rgb", "pose_model"):
+        strides = config[section]["network"]["temporal_strides"]
+        if any(s != 1 for s in strides):
+            raise ConfigError(f"{source}: config key {section}.network.temporal_strides {strides}: the fused "
+                              f"network needs 1 in every stage (its laterals join 4 pose "
+                              f"frames to each RGB frame at every stage)")
 
 
 # ----------------------------------------------------------------------------- memory

@@ -111,15 +111,15 @@ def test_train_and_merge_record_what_the_model_was_trained_on(demo_stores, train
 
 
 def test_merge_of_models_that_do_not_fit_the_fused_network_is_one_line(trained, tmp_path):
-    """A joint model of other temporal strides than the config's fused pose pathway: exit 2, one
-    line naming both files and the key (not a ValueError's traceback)."""
-    other = tmp_path / "strides.yaml"
-    other.write_text(yaml.safe_dump({"pose_model": {"network": {"temporal_strides": [1, 1, 2]}}}))
+    """A joint model of other widths than the config's fused pose pathway: exit 2, one line
+    naming both files and the key (not a ValueError's traceback)."""
+    other = tmp_path / "widths.yaml"
+    other.write_text(yaml.safe_dump({"pose_model": {"network": {"base_channels": 8}}}))
     proc = mgpipe("merge", "--rgb", trained["rgb"], "--pose", trained["joint"], "--model", "fused_full",
                   "--config", TINY, other, "--out", tmp_path / "merged.pt", cwd=tmp_path)
     line = one_line_error(proc)
     assert f"{trained['rgb']} + {trained['joint']}: cannot merge" in line, line
-    assert "temporal_strides" in line and not (tmp_path / "merged.pt").exists(), line
+    assert "base_channels" in line and not (tmp_path / "merged.pt").exists(), line
 
 
 def test_test_of_a_model_on_a_manifest_of_more_classes_is_refused(demo_stores, trained, tmp_path):
