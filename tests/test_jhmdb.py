@@ -38,6 +38,17 @@ CLIPS = {
 SPLITS = ("train", "val", "val", "val", "test")
 
 
+def test_the_recipes_pass_the_config_checks():
+    """benchmarks/jhmdb.yaml, alone and under jhmdb_gpu.yaml, passes every config check (the fused
+    network's shape rules among them), which the one-step run below, on the demo's networks,
+    cannot see: its first recipe strided the pose pathway in time and its fused training failed
+    after an hour of member trainings."""
+    recipe, gpu = REPO / "benchmarks/jhmdb.yaml", REPO / "benchmarks/jhmdb_gpu.yaml"
+    for files in ([recipe], [recipe, gpu]):
+        cfg = mgconfig.load(files)
+        assert cfg["pose_model"]["network"]["temporal_strides"] == [1, 1, 1], files
+
+
 def tiny_config() -> dict:
     """benchmarks/jhmdb.yaml shrunk to one step per member: the recipe's data, pose and member
     settings, the demo's smallest networks (tests/data/tiny.yaml), one epoch of batch 2."""
