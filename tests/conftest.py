@@ -9,8 +9,9 @@ import pytest
 from mgpipe.config import defaults
 
 # The longest files first (CI's `--durations`: the quick start's demo run ~12 min, the SLURM
-# runs ~10 min, the rerun and shard runs several minutes each). Under `--dist loadfile` a file runs
+# runs ~7 min, the rerun and shard runs several minutes each). Under `--dist loadfile` a file runs
 # on one worker from its first test to its last; one collected last ran alone at the end of CI.
+# (xdist would reorder the files by their number of tests: pyproject.toml turns that off.)
 LONGEST_FIRST = ("test_quickstart.py", "test_slurm.py", "test_reruns.py", "test_shards.py", "test_kard_chain.py")
 
 
