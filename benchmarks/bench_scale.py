@@ -53,7 +53,8 @@ OPENPOSE = SHARED / "imigue_openpose_excerpt" / "298"
 
 def measured(argv, cwd=REPO) -> tuple[str, float, float]:
     """Run a command in the repository; (stdout, wall seconds, the process's own peak RSS in
-    MiB, from wait4). A failure stops the benchmark with the command's output."""
+    MiB, from wait4; Linux starts a child's peak at its parent's, so it is a true figure only while
+    it is above this driver's own, ~0.1 GiB). A failure stops the benchmark with the command's output."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()

@@ -168,15 +168,21 @@ def _rezip_deflated(src: Path, dst: Path) -> None:
                 zout.writestr(info.filename, zin.read(info.filename))
 
 
-_MEASURED = """
-import json, resource, sys
+# Peak memory is read as VmHWM, the high-water mark of this process's own address space, which
+# starts afresh at exec. Not ru_maxrss: Linux carries the parent's peak into a child across
+# fork/vfork + exec, so a child of a big pytest worker starts with the worker's peak and a growth
+# below it reads as 0 (the control below once measured 0 MB that way and failed).
+_PEAK_KB = "int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])"
+
+_MEASURED = f"""
+import json, sys
 import mgpipe.stages.train, mgpipe.stages.score, mgpipe.cli  # (imports before the measurement)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = {_PEAK_KB}
 try:
     rc = mgpipe.cli.main(sys.argv[2:])
 finally:
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    open(sys.argv[1], "w").write(json.dumps({"growth_kb": after - before}))
+    after = {_PEAK_KB}
+    open(sys.argv[1], "w").write(json.dumps({{"growth_kb": after - before}}))
 sys.exit(rc)
 """
 
@@ -196,16 +202,16 @@ def test_a_deflated_record_that_would_inflate_to_1_gib_is_refused_within_200_mb(
         assert "is compressed (torch.save never compresses; it could inflate far beyond the file)" in line
         growth = json.loads(report.read_text())["growth_kb"] * 1024
         print(f"\nbomb ({bomb.stat().st_size / 2**20:.1f} MB -> {BOMB_BYTES / 2**30:.0f} GiB) through "
-              f"mgpipe {command}: {line}\n  ru_maxrss growth {growth / 2**20:.1f} MB")
+              f"mgpipe {command}: {line}\n  peak RSS growth {growth / 2**20:.1f} MB")
         assert growth < MEMORY_GROWTH_BOUND, growth
     assert not (tmp_path / "out" / "model.pt").exists() and not (tmp_path / "scores.csv").exists()
     # the control: torch.load itself inflates the record (the bound above is mgpipe's check)
-    control = ("import resource, sys, torch\nbefore = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+    control = (f"import sys, torch\nbefore = {_PEAK_KB}\n"
                "try:\n    torch.load(sys.argv[1], weights_only=True)\nexcept Exception:\n    pass\n"
-               "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)")
+               f"print({_PEAK_KB} - before)")
     proc = subprocess.run([sys.executable, "-c", control, str(bomb)], capture_output=True, text=True, timeout=300)
     unguarded = int(proc.stdout.split()[-1]) * 1024
-    print(f"  the same file through torch.load directly: ru_maxrss growth {unguarded / 2**20:.0f} MB")
+    print(f"  the same file through torch.load directly: peak RSS growth {unguarded / 2**20:.0f} MB")
     assert unguarded > 2 * MEMORY_GROWTH_BOUND
 
 
