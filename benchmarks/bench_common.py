@@ -1,6 +1,7 @@
 """Helpers shared by the benchmarks that drive training and testing through the library
 (bench_transfer.py, bench_longtail.py): config overrides, a pickle's stores, one training run
-with its test scores (kept and read back on a rerun), and mean and spread over seeds."""
+with its test scores and one self-supervised pretraining (each kept and read back on a rerun),
+and mean and spread over seeds."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from mgpipe.formats.scores import stream_probs
 from mgpipe.learning.weights import init_source
 from mgpipe.sources.skeleton_io import import_pickle
 from mgpipe.stages.clips import write_csv
+from mgpipe.stages.pretrain import run as pretrain_run
 from mgpipe.stages.score import score_model
 from mgpipe.stages.train import run as train_run
 
@@ -110,6 +112,28 @@ def train_and_score(name, config, data, out: Path, init=None, threads=2, recipe=
     result = {"minutes": round((time.time() - t0) / 60, 2), "settings": settings}
     if (pd.read_csv(manifest).split == "test").any():
         result.update(test_scores(name, out / "model.pt", config, data, out, threads=threads))
+    result_file.write_text(json.dumps(result))
+    return result
+
+
+def self_supervised(name, config, data, out: Path, init=None, threads=2, recipe=None) -> dict:
+    """One self-supervised pretraining (config["pretrain"]: its splits, mask and schedule) of
+    model `name` on the data's clips, labels unused, into out/weights.pth; kept and read back
+    like train_and_score's runs. {minutes, record, weights}."""
+    result_file, settings = out / "result.json", run_settings(config if recipe is None else recipe, data, init)
+    if result_file.exists():
+        result = json.loads(result_file.read_text())
+        if result.get("settings") != settings:
+            sys.exit(f"{result_file}: made with other settings (recipe, clips or init); "
+                     "use another --out or remove the run")
+        return result
+    kp_h5, manifest, _ = data
+    t0 = time.time()
+    record = pretrain_run(name, config, manifest_csv=manifest, keypoints_h5=kp_h5, out_dir=out,
+                          state_dir=out / "state", init=None if init is None else init_source.given(init),
+                          threads=threads, progress=False)
+    result = {"minutes": round((time.time() - t0) / 60, 2), "settings": settings,
+              "record": {k: v for k, v in record.items() if k != "init"}, "weights": str(out / "weights.pth")}
     result_file.write_text(json.dumps(result))
     return result
 

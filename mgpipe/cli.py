@@ -197,6 +197,19 @@ def cmd_train(args):
         threads=args.threads, progress=not args.quiet)
 
 
+def cmd_pretrain(args):
+    from mgpipe.learning.weights.init_source import configured, from_command_line
+    from mgpipe.stages.pretrain import run
+
+    config = _config(args)
+    # where the pretraining starts: --init, else the model's init key (as the workflow passes it)
+    init = from_command_line(config, args.model, args.init, args.init_layout) \
+        if args.init or args.init_layout else configured(config, args.model)
+    run(args.model, config, manifest_csv=args.manifest, keypoints_h5=args.keypoints, out_dir=args.out_dir,
+        state_dir=args.state_dir or Path(args.out_dir) / "state", init=init, threads=args.threads,
+        progress=not args.quiet)
+
+
 def cmd_merge(args):
     from mgpipe.stages.merge import merge_checkpoints
 
@@ -620,6 +633,21 @@ def _p_train(p):
     p.add_argument("--threads", type=int, default=1, help="CPU threads")
 
 
+def _p_pretrain(p):
+    p.add_argument("model", choices=("joint", "limb"), help="the pose model whose pathway is pretrained")
+    _add_config(p)
+    _arg(p, "--manifest", required=True, reads=True, help="clips.csv of the run (pretrain.splits picks the clips)")
+    _arg(p, "--keypoints", required=True, reads=True, help="keypoints.h5")
+    _arg(p, "--init", reads=True, help="where the pretraining starts (default: the config's init.<model>)")
+    _arg(p, "--init-layout", help="the keypoint layout of the --init file (default: recorded in it, or inferred)")
+    _arg(p, "--out-dir", required=True, writes=_files_in("weights.pth", "log.csv", "curve.png"),
+         help="weights.pth (the pathway as a pyskl / MMAction2 backbone checkpoint), log.csv, curve.png")
+    _arg(p, "--state-dir", help="resumable state (default: OUT_DIR/state)", when_absent=True,
+         writes=lambda folder, args: [os.path.join(folder or os.path.join(args.out_dir, "state"), f)
+                                      for f in ("last.pt", "lock")])
+    p.add_argument("--threads", type=int, default=1, help="CPU threads")
+
+
 def _p_merge(p):
     _arg(p, "--rgb", required=True, reads=True, help="the trained RGB model")
     _arg(p, "--pose", required=True, reads=True, help="the trained joint model")
@@ -673,6 +701,8 @@ _COMMAND_TABLE = [
      _p_gather, "cmd_gather"),
     ("train", "workflow stages", "train one model: rgb, joint, limb, motion, swin or fused_<variant>",
      _p_train, "cmd_train"),
+    ("pretrain", "workflow stages", "self-supervised pretraining of a pose model's pathway on the run's clips, "
+     "labels unused (masked heatmap modelling; settings: pretrain)", _p_pretrain, "cmd_pretrain"),
     ("merge", "workflow stages", "pretrained rgb + pose checkpoints -> fused initial weights", _p_merge, "cmd_merge"),
     ("ensemble", "workflow stages", "score-level fusion, metrics, confusion matrix, summary", _p_ensemble,
      "cmd_ensemble"),

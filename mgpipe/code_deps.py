@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent
 # references of this module, which config.code_digest, and so training, imports.)
 STAGE_ENTRY = {"demo_data": "tools.demo_data", "clips": "stages.clips", "decode": "stages.decode",
                "pose": "stages.pose", "heatmaps": "pose.heatmap_render", "shards": "stages.shards",
-               "train": "stages.train", "merge": "stages.merge", "test": "stages.score",
+               "train": "stages.train", "pretrain": "stages.pretrain", "merge": "stages.merge", "test": "stages.score",
                "ensemble": "stages.ensemble", "skeleton_sources": "sources.skeleton_sources"}
 
 

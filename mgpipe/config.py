@@ -218,6 +218,9 @@ def validate(config: dict, source: str = "config", partial: bool = False) -> dic
         # (a stage given only one pathway's settings, or pose-only mode, has no fused network)
         _check_fused_shapes(config, source)
     _check_memory(config, source, sections)
+    if {"pretrain", "limb"} <= given and "limb" in config["pretrain"]["models"] and not config["limb"]["enabled"]:
+        raise ConfigError(f"{source}: config key pretrain.models: limb is pretrained but limb.enabled is "
+                          "false (this config trains no limb model to start from the weights)")
     if "pose" in given and config.get("mode") == "pose" and reads_frames(config["pose"]["backend"]):
         raise ConfigError(f"{source}: config key mode: pose-only mode reads provided keypoints; "
                           f"pose.backend {config['pose']['backend']} needs videos (use openpose or pickle)")

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,3 +75,30 @@ def test_regimes_and_kept_runs(tmp_path):
     (run / "result.json").write_text(json.dumps({"top1": 0.5, "settings": "made-elsewhere"}))
     with pytest.raises(SystemExit, match="made with other settings"):
         train_and_score("joint", {"seed": 0}, tuple(data), run)
+
+
+@needs_data
+def test_self_supervised_starts_run_beside_scratch_and_are_kept(tmp_path, capsys):
+    """--starts selfsup both on Florence (the smallest set), shrunk to minutes: the table holds
+    each start against scratch, the self-supervised weights start the target's models, and a
+    second call reuses every kept run."""
+    from benchmarks.bench_transfer import main
+
+    shrink = ["--set", "recipe.pose_model.input={frames: 8, size: 16, test_size: 16}",
+              "--set", "recipe.pose_model.network.base_channels=4",
+              "--set", "recipe.pose_model.optim.epochs=1", "--set", "recipe.pretrain.optim.epochs=1",
+              "--set", "recipe.test.views=1"]
+    argv = ["--targets", "florence", "--regimes", "few", "--seeds", "0", "--models", "joint",
+            "--starts", "selfsup", "both", "--threads", "1", "--out", str(tmp_path), *shrink]
+    summary = main(argv)
+    rows = summary["results"]["florence"]
+    assert set(rows) == {"few/scratch/joint", "few/selfsup/joint", "few/both/joint"}
+    table = (tmp_path / "table.md").read_text()
+    assert "| florence | few | joint | selfsup |" in table and "| florence | few | joint | both |" in table
+    weights = tmp_path / "selfsup" / "florence_selfsup" / "joint" / "weights.pth"
+    assert weights.is_file() and (tmp_path / "selfsup" / "florence_both" / "joint" / "weights.pth").is_file()
+    model = torch.load(tmp_path / "runs" / "florence_few_s0_selfsup_joint" / "model.pt", weights_only=True)
+    assert model["init"]["source"] == str(weights) and set(model["init"]["fresh"]) == {"head.fc.weight", "head.fc.bias"}
+    kept = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("result.json")}
+    assert main(argv)["results"] == summary["results"]
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("result.json")} == kept

@@ -12,6 +12,7 @@ from conftest import kill_in_epoch_two
 from mgpipe import config as mgconfig
 from mgpipe import runtime
 from mgpipe.io import InputError
+from mgpipe.learning.epochs import plot_history
 from mgpipe.stages import train as train_mod
 
 
@@ -150,7 +151,7 @@ def test_a_one_epoch_curve_shows_its_points(tmp_path):
     from PIL import Image
 
     row = {"epoch": 1, "lr": 0.01, "train_loss": 2.0, "train_top1_joint": 0.4, "val_top1_joint": 0.3, "val_top1": 0.3}
-    train_mod.plot_history([row], tmp_path / "one.png", "joint")
+    plot_history([row], tmp_path / "one.png", "joint")
     image = np.asarray(Image.open(tmp_path / "one.png").convert("RGB")).astype(int)
     # coloured (non-grey) pixels: the legend's handles alone give ~150 (a curve without markers),
     # the markers of the points add as many again (axes and text are black/grey)

@@ -19,8 +19,8 @@ from test_ensemble_weights import _classes_csv, known_run, weak_right
 
 import mgpipe
 from mgpipe import config as mgconfig
+from mgpipe.learning.epochs import plot_history
 from mgpipe.stages.ensemble import build_report
-from mgpipe.stages.train import plot_history
 
 HISTORY = [{"epoch": e, "lr": 0.01, "train_loss": 2.0 / e, "train_top1_joint": 0.2 * e, "val_top1_joint": 0.15 * e,
             "val_top1": 0.15 * e} for e in (1, 2, 3)]

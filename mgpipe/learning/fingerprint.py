@@ -39,16 +39,16 @@ def rows_digest(frame: pd.DataFrame) -> str:
     return hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
 
 
-def training_fingerprint(settings: dict, *, rows: pd.DataFrame, files: dict) -> str:
-    """The resume key of one training job.
+def training_fingerprint(settings: dict, *, rows: pd.DataFrame, files: dict, stage: str = "train") -> str:
+    """The resume key of one training (or pretraining) job.
 
     settings: every setting the job uses (architecture, optimiser, train section, seed, name);
     rows: the manifest rows it trains and validates on; files: {role: path or None} of every file
-    it reads (stores, class table, initial weights).
+    it reads (stores, class table, initial weights); stage: whose code (config.code_digest).
     """
     return hashlib.sha256(canonical({
         "settings": settings,
-        "code": code_digest("train"),
+        "code": code_digest(stage),
         "rows": rows_digest(rows),
         "files": {role: None if path is None else file_digest(path) for role, path in sorted(files.items())},
     }).encode()).hexdigest()[:32]

@@ -8,7 +8,6 @@ the declared outputs (best checkpoint, per-epoch CSV, curve PNG) are written at 
 from __future__ import annotations
 
 import contextlib
-import csv
 import logging
 import math
 import os
@@ -22,9 +21,19 @@ from mgpipe import config as mgconfig
 from mgpipe.formats import checkpoints
 from mgpipe.formats import frames as frame_store
 from mgpipe.formats import keypoints as keypoint_store
-from mgpipe.io import ComputationError, InputError, atomic_path
+from mgpipe.io import InputError
 from mgpipe.layouts import Layout
 from mgpipe.learning import imbalance, specs
+from mgpipe.learning.epochs import (
+    LONG_EPOCH_SECONDS,
+    TrainingDiverged,
+    lr_at,
+    plot_history,
+    remove_state,
+    set_aside,
+    state_lock,
+    write_history,
+)
 from mgpipe.learning.fingerprint import training_fingerprint
 from mgpipe.learning.inference import predict, top1
 from mgpipe.learning.samples import check_frame_gap, check_stores, keypoint_channels, make_loader, model_samples
@@ -38,21 +47,6 @@ from mgpipe.stages.clips import read_manifest
 log = logging.getLogger(__name__)
 
 LOG_INTERVAL = 50  # steps between progress-bar updates (each one reads a value from the device)
-LONG_EPOCH_SECONDS = 60  # an epoch running this long gets progress lines in the log file too
-
-
-def lr_at(epoch: float, optim: dict) -> float:
-    """Linear warm-up, then step decay at optim['lr_steps'] (epochs), or with schedule 'cosine'
-    a half cosine from lr after the warm-up down to 0 at the last epoch (lr_steps unused)."""
-    if optim.get("schedule", "step") == "cosine":
-        warm, total = optim["warmup_epochs"], optim["epochs"]
-        done = min(max((epoch - warm) / max(total - warm, 1e-9), 0.0), 1.0)
-        lr = optim["lr"] * 0.5 * (1.0 + math.cos(math.pi * done))
-    else:
-        lr = optim["lr"] * optim["lr_gamma"] ** sum(epoch >= s for s in optim["lr_steps"])
-    if epoch < optim["warmup_epochs"]:
-        lr *= (epoch + 1e-3) / optim["warmup_epochs"]
-    return lr
 
 
 def check_labels(manifest, classes: list[dict], manifest_csv, classes_csv) -> None:
@@ -83,25 +77,13 @@ def run(name: str, config: dict, *, state_dir, **job) -> dict:
     # Only the first process of a data-parallel job owns the state folder.
     if int(os.environ.get("RANK", "0")) != 0:
         return _train(name, config, state_dir=state_dir, **job)
-    with _state_lock(state_dir):
+    with state_lock(state_dir):
         result = _train(name, config, state_dir=state_dir, **job)
         # model.pt, log.csv and curve.png are written: the state can only restart this training
         # from scratch now (a finished state is never resumed), so it goes unless kept
         if not config["train"]["keep_state"]:
             remove_state(state_dir)
         return result
-
-
-def remove_state(state_dir: Path) -> None:
-    """Remove a finished training's state folder (and its parent when that is left empty)."""
-    import shutil
-
-    size = sum(f.stat().st_size for f in state_dir.rglob("*") if f.is_file())
-    shutil.rmtree(state_dir)
-    with contextlib.suppress(OSError):  # the parent holds other models' state
-        state_dir.parent.rmdir()
-    log.info("removed the finished training's state %s (%.1f MB; train.keep_state: true keeps it)",
-             state_dir, size / 1e6)
 
 
 @dataclass
@@ -417,7 +399,7 @@ def _resume(job: _Job, state_dir: Path) -> tuple[list, float, int]:
         log.info("%s: resuming after epoch %d from %s", job.name, state["epoch"] + 1, state_file)
         return state["history"], state["best"], state["epoch"] + 1
     if state_file.exists() or best_file.exists():
-        _set_aside(state_dir, (state_file, best_file),
+        set_aside(state_dir, (state_file, best_file),
                    "a finished job" if finished and state.get("fingerprint") == job.fingerprint
                    else "another training job (other settings, code or inputs)")
     log.info("%s: training from epoch 1 (state %s)", job.name, job.fingerprint)
@@ -437,37 +419,6 @@ def _outputs(job: _Job, history: list, state_dir: Path, out_dir: Path) -> dict:
     log.info("%s: kept epoch %d (%s), val top-1 %s", job.name, best_ckpt["epoch"], best_ckpt["selected"],
              best_ckpt["val_top1"])
     return {"best_val_top1": best_ckpt["val_top1"], "best_epoch": best_ckpt["epoch"]}
-
-
-class TrainingDiverged(ComputationError):
-    """The loss became NaN or infinite: a setting (usually the learning rate) is too high."""
-
-
-@contextlib.contextmanager
-def _state_lock(state_dir: Path):
-    """An exclusive lock on the state folder: two jobs writing one state would corrupt it. The OS
-    releases it when the process ends, even when the process is killed."""
-    import fcntl
-
-    with open(state_dir / "lock", "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise InputError(f"{state_dir}: another training job is using this state folder") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _set_aside(state_dir: Path, files, whose: str) -> None:
-    """Move state that must not be resumed into state_dir/stale/ (kept for a look, never resumed)."""
-    stale = state_dir / "stale"
-    stale.mkdir(exist_ok=True)
-    for f in files:
-        if f.exists():
-            os.replace(f, stale / f.name)
-    log.info("set aside the state of %s in %s", whose, stale)
 
 
 def _init_distributed(device) -> tuple[int, int]:
@@ -490,14 +441,6 @@ def _reduce(totals: torch.Tensor, world: int) -> list[float]:
     if world > 1:
         torch.distributed.all_reduce(totals)
     return totals.tolist()
-
-
-def write_history(history: list[dict], path) -> None:
-    keys = list(dict.fromkeys(k for row in history for k in row))
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(history)
 
 
 def require_tensorboard() -> None:
@@ -543,32 +486,3 @@ def write_tensorboard(board, row: dict) -> None:
     board.flush()
 
 
-def plot_history(history: list[dict], path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    epochs = [r["epoch"] for r in history]
-    # markers on every point: a line needs two, and a one-epoch training has one point per curve
-    marker = "o" if len(epochs) <= 30 else None
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for key in [k for k in history[0] if k.startswith("train_") and not k.startswith("train_top1")]:
-        ax1.plot(epochs, [r.get(key, math.nan) for r in history], label=key[6:], marker=marker)
-    ax1.set_xlabel("epoch"), ax1.set_ylabel("loss"), ax1.legend(fontsize=8)
-    for key in [k for k in history[0] if "top1" in k]:
-        ax2.plot(epochs, [r.get(key, math.nan) for r in history], label=key, marker=marker,
-                 linewidth=2 if key == "val_top1" else 1)
-    ax2.set_xlabel("epoch"), ax2.set_ylabel("top-1"), ax2.set_ylim(0, 1.02), ax2.legend(fontsize=7)
-    for ax in (ax1, ax2):  # whole epochs on the axis
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    if len(epochs) == 1:  # a single point: an axis around it, not matplotlib's +-0.05 epoch
-        for ax in (ax1, ax2):
-            ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
-            ax.set_xticks([epochs[0]])
-    fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)

@@ -128,18 +128,24 @@ SPECS = {m: specs.get(m) for m in MODELS}
 # or the merge stage's output. Checked here, before anything runs (missing, hostile, of no
 # supported form or not fitting the model: one line); the file is a rule input, so a new file
 # retrains the model; the training job gets the source on its command line (init_args).
+# A model in pretrain.models starts from the pretrain stage's output, and that stage starts where
+# the model's init key says (PRETRAIN: {model: that source or None}; checked here the same way).
 INIT = {}
+PRETRAIN = {}
 _RUN_MODELS = {os.path.realpath(f"{R}/models/{m}/model.pt") for m in MODELS}
 for _model in MODELS:
     try:
         _source = init_source.resolve(config, _model)
+        if _source is not None and _source.kind == init_source.SELF_SUPERVISED:
+            INIT[_model] = _source
+            PRETRAIN[_model] = _source = init_source.configured(config, _model)
     except InputError as e:
         sys.exit(f"mgpipe: {e}")
     if _source is None:
         continue
-    INIT[_model] = _source
-    if _source.kind == init_source.MERGED:
-        continue  # (an output of this run's merge rule)
+    INIT.setdefault(_model, _source)
+    if _source.kind in init_source.OUTPUTS:
+        continue  # (an output of this run's merge or pretrain rule)
     if os.path.realpath(_source.file) == os.path.realpath(f"{R}/models/{_model}/model.pt"):
         # (early, before the file is read; every output of the run is compared at the end of
         # the Snakefile: check_init_outputs)
@@ -156,6 +162,9 @@ for _model in MODELS:
         except InputError as e:
             sys.exit(f"mgpipe: {_source.named_by}: {e}")
 MERGED = [m for m, source in INIT.items() if source.kind == init_source.MERGED]
+_not_trained = [m for m in config["pretrain"]["models"] if m not in MODELS]
+if _not_trained:
+    sys.exit(f"mgpipe: config key pretrain.models: {', '.join(_not_trained)} is not trained by this config")
 # Pose-only mode trains no RGB or fused network: the ensemble keeps the members it has.
 ENSEMBLE = dict(config["ensemble"])
 if POSE_ONLY:
@@ -379,6 +388,21 @@ def train_inputs(wildcards):
     return data
 
 
+def pretrain_inputs(wildcards):
+    data = dict(manifest=f"{R}/clips.csv", keypoints=f"{R}/keypoints.h5")
+    if PRETRAIN[wildcards.model] is not None:
+        data["init"] = PRETRAIN[wildcards.model].file
+    return data
+
+
+def pretrain_init_args(wildcards, input):
+    """Where the pretraining starts: the model's init file and its keypoint layout, if any."""
+    if "init" not in input.keys():
+        return ""
+    layout = PRETRAIN[wildcards.model].layout
+    return " ".join(filter(None, [optional_arg("--init", input.init), optional_arg("--init-layout", layout)]))
+
+
 def frames_arg(wildcards, input):
     return optional_arg("--frames", input.frames) if "frames" in input.keys() else ""
 
@@ -454,13 +478,15 @@ def shard_slice(wildcards):
 
 
 def check_init_outputs():
-    """Every init file but the merge stage's against every output of this run's rules, by real
+    """Every init file but the merge and pretrain stages' (a pretraining's own start included) against every output of this run's rules, by real
     path (mgpipe/plan.py): an output of the run is refused (Snakemake would remove it before its
     job), another model's model.pt becomes that output as its rule spells it (a dependency), and
     a cycle is refused. Called at the end of the Snakefile, once all rules are defined, before any job."""
+    files = {m: s for m, s in INIT.items() if s.kind not in init_source.OUTPUTS}
+    files.update({m: s for m, s in PRETRAIN.items() if s is not None})  # (such a model's INIT is an OUTPUT)
     try:
-        INIT.update(
-            mgplan.check_inits({m: s for m, s in INIT.items() if s.kind != init_source.MERGED}, R, list(workflow.rules))
-        )
+        checked = mgplan.check_inits(files, R, list(workflow.rules))
     except InputError as e:
         sys.exit(f"mgpipe: {e}")
+    for model, source in checked.items():
+        (PRETRAIN if model in PRETRAIN else INIT)[model] = source

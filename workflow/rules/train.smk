@@ -43,6 +43,38 @@ rule train:
         "2> {log:q}"
 
 
+# Self-supervised pretraining of a pose model's pathway (pretrain.models): its weights are where
+# that model's training starts (the train rule's init input).
+rule pretrain:
+    input:
+        unpack(pretrain_inputs),
+    output:
+        weights=f"{R}/pretrained/{{model}}/weights.pth",
+        log=report(f"{R}/pretrained/{{model}}/log.csv", caption="../report/pretraining.rst", category="Training"),
+        curve=report(f"{R}/pretrained/{{model}}/curve.png", caption="../report/pretraining.rst", category="Training"),
+    params:
+        cfg=lambda wildcards: model_config(wildcards.model, "pretrain"),
+        code=code("pretrain"),
+        init=pretrain_init_args,
+        out_dir=lambda wildcards, output: os.path.dirname(output.weights),
+        state=lambda wildcards: f"{R}/state/pretrain_{wildcards.model}",
+    wildcard_constraints:
+        model="|".join(PRETRAIN) or "(?!)",
+    log:
+        f"{R}/logs/pretrain_{{model}}.log",
+    benchmark:
+        f"{R}/benchmarks/pretrain_{{model}}.tsv"
+    threads: config["train"]["threads"]
+    resources:
+        **train_resources(),
+        mem_mb=16000,
+        runtime=1440,
+    shell:
+        "mgpipe pretrain {wildcards.model:q} --config-json {params.cfg:q} --manifest {input.manifest:q} "
+        "--keypoints {input.keypoints:q} {params.init} --out-dir {params.out_dir:q} --state-dir {params.state:q} "
+        "--threads {threads} --set train.keep_state={config[train][keep_state]} 2> {log:q}"
+
+
 rule merge:
     input:
         rgb=f"{R}/models/rgb/model.pt",

@@ -6,7 +6,9 @@ resolve(config, model) turns the config into an InitSource when the workflow pla
 the training job on the command line (--init FILE [--init-layout NAME], or --init-weights
 NAME); `mgpipe train` without those options calls resolve itself (from_command_line). Training takes the InitSource
 as it is and never reads these config keys: so the plan, the job and its record agree on one
-answer. Reading the weights into a model is initialise.py's work.
+answer. A model in pretrain.models starts from the pretrain stage's output; that stage starts
+where the model's init key says (`configured`). Reading the weights into a model is
+initialise.py's work.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ FILE = "file"                        # a checkpoint the config (or --init) names
 RESULTS_FOLDER = "results folder"    # another run's results folder: its model of the same name
 TORCHVISION = "torchvision weight"   # a torchvision weight name: its file in torch's hub cache
 MERGED = "merged"                    # the merge stage's output (a fused model the config gives no file)
-KINDS = (FILE, RESULTS_FOLDER, TORCHVISION, MERGED)
+SELF_SUPERVISED = "self-supervised"  # the pretrain stage's output (a model in pretrain.models)
+KINDS = (FILE, RESULTS_FOLDER, TORCHVISION, MERGED, SELF_SUPERVISED)
+OUTPUTS = (MERGED, SELF_SUPERVISED)  # kinds whose file a stage of this run writes
 
 
 @dataclass(frozen=True)
@@ -48,8 +52,22 @@ def config_key(model: str) -> str:
     return "init.fused" if spec.is_fused else f"init.{model}"
 
 
+def pretrained_file(config: dict, model: str) -> str:
+    """The pretrain stage's output for `model` (the stage's rule and the training's init agree on it)."""
+    return f"{config['results']}/pretrained/{model}/weights.pth"
+
+
 def resolve(config: dict, model: str) -> InitSource | None:
-    """Where `model` starts, as the config says: the file its key names (a folder: a results
+    """Where `model`'s training starts: the pretrain stage's output for a model in
+    pretrain.models (that stage itself starts where `configured` says), else `configured`."""
+    if model in config.get("pretrain", {}).get("models", ()):
+        return InitSource(pretrained_file(config, model), SELF_SUPERVISED,
+                          "config key pretrain.models (the self-supervised stage's output)")
+    return configured(config, model)
+
+
+def configured(config: dict, model: str) -> InitSource | None:
+    """Where `model` starts, as its init key says: the file its key names (a folder: a results
     folder, its <folder>/models/<model>/model.pt; {path, layout}: with the file's keypoint
     layout), a torchvision weight name (the key a spec names, swin.weights), or, for a model
     that starts from merged weights and is given no file, the merge stage's output. None: from
@@ -110,9 +128,10 @@ def from_command_line(config: dict, model: str, file=None, layout=None, weights=
                 raise InputError(f"--init-layout: {e}") from None
         return given(file, layout)
     source = resolve(config, model)
-    if source is not None and source.kind == MERGED and not Path(source.file).is_file():
-        raise InputError(f"{source.file}: not found: {model} starts from the merge stage's weights "
-                         "(mgpipe merge), or from the file --init names")
+    if source is not None and source.kind in OUTPUTS and not Path(source.file).is_file():
+        stage = "the merge stage's weights (mgpipe merge)" if source.kind == MERGED else \
+            "the self-supervised pretraining's weights (mgpipe pretrain; pretrain.models)"
+        raise InputError(f"{source.file}: not found: {model} starts from {stage}, or from the file --init names")
     return source
 
 
