@@ -6,7 +6,11 @@ For each target dataset T:
    the pretraining layout (kinect_v1_20: it names every joint of the three), their label sets side
    by side (no class shared), written as one pyskl pickle; joint and limb models trained on it
    (seed 0, the recipe's schedule).
-2. with `--starts` selfsup or both: the joint and limb models' self-supervised pretraining
+2. with `--starts cotrain`, instead of one after the other: per regime and seed, one model on the
+   clips of 1. and the target's training clips together (one backbone, their label sets side by
+   side in one head, the pretraining layout), scored on the target's test clips over the
+   target's classes only (its part of the head, renormalised: a head per dataset at test time).
+   with `--starts` selfsup or both: the joint and limb models' self-supervised pretraining
    (masked heatmap modelling, the recipe's `pretrain` section) on T's clips of pretrain.splits
    (its whole training split, labels unused: in the few-shot regimes that is the semi-supervised
    case), from random weights (selfsup) or from the supervised pretraining of 1. (both); seed 0.
@@ -35,6 +39,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -62,7 +67,8 @@ CONFIG = ROOT / "benchmarks" / "transfer.yaml"
 FEW_MARGIN = 0.05  # fine-tuning must beat scratch by this much with few clips per class
 STARTS = {"scratch": "random weights", "finetune": "supervised pretraining on the other datasets",
           "selfsup": "self-supervised pretraining on the target's clips (labels unused)",
-          "both": "supervised, then self-supervised on the target's clips"}
+          "both": "supervised, then self-supervised on the target's clips",
+          "cotrain": "one model trained on the other datasets and the target together"}
 
 
 def pretraining_pickle(bench: dict, sources: list[str], out: Path) -> Path:
@@ -99,6 +105,36 @@ def target_data(bench, target, out: Path):
     return pre_data, prepare(ROOT / spec["pickle"], spec["layout"], bench["split_map"], out / "data" / target)
 
 
+def cotraining_data(bench, target, manifest: Path, work: Path) -> tuple[tuple, int]:
+    """(stores, label offset) for training on the sources and the target together: every clip of
+    the other datasets (train), the target's train clips of `manifest` (train) and its test clips
+    (test), all in the pretraining layout, label sets side by side with the target's last (from
+    the offset on)."""
+    if not (work / "clips.csv").exists():
+        frame = pd.read_csv(manifest, dtype={"clip_id": str})
+        with open(ROOT / bench["datasets"][target]["pickle"], "rb") as f:
+            dataset = pickle.load(f)   # (the benchmark's own real data, trusted)
+        dataset["split"] = {split: frame.clip_id[frame.split == split].tolist() for split in ("train", "test")}
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "target.pkl").write_bytes(pickle.dumps(dataset))
+        everything = {name: "train" for name in bench["split_map"]}
+        entries = [{"path": str(ROOT / bench["datasets"][name]["pickle"]), "layout": bench["datasets"][name]["layout"],
+                    "name": name, "split_map": everything} for name in bench["datasets"] if name != target]
+        entries.append({"path": str(work / "target.pkl"), "layout": bench["datasets"][target]["layout"],
+                        "name": target, "split_map": {"train": "train", "test": "test"}})
+        combine(entries, bench["pretrain_layout"], work / "cotrain.pkl")
+    data = prepare(work / "cotrain.pkl", bench["pretrain_layout"], {"train": "train", "test": "test"}, work)
+    target_classes = pd.read_csv(manifest.parent / "classes.csv")
+    return data, len(pd.read_csv(data[2])) - len(target_classes)
+
+
+def target_scores(result: dict, offset: int) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities over the target's classes, renormalised; labels from 0) of a cotrained
+    model's test scores: the target's head is the columns from `offset` on."""
+    probs, labels = np.array(result["probs"])[:, offset:], np.array(result["labels"]) - offset
+    return probs / probs.sum(axis=1, keepdims=True), labels
+
+
 def regime_settings(bench, regime) -> tuple[int | None, int | None]:
     """(clips per class or None for all, epochs or None for the recipe's) of a regime: a number
     (clips per class), null, or {per_class, epochs}."""
@@ -128,6 +164,7 @@ def starting_points(bench, target, recipe, pre_data, data, out: Path, args) -> d
                 model, recipe, data, out / "selfsup" / f"{target}_{start}" / model,
                 init=None if init is None else init[model], threads=args.threads,
                 recipe=bench["recipe"])["weights"] for model in args.models}
+    starts["cotrain"] = dict.fromkeys(args.models)   # (its data is made per regime and seed)
     return {start: starts[start] for start in args.starts}
 
 
@@ -148,10 +185,16 @@ def run_target(bench, target, recipe, out: Path, args) -> dict:
                 probs = {}
                 for model in args.models:
                     run = out / "runs" / f"{target}_{regime}_s{seed}_{start}_{model}"
-                    r = train_and_score(model, config, run_data, run, threads=args.threads, recipe=asked,
-                                        init=inits[model])
-                    rows.setdefault((regime, start, model), []).append(r["top1"])
-                    probs[model], labels = np.array(r["probs"]), np.array(r["labels"])
+                    if start == "cotrain":   # one model on the sources and these clips, scored on the target's head
+                        cot_data, offset = cotraining_data(bench, target, manifest,
+                                                           out / "cotrain" / f"{target}_{regime}_s{seed}")
+                        r = train_and_score(model, config, cot_data, run, threads=args.threads, recipe=asked)
+                        probs[model], labels = target_scores(r, offset)
+                    else:
+                        r = train_and_score(model, config, run_data, run, threads=args.threads, recipe=asked,
+                                            init=inits[model])
+                        probs[model], labels = np.array(r["probs"]), np.array(r["labels"])
+                    rows.setdefault((regime, start, model), []).append(float((probs[model].argmax(1) == labels).mean()))
                 if len(probs) == 2:
                     both = (probs["joint"] + probs["limb"]) / 2
                     rows.setdefault((regime, start, "joint+limb"), []).append(float((both.argmax(1) == labels).mean()))

@@ -78,10 +78,11 @@ def test_regimes_and_kept_runs(tmp_path):
 
 
 @needs_data
-def test_self_supervised_starts_run_beside_scratch_and_are_kept(tmp_path, capsys):
-    """--starts selfsup both on Florence (the smallest set), shrunk to minutes: the table holds
-    each start against scratch, the self-supervised weights start the target's models, and a
-    second call reuses every kept run."""
+def test_self_supervised_and_cotrained_starts_run_beside_scratch_and_are_kept(tmp_path, capsys):
+    """--starts selfsup both cotrain on Florence (the smallest set), shrunk to minutes: the table
+    holds each start against scratch, the self-supervised weights start the target's models, the
+    cotrained model saw the other sets and the few labelled Florence clips (its classes last)
+    and is scored on Florence's, and a second call reuses every kept run."""
     from benchmarks.bench_transfer import main
 
     shrink = ["--set", "recipe.pose_model.input={frames: 8, size: 16, test_size: 16}",
@@ -89,16 +90,22 @@ def test_self_supervised_starts_run_beside_scratch_and_are_kept(tmp_path, capsys
               "--set", "recipe.pose_model.optim.epochs=1", "--set", "recipe.pretrain.optim.epochs=1",
               "--set", "recipe.test.views=1"]
     argv = ["--targets", "florence", "--regimes", "few", "--seeds", "0", "--models", "joint",
-            "--starts", "selfsup", "both", "--threads", "1", "--out", str(tmp_path), *shrink]
+            "--starts", "selfsup", "both", "cotrain", "--threads", "1", "--out", str(tmp_path), *shrink]
     summary = main(argv)
     rows = summary["results"]["florence"]
-    assert set(rows) == {"few/scratch/joint", "few/selfsup/joint", "few/both/joint"}
+    assert set(rows) == {"few/scratch/joint", "few/selfsup/joint", "few/both/joint", "few/cotrain/joint"}
     table = (tmp_path / "table.md").read_text()
     assert "| florence | few | joint | selfsup |" in table and "| florence | few | joint | both |" in table
     weights = tmp_path / "selfsup" / "florence_selfsup" / "joint" / "weights.pth"
     assert weights.is_file() and (tmp_path / "selfsup" / "florence_both" / "joint" / "weights.pth").is_file()
     model = torch.load(tmp_path / "runs" / "florence_few_s0_selfsup_joint" / "model.pt", weights_only=True)
     assert model["init"]["source"] == str(weights) and set(model["init"]["fresh"]) == {"head.fc.weight", "head.fc.bias"}
+    cotrained = pd.read_csv(tmp_path / "cotrain" / "florence_few_s0" / "clips.csv")
+    sources = sum(len(pickle.loads((ROOT / BENCH["datasets"][n]["pickle"]).read_bytes())["annotations"])
+                  for n in ("kard", "utkinect"))
+    florence = cotrained[cotrained.label >= 18 + 10]                     # KARD's 18, UTKinect's 10, then Florence's 9
+    assert (cotrained.split == "train").sum() == sources + 27 and (florence.split == "train").sum() == 27
+    assert (cotrained.split == "test").sum() == len(florence) - 27 == (cotrained.label >= 28).sum() - 27
     kept = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("result.json")}
     assert main(argv)["results"] == summary["results"]
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("result.json")} == kept
