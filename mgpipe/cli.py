@@ -414,7 +414,8 @@ class _Help(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action):
         text = action.help or ""
         default = action.default
-        if ("%(default)" not in text and default not in (None, False, [], argparse.SUPPRESS)
+        if ("%(default)" not in text and "(default" not in text   # (a text that says its own default)
+                and default not in (None, False, [], argparse.SUPPRESS)
                 and action.option_strings):
             text += f" (default: {' '.join(map(str, default)) if isinstance(default, list) else default})"
         return text
