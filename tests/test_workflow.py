@@ -70,13 +70,13 @@ def gpus_planned(proc) -> dict:
 
 @pytest.mark.parametrize("device, gpu", [("cuda", "1"), ("cpu", "0")])
 def test_slurm_profile_asks_train_gpus_for_training_and_test(workdir, device, gpu):
-    """On SLURM the train and test jobs ask for train.gpus GPUs whatever the submitting machine
+    """On SLURM the train and test jobs ask for train.gpus GPUs (a pretraining job for one) whatever the submitting machine
     has (profiles/default's local cap, here 0 GPUs, does not apply); device cpu asks for none.
     (device auto asks where sinfo lists GPUs: tests/test_slurm.py.) A machine where sinfo cannot
     be asked: the local SLURM of tests/test_slurm.py, up beside this test, would hold the
     profile's CHANGE_ME partitions against its own (refused at plan time there)."""
     pytest.importorskip("snakemake_executor_plugin_slurm")
-    (workdir / f"{device}.yaml").write_text(f"train: {{device: {device}}}\n")
+    (workdir / f"{device}.yaml").write_text(f"train: {{device: {device}}}\npretrain: {{models: [joint]}}\n")
     bin_dir = workdir / "no-sinfo"
     bin_dir.mkdir(exist_ok=True)
     (bin_dir / "sinfo").write_text("#!/bin/sh\nexit 1\n")
@@ -85,8 +85,8 @@ def test_slurm_profile_asks_train_gpus_for_training_and_test(workdir, device, gp
     proc = smk(workdir, "-n", "--profile", "profiles/slurm", "--configfile", "tiny.yaml", f"{device}.yaml", env=env)
     plan = gpus_planned(proc)
     print(plan)
-    assert plan["train"] == [gpu] and plan["test"] == [gpu], plan
-    assert all(v == ["-"] for rule, v in plan.items() if rule not in ("train", "test")), plan
+    assert plan["train"] == [gpu] and plan["test"] == [gpu] and plan["pretrain"] == [gpu], plan
+    assert all(v == ["-"] for rule, v in plan.items() if rule not in ("train", "test", "pretrain")), plan
 
 
 def test_local_plan_caps_gpus_at_the_visible_ones(workdir):

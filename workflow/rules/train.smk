@@ -65,8 +65,9 @@ rule pretrain:
     benchmark:
         f"{R}/benchmarks/pretrain_{{model}}.tsv"
     threads: config["train"]["threads"]
+    # one process (no data parallelism here): one GPU where the training would take them
     resources:
-        **train_resources(),
+        gpu=min(1, gpu_count()),
         mem_mb=16000,
         runtime=1440,
     shell:
