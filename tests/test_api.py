@@ -128,5 +128,6 @@ def test_version_and_grouped_help_with_defaults(tmp_path):
     groups = [text.index(g) for g in ("use a trained model:", "data and tools:", "workflow stages:")]
     assert groups == sorted(groups)
     assert text.index("  predict ") < groups[1] < text.index("  export-pickle ") < groups[2] < text.index("  train ")
-    train = _mgpipe("train", "--help", cwd=tmp_path).stdout
+    train = " ".join(_mgpipe("train", "--help", cwd=tmp_path).stdout.split())   # (argparse wraps lines)
     assert "(default: 1)" in train and "(default: config.yaml)" in train and "--set KEY=VALUE" in train
+    assert train.count("(default: config.yaml)") == 1   # a text that says its own default is not given it twice
